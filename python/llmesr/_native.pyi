@@ -1,0 +1,44 @@
+# Hand-written stub of the Rust extension (checked against the module by mypy's stubtest in CI).
+from collections.abc import Callable
+
+class DataError(ValueError):
+    """Malformed or unusable input data."""
+
+def prepare_dataset(
+    inputs: list[str],
+    out_dir: str,
+    *,
+    format: str | None = None,
+    user_col: str | None = None,
+    item_col: str | None = None,
+    time_col: str | None = None,
+    rating_col: str | None = None,
+    columns: list[str] | None = None,
+    skip_bad_lines: bool = False,
+    min_rating: float | None = None,
+    since: int | None = None,
+    until: int | None = None,
+    min_user: int = 0,
+    min_item: int = 0,
+    core_mode: str = "iterative",
+    dedup_consecutive: bool = False,
+    item_files: list[str] = ...,
+    item_key: str | None = None,
+    version: str = "",
+    progress: Callable[[str, int, int], object] | None = None,
+) -> str: ...
+def prepare_synthetic(
+    out_dir: str,
+    *,
+    n_users: int = 2000,
+    n_items: int = 1000,
+    n_topics: int = 8,
+    zipf: float = 1.1,
+    seed: int = 42,
+    min_user: int = 0,
+    min_item: int = 0,
+    version: str = "",
+) -> str: ...
+def parse_timestamp(text: str) -> int | None: ...
+def detect_format(path: str) -> str: ...
+def _panic_for_test() -> None: ...

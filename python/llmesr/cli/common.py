@@ -1,0 +1,53 @@
+"""What every command shares: error reporting and progress bars."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from tqdm import tqdm
+
+from llmesr._native import DataError
+
+STAGES = {"read": "reading", "items": "item text", "filter": "filtering", "write": "writing"}
+
+
+class ByteProgress:
+    """A tqdm bar per stage, fed by the Rust core's `(stage, done, total)` callbacks."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.enabled = enabled
+        self.bar: tqdm | None = None
+        self.stage = ""
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        if stage != self.stage:
+            self.close()
+            self.stage = stage
+            if total > 1:
+                self.bar = tqdm(total=total, desc=STAGES.get(stage, stage), unit="B", unit_scale=True)
+            else:
+                print(f"{STAGES.get(stage, stage)}...", file=sys.stderr)
+        if self.bar is not None:
+            self.bar.update(done - self.bar.n)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+def run_command(main: Callable[[], Any]) -> int:
+    """Runs a command body; expected failures print one clear line instead of a traceback."""
+    try:
+        main()
+    except (DataError, FileNotFoundError, FileExistsError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; nothing was written", file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,267 @@
+"""Prepared datasets: building them (through the Rust core) and loading them (memory-mapped, no copy).
+
+The folder layout is documented in the README ("Dataset folder") and in `rust/core/src/folder.rs`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from llmesr import _native
+from llmesr.io import atomic_dir
+
+FORMAT_VERSION = 1
+FORMATS = ("auto", "csv", "tsv", "seqlines", "llmesr", "recbole", "amazon", "yelp", "movielens")
+
+ProgressFn = Callable[[str, int, int], object]
+
+
+def _version() -> str:
+    from llmesr import __version__
+
+    return __version__
+
+
+def prepare(
+    inputs: Sequence[str | os.PathLike[str]],
+    out: str | os.PathLike[str],
+    *,
+    format: str = "auto",
+    items: Sequence[str | os.PathLike[str]] = (),
+    item_key: str | None = None,
+    user_col: str | None = None,
+    item_col: str | None = None,
+    time_col: str | None = None,
+    rating_col: str | None = None,
+    columns: Sequence[str] | None = None,
+    min_user: int = 0,
+    min_item: int = 0,
+    min_rating: float | None = None,
+    since: int | None = None,
+    until: int | None = None,
+    core_mode: str = "iterative",
+    dedup_consecutive: bool = False,
+    skip_bad_lines: bool = False,
+    overwrite: bool = False,
+    progress: ProgressFn | None = None,
+) -> Dataset:
+    """Turns raw interaction logs into a prepared dataset folder at `out` and loads it.
+
+    Filters run in this order: rating threshold, date window (`since <= t < until`, Unix seconds),
+    chronological ordering (stable: ties keep input order), removal of consecutive repeats, k-core.
+    """
+    if format not in FORMATS:
+        raise ValueError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
+    with atomic_dir(out, overwrite=overwrite) as tmp:
+        _native.prepare_dataset(
+            [os.fspath(p) for p in inputs],
+            os.fspath(tmp),
+            format=format,
+            user_col=user_col,
+            item_col=item_col,
+            time_col=time_col,
+            rating_col=rating_col,
+            columns=list(columns) if columns is not None else None,
+            skip_bad_lines=skip_bad_lines,
+            min_rating=min_rating,
+            since=since,
+            until=until,
+            min_user=min_user,
+            min_item=min_item,
+            core_mode=core_mode,
+            dedup_consecutive=dedup_consecutive,
+            item_files=[os.fspath(p) for p in items],
+            item_key=item_key,
+            version=_version(),
+            progress=progress,
+        )
+    return load_dataset(out)
+
+
+def prepare_synthetic(
+    out: str | os.PathLike[str],
+    *,
+    n_users: int = 2000,
+    n_items: int = 1000,
+    n_topics: int = 8,
+    zipf: float = 1.1,
+    seed: int = 42,
+    overwrite: bool = False,
+) -> Dataset:
+    """Writes the built-in synthetic long-tail dataset (deterministic for a seed) and loads it."""
+    with atomic_dir(out, overwrite=overwrite) as tmp:
+        _native.prepare_synthetic(
+            os.fspath(tmp),
+            n_users=n_users,
+            n_items=n_items,
+            n_topics=n_topics,
+            zipf=zipf,
+            seed=seed,
+            version=_version(),
+        )
+    return load_dataset(out)
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A prepared dataset. Arrays are memory-mapped read-only views of the folder's `.npy` files.
+
+    Users are numbered 1..n_users and items 1..n_items; 0 is padding everywhere.
+    """
+
+    path: Path
+    meta: dict[str, Any]
+    indptr: np.ndarray
+    items: np.ndarray
+    train_end: np.ndarray
+    valid: np.ndarray
+    test: np.ndarray
+    timestamps: np.ndarray | None = None
+    ratings: np.ndarray | None = None
+    _cache: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def n_users(self) -> int:
+        return int(self.meta["n_users"])
+
+    @property
+    def n_items(self) -> int:
+        return int(self.meta["n_items"])
+
+    @property
+    def n_interactions(self) -> int:
+        return int(self.meta["n_interactions"])
+
+    def history(self, user: int) -> np.ndarray:
+        """All items of `user`, oldest first."""
+        return self.items[self.indptr[user] : self.indptr[user + 1]]
+
+    def train_history(self, user: int) -> np.ndarray:
+        """The items of `user` before its validation and test items."""
+        return self.items[self.indptr[user] : self.train_end[user]]
+
+    @cached_property
+    def lengths(self) -> np.ndarray:
+        """History length of each user, `[n_users + 1]` (entry 0 is 0)."""
+        return np.diff(self.indptr)[: self.n_users + 1].copy()
+
+    @cached_property
+    def train_popularity(self) -> np.ndarray:
+        """Number of training interactions of each item, `[n_items + 1]`."""
+        pos = np.arange(len(self.items))
+        user_of = np.repeat(np.arange(self.n_users + 1), self.lengths)
+        in_train = pos < self.train_end[user_of]
+        return np.bincount(self.items[in_train], minlength=self.n_items + 1)
+
+    def user_ids(self) -> list[str | None]:
+        """Raw user id of each user (entry 0 is None)."""
+        return self._json("user_ids.json")
+
+    def item_ids(self) -> list[str | None]:
+        """Raw item id of each item (entry 0 is None)."""
+        return self._json("item_ids.json")
+
+    def item_text(self) -> list[dict[str, Any]]:
+        """Item metadata records, one per item id 1..n_items (index 0 is item 1)."""
+        if "items.jsonl" not in self._cache:
+            with open(self.path / "items.jsonl", encoding="utf-8") as f:
+                self._cache["items.jsonl"] = [json.loads(line) for line in f]
+        return self._cache["items.jsonl"]
+
+    def _json(self, name: str) -> Any:
+        if name not in self._cache:
+            self._cache[name] = json.loads((self.path / name).read_text(encoding="utf-8"))
+        return self._cache[name]
+
+
+def _load_array(folder: Path, name: str, dtype: str, length: int) -> np.ndarray:
+    path = folder / name
+    try:
+        arr = np.load(path, mmap_mode="r", allow_pickle=False)
+    except FileNotFoundError:
+        raise _native.DataError(f"{path}: missing; the dataset folder is incomplete") from None
+    except ValueError as e:
+        raise _native.DataError(f"{path}: not a valid .npy file ({e})") from None
+    if arr.dtype != np.dtype(dtype) or arr.shape != (length,):
+        raise _native.DataError(
+            f"{path}: expected {dtype} of shape ({length},), found {arr.dtype} of shape {arr.shape}"
+        )
+    return arr
+
+
+def load_dataset(path: str | os.PathLike[str]) -> Dataset:
+    """Opens a prepared dataset folder; the arrays are memory-mapped, not copied."""
+    folder = Path(path)
+    meta_path = folder / "meta.json"
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise _native.DataError(f"{meta_path}: missing; is {folder} a prepared dataset folder?") from None
+    except json.JSONDecodeError as e:
+        raise _native.DataError(f"{meta_path}: line {e.lineno}: {e.msg}") from None
+    if meta.get("format") != "llmesr-dataset":
+        raise _native.DataError(f"{meta_path}: not an llmesr dataset")
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise _native.DataError(
+            f"{meta_path}: format version {meta.get('format_version')} is not supported "
+            f"(this llmesr reads version {FORMAT_VERSION}); prepare the data again"
+        )
+    n_users, n_inter = int(meta["n_users"]), int(meta["n_interactions"])
+    ds = Dataset(
+        path=folder,
+        meta=meta,
+        indptr=_load_array(folder, "indptr.npy", "<i8", n_users + 2),
+        items=_load_array(folder, "items.npy", "<i4", n_inter),
+        train_end=_load_array(folder, "train_end.npy", "<i8", n_users + 1),
+        valid=_load_array(folder, "valid.npy", "<i4", n_users + 1),
+        test=_load_array(folder, "test.npy", "<i4", n_users + 1),
+        timestamps=_load_array(folder, "timestamps.npy", "<i8", n_inter) if meta["has_timestamps"] else None,
+        ratings=_load_array(folder, "ratings.npy", "<f4", n_inter) if meta["has_ratings"] else None,
+    )
+    if ds.indptr[-1] != n_inter:
+        raise _native.DataError(f"{folder / 'indptr.npy'}: offsets end at {ds.indptr[-1]}, not {n_inter}")
+    return ds
+
+
+def pareto_threshold(values: np.ndarray, head_share: float = 0.2) -> int:
+    """The Pareto (20/80) rule: the head is the `head_share` of entries with the largest values, and
+    the returned threshold is the smallest head value; entries below it are tail (ties go to head)."""
+    values = np.sort(np.asarray(values))[::-1]
+    if len(values) == 0:
+        return 0
+    k = max(1, int(np.ceil(head_share * len(values))))
+    return int(values[k - 1])
+
+
+def summarize(ds: Dataset, tail_user_len: int | None = None, tail_item_pop: int | None = None) -> dict[str, Any]:
+    """Counts, history-length quantiles and long-tail shares (users with history shorter than
+    `tail_user_len`; items with training popularity below `tail_item_pop`; Pareto rule by default)."""
+    lengths = ds.lengths[1:]
+    pop = ds.train_popularity[1:]
+    if tail_user_len is None:
+        tail_user_len = pareto_threshold(lengths)
+    if tail_item_pop is None:
+        tail_item_pop = pareto_threshold(pop)
+    qs = (0.0, 0.25, 0.5, 0.75, 0.9, 0.99, 1.0)
+    return {
+        "users": ds.n_users,
+        "items": ds.n_items,
+        "interactions": ds.n_interactions,
+        "density": ds.n_interactions / max(1, ds.n_users * ds.n_items),
+        "history_length": {f"q{int(q * 100)}": float(np.quantile(lengths, q)) for q in qs}
+        | {"mean": float(lengths.mean())},
+        "tail_user_len": int(tail_user_len),
+        "tail_item_pop": int(tail_item_pop),
+        "tail_user_share": float((lengths < tail_user_len).mean()),
+        "tail_item_share": float((pop < tail_item_pop).mean()),
+        "evaluable_users": int((ds.test[1:] > 0).sum()),
+        "skipped_lines": int(ds.meta.get("skipped_lines", 0)),
+    }

@@ -1,0 +1,122 @@
+//! The prepared dataset folder (see the README's "Dataset folder" section):
+//!
+//! | file | content |
+//! |---|---|
+//! | `meta.json` | counts, filters, sources with SHA-256, package version, format version |
+//! | `indptr.npy` | int64 `[n_users + 2]`, CSR offsets; user `u`'s history is `items[indptr[u]:indptr[u+1]]` |
+//! | `items.npy` | int32 `[n_interactions]`, item ids 1..n_items, oldest first within each user |
+//! | `timestamps.npy`, `ratings.npy` | int64 Unix seconds / float32, aligned with `items.npy` (when the input has them) |
+//! | `train_end.npy` | int64 `[n_users + 1]`, end of each user's training prefix |
+//! | `valid.npy`, `test.npy` | int32 `[n_users + 1]`, leave-one-out targets, 0 = none |
+//! | `user_ids.json`, `item_ids.json` | raw ids by new id (entry 0 is null: padding) |
+//! | `items.jsonl` | one line per item id 1..n_items: raw id and text fields |
+
+use crate::dataset::Dataset;
+use crate::error::{Error, Result};
+use crate::items::ItemMeta;
+use crate::npy::{self, NpyElement};
+use crate::reader::SourceInfo;
+use rustc_hash::FxHashMap;
+use serde_json::{json, Value};
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::Path;
+
+pub const FORMAT_VERSION: u32 = 1;
+
+/// What meta.json records beyond the dataset itself.
+pub struct Provenance {
+    pub version: String,
+    pub input_format: String,
+    pub sources: Vec<SourceInfo>,
+    pub item_sources: Vec<SourceInfo>,
+    pub settings: Value,
+    pub skipped_lines: u64,
+    pub skipped_examples: Vec<String>,
+}
+
+fn create(dir: &Path, name: &str) -> Result<BufWriter<File>> {
+    let p = dir.join(name);
+    File::create(&p)
+        .map(|f| BufWriter::with_capacity(1 << 20, f))
+        .map_err(|e| Error::io(p.display().to_string(), e))
+}
+
+fn write_npy<T: NpyElement>(dir: &Path, name: &str, data: &[T]) -> Result<()> {
+    let w = create(dir, name)?;
+    npy::write(w, data).map_err(|e| Error::io(dir.join(name).display().to_string(), e))
+}
+
+fn write_json(dir: &Path, name: &str, v: &Value) -> Result<()> {
+    let mut w = create(dir, name)?;
+    let io = |e: std::io::Error| Error::io(dir.join(name).display().to_string(), e);
+    serde_json::to_writer_pretty(&mut w, v).map_err(|e| io(e.into()))?;
+    w.write_all(b"\n").and_then(|_| w.flush()).map_err(io)
+}
+
+fn id_list(ids: &[String]) -> Value {
+    Value::Array(
+        std::iter::once(Value::Null)
+            .chain(ids[1..].iter().map(|s| Value::String(s.clone())))
+            .collect(),
+    )
+}
+
+/// Writes every file of the folder into `dir` (an empty temporary folder; the caller renames it into
+/// place) and returns the content of meta.json.
+pub fn write(
+    dir: &Path,
+    ds: &Dataset,
+    items_meta: &FxHashMap<String, ItemMeta>,
+    prov: Provenance,
+) -> Result<Value> {
+    write_npy(dir, "indptr.npy", &ds.indptr)?;
+    write_npy(dir, "items.npy", &ds.items)?;
+    if let Some(t) = &ds.times {
+        write_npy(dir, "timestamps.npy", t)?;
+    }
+    if let Some(r) = &ds.ratings {
+        write_npy(dir, "ratings.npy", r)?;
+    }
+    write_npy(dir, "train_end.npy", &ds.train_end)?;
+    write_npy(dir, "valid.npy", &ds.valid)?;
+    write_npy(dir, "test.npy", &ds.test)?;
+    write_json(dir, "user_ids.json", &id_list(&ds.user_ids))?;
+    write_json(dir, "item_ids.json", &id_list(&ds.item_ids))?;
+
+    let mut with_text = 0u64;
+    let mut w = create(dir, "items.jsonl")?;
+    for (id, raw) in ds.item_ids.iter().enumerate().skip(1) {
+        let m = items_meta.get(raw);
+        with_text += u64::from(m.is_some());
+        let m = m.cloned().unwrap_or_default();
+        let line = json!({"item_id": id, "raw_id": raw, "title": m.title, "brand": m.brand,
+                          "categories": m.categories, "description": m.description, "price": m.price});
+        serde_json::to_writer(&mut w, &line).map_err(|e| Error::Input(e.to_string()))?;
+        w.write_all(b"\n")
+            .map_err(|e| Error::io("items.jsonl", e))?;
+    }
+    w.flush().map_err(|e| Error::io("items.jsonl", e))?;
+
+    let meta = json!({
+        "format": "llmesr-dataset",
+        "format_version": FORMAT_VERSION,
+        "llmesr_version": prov.version,
+        "n_users": ds.n_users(),
+        "n_items": ds.n_items(),
+        "n_interactions": ds.items.len(),
+        "has_timestamps": ds.times.is_some(),
+        "has_ratings": ds.ratings.is_some(),
+        "items_with_metadata": with_text,
+        "input_format": prov.input_format,
+        "sources": prov.sources,
+        "item_sources": prov.item_sources,
+        "settings": prov.settings,
+        "removed": ds.report,
+        "skipped_lines": prov.skipped_lines,
+        "skipped_examples": prov.skipped_examples,
+        "split": "leave-one-out: last item test, second-to-last validation; users with fewer than 3 interactions are train-only",
+    });
+    write_json(dir, "meta.json", &meta)?;
+    Ok(meta)
+}

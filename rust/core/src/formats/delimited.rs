@@ -1,0 +1,437 @@
+//! Delimited text: CSV/TSV with a header, RecBole `.inter`, MovieLens `u.data` / `ratings.dat`,
+//! the original LLM-ESR `inter.txt`, and sequence-per-line files.
+
+use super::{check_id, parse_rating, parse_time, Chunk, ColumnSpec, RecordParser};
+use std::borrow::Cow;
+
+#[derive(Clone, Copy, Debug)]
+pub enum Sep {
+    Byte(u8),
+    Whitespace,
+    DoubleColon,
+}
+
+fn trim(mut s: &[u8]) -> &[u8] {
+    while let [first, rest @ ..] = s {
+        if !first.is_ascii_whitespace() {
+            break;
+        }
+        s = rest;
+    }
+    while let [rest @ .., last] = s {
+        if !last.is_ascii_whitespace() {
+            break;
+        }
+        s = rest;
+    }
+    s
+}
+
+/// Calls `f(index, field)` for every field of `line`; returns the number of fields. With `quoted`,
+/// RFC 4180 quoting within one line is understood (`"a,b"`, `"say ""hi"""`).
+pub fn for_each_field<'a>(
+    line: &'a [u8],
+    sep: Sep,
+    quoted: bool,
+    mut f: impl FnMut(usize, Cow<'a, [u8]>),
+) -> Result<usize, String> {
+    let mut n = 0;
+    match sep {
+        Sep::Whitespace => {
+            for tok in line
+                .split(u8::is_ascii_whitespace)
+                .filter(|t| !t.is_empty())
+            {
+                f(n, Cow::Borrowed(tok));
+                n += 1;
+            }
+        }
+        Sep::DoubleColon => {
+            let mut rest = line;
+            loop {
+                match memchr::memmem::find(rest, b"::") {
+                    Some(i) => {
+                        f(n, Cow::Borrowed(trim(&rest[..i])));
+                        rest = &rest[i + 2..];
+                    }
+                    None => {
+                        f(n, Cow::Borrowed(trim(rest)));
+                        break;
+                    }
+                }
+                n += 1;
+            }
+            n += 1;
+        }
+        Sep::Byte(b) if !quoted || memchr::memchr(b'"', line).is_none() => {
+            for tok in line.split(|&c| c == b) {
+                f(n, Cow::Borrowed(trim(tok)));
+                n += 1;
+            }
+        }
+        Sep::Byte(b) => {
+            let mut i = 0;
+            loop {
+                while i < line.len() && line[i] == b' ' {
+                    i += 1;
+                }
+                if line.get(i) == Some(&b'"') {
+                    let mut field = Vec::new();
+                    i += 1;
+                    loop {
+                        match memchr::memchr(b'"', &line[i..]) {
+                            None => return Err(format!("unterminated quoted field {}", n + 1)),
+                            Some(j) => {
+                                field.extend_from_slice(&line[i..i + j]);
+                                i += j + 1;
+                                if line.get(i) == Some(&b'"') {
+                                    field.push(b'"');
+                                    i += 1;
+                                } else {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    while i < line.len() && line[i] == b' ' {
+                        i += 1;
+                    }
+                    if i < line.len() && line[i] != b {
+                        return Err(format!("text after the closing quote of field {}", n + 1));
+                    }
+                    f(n, Cow::Owned(field));
+                } else {
+                    let end = memchr::memchr(b, &line[i..]).map_or(line.len(), |j| i + j);
+                    f(n, Cow::Borrowed(trim(&line[i..end])));
+                    i = end;
+                }
+                n += 1;
+                if i >= line.len() {
+                    break;
+                }
+                i += 1; // the separator
+                if i == line.len() {
+                    f(n, Cow::Borrowed(&line[i..]));
+                    n += 1;
+                    break;
+                }
+            }
+        }
+    }
+    Ok(n)
+}
+
+/// All fields of a line, owned (headers, tests).
+pub fn split_fields(line: &[u8], sep: Sep, quoted: bool) -> Result<Vec<Vec<u8>>, String> {
+    let mut out = Vec::new();
+    for_each_field(line, sep, quoted, |_, f| out.push(f.into_owned()))?;
+    Ok(out)
+}
+
+const USER_NAMES: &[&str] = &[
+    "user_id",
+    "userid",
+    "user",
+    "uid",
+    "reviewerid",
+    "visitorid",
+    "customer_id",
+];
+const ITEM_NAMES: &[&str] = &[
+    "item_id",
+    "itemid",
+    "item",
+    "iid",
+    "movieid",
+    "movie_id",
+    "asin",
+    "parent_asin",
+    "business_id",
+    "product_id",
+];
+const TIME_NAMES: &[&str] = &[
+    "timestamp",
+    "time",
+    "ts",
+    "unixreviewtime",
+    "date",
+    "datetime",
+];
+const RATING_NAMES: &[&str] = &["rating", "overall", "stars", "score"];
+
+/// One column per role; `time` and `rating` optional.
+pub struct Delimited {
+    sep: Sep,
+    quoted: bool,
+    header: bool,
+    ncols: usize,
+    user: usize,
+    item: usize,
+    time: Option<usize>,
+    rating: Option<usize>,
+    integer_ids: bool,
+}
+
+impl Delimited {
+    pub fn from_header(
+        sep: Sep,
+        quoted: bool,
+        first_line: &[u8],
+        spec: &ColumnSpec,
+    ) -> Result<Self, String> {
+        if let Some(roles) = &spec.positional {
+            let find = |role: &str| roles.iter().position(|r| r == role);
+            let (user, item) = match (find("user"), find("item")) {
+                (Some(u), Some(i)) => (u, i),
+                _ => return Err("--columns must name a 'user' and an 'item' column".into()),
+            };
+            if let Some(bad) = roles
+                .iter()
+                .find(|r| !["user", "item", "time", "rating", "-"].contains(&r.as_str()))
+            {
+                return Err(format!(
+                    "unknown column role '{bad}' in --columns (use user, item, time, rating or -)"
+                ));
+            }
+            let (time, rating) = (find("time"), find("rating"));
+            return Ok(Delimited {
+                sep,
+                quoted,
+                header: false,
+                ncols: roles.len(),
+                user,
+                item,
+                time,
+                rating,
+                integer_ids: false,
+            });
+        }
+        let names: Vec<String> = split_fields(first_line, sep, quoted)?
+            .iter()
+            .map(|f| {
+                let s = String::from_utf8_lossy(f);
+                // RecBole headers carry types: `user_id:token`.
+                s.split(':').next().unwrap_or("").trim().to_lowercase()
+            })
+            .collect();
+        let pick = |given: &Option<String>,
+                    candidates: &[&str],
+                    role: &str,
+                    flag: &str|
+         -> Result<Option<usize>, String> {
+            match given {
+                Some(g) => names
+                    .iter()
+                    .position(|n| *n == g.to_lowercase())
+                    .map(Some)
+                    .ok_or_else(|| format!("no column '{g}' in the header {names:?} (given with {flag})")),
+                None => Ok(candidates.iter().find_map(|c| names.iter().position(|n| n == c)))
+                    .and_then(|found| match (found, role) {
+                        (None, "user" | "item") => Err(format!(
+                            "no {role} column in the header {names:?}: name it with {flag}, or use --columns for a file without a header"
+                        )),
+                        (f, _) => Ok(f),
+                    }),
+            }
+        };
+        let user = pick(&spec.user, USER_NAMES, "user", "--user-col")?.unwrap_or(0);
+        let item = pick(&spec.item, ITEM_NAMES, "item", "--item-col")?.unwrap_or(0);
+        let time = pick(&spec.time, TIME_NAMES, "time", "--time-col")?;
+        let rating = pick(&spec.rating, RATING_NAMES, "rating", "--rating-col")?;
+        Ok(Delimited {
+            sep,
+            quoted,
+            header: true,
+            ncols: names.len(),
+            user,
+            item,
+            time,
+            rating,
+            integer_ids: false,
+        })
+    }
+
+    pub fn movielens(sep: Sep) -> Self {
+        Delimited {
+            sep,
+            quoted: false,
+            header: false,
+            ncols: 4,
+            user: 0,
+            item: 1,
+            time: Some(3),
+            rating: Some(2),
+            integer_ids: true,
+        }
+    }
+
+    pub fn llmesr() -> Self {
+        Delimited {
+            sep: Sep::Whitespace,
+            quoted: false,
+            header: false,
+            ncols: 2,
+            user: 0,
+            item: 1,
+            time: None,
+            rating: None,
+            integer_ids: true,
+        }
+    }
+}
+
+impl RecordParser for Delimited {
+    fn has_time(&self) -> bool {
+        self.time.is_some()
+    }
+    fn has_rating(&self) -> bool {
+        self.rating.is_some()
+    }
+    fn header_lines(&self) -> usize {
+        usize::from(self.header)
+    }
+    fn parse<'a>(&self, line: &'a [u8], out: &mut Chunk<'a>) -> Result<(), String> {
+        let (mut user, mut item, mut time, mut rating) = (None, None, None, None);
+        let n = for_each_field(line, self.sep, self.quoted, |i, f| {
+            if i == self.user {
+                user = Some(f);
+            } else if i == self.item {
+                item = Some(f);
+            } else if Some(i) == self.time {
+                time = Some(f);
+            } else if Some(i) == self.rating {
+                rating = Some(f);
+            }
+        })?;
+        if n != self.ncols {
+            let what = if n < self.ncols {
+                "missing columns"
+            } else {
+                "extra columns"
+            };
+            return Err(format!("{what}: expected {} fields, found {n}", self.ncols));
+        }
+        let user = check_id("user", user.unwrap_or_default(), self.integer_ids)?;
+        let item = check_id("item", item.unwrap_or_default(), self.integer_ids)?;
+        let time = time.map(|t| parse_time(&t)).transpose()?;
+        let rating = rating.map(|r| parse_rating(&r)).transpose()?;
+        out.push(user, item, time, rating);
+        Ok(())
+    }
+}
+
+/// `user item item ...` in chronological order (S3-Rec, P5 and others).
+pub struct SeqLines;
+
+impl RecordParser for SeqLines {
+    fn has_time(&self) -> bool {
+        false
+    }
+    fn has_rating(&self) -> bool {
+        false
+    }
+    fn parse<'a>(&self, line: &'a [u8], out: &mut Chunk<'a>) -> Result<(), String> {
+        let mut toks = line
+            .split(u8::is_ascii_whitespace)
+            .filter(|t| !t.is_empty());
+        let user = toks.next().unwrap_or_default();
+        let items: Vec<&[u8]> = toks.collect();
+        if items.is_empty() {
+            return Err("a sequence line needs a user id and at least one item id".into());
+        }
+        let user = check_id("user", Cow::Borrowed(user), false)?;
+        for item in items {
+            out.push(user.clone(), Cow::Borrowed(item), None, None);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fields(line: &str, sep: Sep) -> Result<Vec<String>, String> {
+        split_fields(line.as_bytes(), sep, true).map(|v| {
+            v.into_iter()
+                .map(|f| String::from_utf8(f).unwrap())
+                .collect()
+        })
+    }
+
+    #[test]
+    fn csv_quoting() {
+        assert_eq!(
+            fields(r#"a,"b,c","say ""hi""",d"#, Sep::Byte(b',')).unwrap(),
+            vec!["a", "b,c", "say \"hi\"", "d"]
+        );
+        assert_eq!(
+            fields("a,,b,", Sep::Byte(b',')).unwrap(),
+            vec!["a", "", "b", ""]
+        );
+        assert!(fields(r#"a,"b"#, Sep::Byte(b',')).is_err());
+        assert!(fields(r#"a,"b"x,c"#, Sep::Byte(b',')).is_err());
+        assert_eq!(
+            fields("1::Toy Story (1995)::A|B", Sep::DoubleColon).unwrap(),
+            vec!["1", "Toy Story (1995)", "A|B"]
+        );
+        assert_eq!(
+            fields(" 1  2\t3 ", Sep::Whitespace).unwrap(),
+            vec!["1", "2", "3"]
+        );
+    }
+
+    #[test]
+    fn header_mapping() {
+        let spec = ColumnSpec::default();
+        let d = Delimited::from_header(
+            Sep::Byte(b','),
+            true,
+            b"Rating,UserId,movieId,timestamp",
+            &spec,
+        )
+        .unwrap();
+        assert_eq!((d.user, d.item, d.time, d.rating), (1, 2, Some(3), Some(0)));
+        let d = Delimited::from_header(
+            Sep::Byte(b'\t'),
+            false,
+            b"user_id:token\titem_id:token\ttimestamp:float",
+            &spec,
+        )
+        .unwrap();
+        assert_eq!((d.user, d.item, d.time, d.rating), (0, 1, Some(2), None));
+        let err = Delimited::from_header(Sep::Byte(b','), true, b"a,b", &spec)
+            .err()
+            .unwrap();
+        assert!(err.contains("no user column"), "{err}");
+    }
+
+    #[test]
+    fn parse_rows() {
+        let d = Delimited::movielens(Sep::Whitespace);
+        let mut c = Chunk::new();
+        d.parse(b"196\t242\t3\t881250949", &mut c).unwrap();
+        assert_eq!((c.times[0], c.ratings[0]), (881250949, 3.0));
+        assert!(d
+            .parse(b"196\t242\t3", &mut c)
+            .unwrap_err()
+            .contains("missing columns"));
+        assert!(d
+            .parse(b"196\t242\t3\t1\t5", &mut c)
+            .unwrap_err()
+            .contains("extra columns"));
+        assert!(d
+            .parse(b"196\t242\tx\t1", &mut c)
+            .unwrap_err()
+            .contains("rating 'x'"));
+        assert!(d
+            .parse(b"99999999999999999999\t242\t3\t1", &mut c)
+            .unwrap_err()
+            .contains("does not fit"));
+        assert_eq!(c.users.len(), 1);
+        let mut c = Chunk::new();
+        SeqLines.parse(b"7 1 2 3", &mut c).unwrap();
+        assert_eq!(c.items.len(), 3);
+        assert!(SeqLines.parse(b"7", &mut c).is_err());
+    }
+}

@@ -1,0 +1,137 @@
+//! JSON-lines review dumps: Amazon 2014/2018 (`reviewerID`, `asin`, `overall`, `unixReviewTime`) and
+//! Yelp (`user_id`, `business_id`, `stars`, `date`). Lines of 2014 dumps that are Python dict literals
+//! go through the safe literal parser.
+
+use super::{check_id, Chunk, RecordParser};
+use serde::Deserialize;
+use std::borrow::Cow;
+
+#[derive(Deserialize)]
+struct AmazonRow<'a> {
+    #[serde(rename = "reviewerID", borrow)]
+    user: Cow<'a, str>,
+    #[serde(borrow)]
+    asin: Cow<'a, str>,
+    overall: Option<f32>,
+    #[serde(rename = "unixReviewTime")]
+    unix_time: Option<i64>,
+    #[serde(rename = "reviewTime", borrow)]
+    review_time: Option<Cow<'a, str>>,
+}
+
+fn to_bytes(s: Cow<'_, str>) -> Cow<'_, [u8]> {
+    match s {
+        Cow::Borrowed(b) => Cow::Borrowed(b.as_bytes()),
+        Cow::Owned(o) => Cow::Owned(o.into_bytes()),
+    }
+}
+
+fn amazon_row(line: &[u8]) -> Result<AmazonRow<'_>, String> {
+    match serde_json::from_slice::<AmazonRow>(line) {
+        Ok(r) => Ok(r),
+        Err(e) if line.starts_with(b"{'") => {
+            let text = std::str::from_utf8(line).map_err(|_| "not valid UTF-8".to_string())?;
+            let v = crate::pyliteral::parse(text)?;
+            AmazonRow::deserialize(v)
+                .map(|r| AmazonRow {
+                    user: Cow::Owned(r.user.into_owned()),
+                    asin: Cow::Owned(r.asin.into_owned()),
+                    review_time: r.review_time.map(|t| Cow::Owned(t.into_owned())),
+                    ..r
+                })
+                .map_err(|e2| format!("bad Amazon review ({e}; as a Python literal: {e2})"))
+        }
+        Err(e) => Err(format!("bad Amazon review: {e}")),
+    }
+}
+
+pub struct AmazonReviews;
+
+impl RecordParser for AmazonReviews {
+    fn has_time(&self) -> bool {
+        true
+    }
+    fn has_rating(&self) -> bool {
+        true
+    }
+    fn parse<'a>(&self, line: &'a [u8], out: &mut Chunk<'a>) -> Result<(), String> {
+        let r = amazon_row(line)?;
+        let time = match (r.unix_time, &r.review_time) {
+            (Some(t), _) => t,
+            (None, Some(d)) => crate::time::parse_date(d)
+                .ok_or_else(|| format!("reviewTime '{d}' is not a date"))?,
+            (None, None) => return Err("no unixReviewTime or reviewTime".into()),
+        };
+        let rating = r.overall.ok_or("no 'overall' rating")?;
+        let user = check_id("user", to_bytes(r.user), false)?;
+        let item = check_id("item", to_bytes(r.asin), false)?;
+        out.push(user, item, Some(time), Some(rating));
+        Ok(())
+    }
+}
+
+#[derive(Deserialize)]
+struct YelpRow<'a> {
+    #[serde(borrow)]
+    user_id: Cow<'a, str>,
+    #[serde(borrow)]
+    business_id: Cow<'a, str>,
+    stars: f32,
+    #[serde(borrow)]
+    date: Cow<'a, str>,
+}
+
+pub struct YelpReviews;
+
+impl RecordParser for YelpReviews {
+    fn has_time(&self) -> bool {
+        true
+    }
+    fn has_rating(&self) -> bool {
+        true
+    }
+    fn parse<'a>(&self, line: &'a [u8], out: &mut Chunk<'a>) -> Result<(), String> {
+        let r: YelpRow =
+            serde_json::from_slice(line).map_err(|e| format!("bad Yelp review: {e}"))?;
+        let time = crate::time::parse_date(&r.date)
+            .ok_or_else(|| format!("date '{}' is not a date", r.date))?;
+        let user = check_id("user", to_bytes(r.user_id), false)?;
+        let item = check_id("item", to_bytes(r.business_id), false)?;
+        out.push(user, item, Some(time), Some(r.stars));
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn amazon_both_years() {
+        let mut c = Chunk::new();
+        let l2018 = br#"{"overall": 5.0, "verified": true, "reviewTime": "09 1, 2016", "reviewerID": "A1", "asin": "B0", "unixReviewTime": 1472688000}"#;
+        AmazonReviews.parse(l2018, &mut c).unwrap();
+        let l2014 =
+            br#"{'reviewerID': 'A2', 'asin': 'B\'1', 'overall': 4.0, 'reviewTime': '01 2, 2014'}"#;
+        AmazonReviews.parse(l2014, &mut c).unwrap();
+        assert_eq!(c.times, vec![1472688000, 1388620800]);
+        assert_eq!(c.ratings, vec![5.0, 4.0]);
+        assert!(AmazonReviews
+            .parse(br#"{"reviewerID": "A1"}"#, &mut c)
+            .is_err());
+    }
+
+    #[test]
+    fn yelp() {
+        let mut c = Chunk::new();
+        let l = br#"{"review_id":"r","user_id":"u","business_id":"b","stars":4.0,"text":"Good \"x\"","date":"2016-07-30 17:04:43"}"#;
+        YelpReviews.parse(l, &mut c).unwrap();
+        assert_eq!(c.times, vec![1469898283]);
+        assert!(YelpReviews
+            .parse(
+                br#"{"user_id":"u","business_id":"b","stars":4.0,"date":"July"}"#,
+                &mut c
+            )
+            .is_err());
+    }
+}

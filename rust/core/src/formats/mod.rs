@@ -1,0 +1,306 @@
+//! Interaction-log formats. Each parses one line into zero or more (user, item[, time][, rating]) rows.
+
+mod delimited;
+mod json;
+
+use crate::error::{Error, Result};
+use crate::intern::LocalInterner;
+use std::borrow::Cow;
+
+pub use delimited::{split_fields, Delimited, Sep};
+pub use json::{AmazonReviews, YelpReviews};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    Csv,
+    Tsv,
+    SeqLines,
+    LlmEsr,
+    RecBole,
+    Amazon,
+    Yelp,
+    MovieLens,
+}
+
+impl Format {
+    pub fn parse(name: &str) -> Option<Format> {
+        Some(match name {
+            "csv" => Format::Csv,
+            "tsv" => Format::Tsv,
+            "seqlines" => Format::SeqLines,
+            "llmesr" => Format::LlmEsr,
+            "recbole" => Format::RecBole,
+            "amazon" => Format::Amazon,
+            "yelp" => Format::Yelp,
+            "movielens" => Format::MovieLens,
+            _ => return None,
+        })
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Csv => "csv",
+            Format::Tsv => "tsv",
+            Format::SeqLines => "seqlines",
+            Format::LlmEsr => "llmesr",
+            Format::RecBole => "recbole",
+            Format::Amazon => "amazon",
+            Format::Yelp => "yelp",
+            Format::MovieLens => "movielens",
+        }
+    }
+}
+
+/// How the user described a delimited file's columns (names from the header, or roles by position).
+#[derive(Clone, Debug, Default)]
+pub struct ColumnSpec {
+    pub user: Option<String>,
+    pub item: Option<String>,
+    pub time: Option<String>,
+    pub rating: Option<String>,
+    /// Headerless files: one role per column (`user`, `item`, `time`, `rating`, or `-` to ignore).
+    pub positional: Option<Vec<String>>,
+}
+
+/// Rows parsed from one block, with ids interned locally (keys borrow from the block).
+pub struct Chunk<'a> {
+    pub users: Vec<u32>,
+    pub items: Vec<u32>,
+    pub times: Vec<i64>,
+    pub ratings: Vec<f32>,
+    pub user_keys: LocalInterner<'a>,
+    pub item_keys: LocalInterner<'a>,
+    pub skipped: u64,
+    pub bad_lines: Vec<String>,
+}
+
+impl<'a> Chunk<'a> {
+    pub fn new() -> Self {
+        Chunk {
+            users: Vec::new(),
+            items: Vec::new(),
+            times: Vec::new(),
+            ratings: Vec::new(),
+            user_keys: LocalInterner::default(),
+            item_keys: LocalInterner::default(),
+            skipped: 0,
+            bad_lines: Vec::new(),
+        }
+    }
+    pub fn push(
+        &mut self,
+        user: Cow<'a, [u8]>,
+        item: Cow<'a, [u8]>,
+        time: Option<i64>,
+        rating: Option<f32>,
+    ) {
+        self.users.push(self.user_keys.intern(user));
+        self.items.push(self.item_keys.intern(item));
+        if let Some(t) = time {
+            self.times.push(t);
+        }
+        if let Some(r) = rating {
+            self.ratings.push(r);
+        }
+    }
+    /// Drops rows pushed after `len` (a line that failed half-way).
+    pub fn truncate(&mut self, len: usize, has_time: bool, has_rating: bool) {
+        self.users.truncate(len);
+        self.items.truncate(len);
+        if has_time {
+            self.times.truncate(len);
+        }
+        if has_rating {
+            self.ratings.truncate(len);
+        }
+    }
+}
+
+impl Default for Chunk<'_> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+pub trait RecordParser: Sync {
+    fn has_time(&self) -> bool;
+    fn has_rating(&self) -> bool;
+    /// Lines before the data (headers).
+    fn header_lines(&self) -> usize {
+        0
+    }
+    /// Parses one line (valid UTF-8, no line end) into `out`; on error pushes nothing.
+    fn parse<'a>(&self, line: &'a [u8], out: &mut Chunk<'a>) -> std::result::Result<(), String>;
+}
+
+/// Validates an id token: non-empty, and for integer-id formats a decimal that fits in 64 bits.
+pub fn check_id<'a>(
+    what: &str,
+    tok: Cow<'a, [u8]>,
+    integer: bool,
+) -> std::result::Result<Cow<'a, [u8]>, String> {
+    let t = tok.as_ref();
+    if t.is_empty() {
+        return Err(format!("empty {what} id"));
+    }
+    if integer {
+        let s = String::from_utf8_lossy(t);
+        if !t.iter().all(u8::is_ascii_digit) {
+            return Err(format!("{what} id '{s}' is not a non-negative integer"));
+        }
+        if s.parse::<u64>().is_err() {
+            return Err(format!("{what} id {s} does not fit in 64 bits"));
+        }
+    }
+    Ok(tok)
+}
+
+pub fn parse_rating(tok: &[u8]) -> std::result::Result<f32, String> {
+    let s = std::str::from_utf8(tok).unwrap_or("").trim();
+    match s.parse::<f32>() {
+        Ok(v) if v.is_finite() => Ok(v),
+        _ => Err(format!("rating '{s}' is not a number")),
+    }
+}
+
+pub fn parse_time(tok: &[u8]) -> std::result::Result<i64, String> {
+    let s = std::str::from_utf8(tok).unwrap_or("").trim();
+    crate::time::parse_timestamp(s)
+        .ok_or_else(|| format!("timestamp '{s}' is neither a number nor a date"))
+}
+
+/// Picks the format of an interaction file from its name and first lines.
+pub fn detect(path: &str, head: &[Vec<u8>]) -> Result<Format> {
+    let name = std::path::Path::new(path)
+        .file_name()
+        .map(|n| n.to_string_lossy().to_lowercase())
+        .unwrap_or_default();
+    let stem = name.trim_end_matches(".gz");
+    let Some(first) = head.first() else {
+        return Err(Error::Input(format!("{path}: the file is empty")));
+    };
+    let first_text = String::from_utf8_lossy(first);
+    if stem.ends_with(".inter") {
+        return Ok(Format::RecBole);
+    }
+    if stem == "u.data" || stem == "ratings.dat" || first_text.contains("::") {
+        return Ok(Format::MovieLens);
+    }
+    if first_text.trim_start().starts_with('{') {
+        if first_text.contains("business_id") && first_text.contains("user_id") {
+            return Ok(Format::Yelp);
+        }
+        if first_text.contains("reviewerID") || first_text.contains("asin") {
+            return Ok(Format::Amazon);
+        }
+        return Err(Error::Input(format!(
+            "{path}: JSON lines that are neither Amazon nor Yelp reviews; pass --format"
+        )));
+    }
+    if stem.ends_with(".csv") || first_text.contains(',') {
+        return Ok(Format::Csv);
+    }
+    if stem.ends_with(".tsv") || first_text.contains('\t') {
+        // A tab-separated file whose first line is all numbers has no header: MovieLens-like u.data.
+        let numeric = first_text
+            .split('\t')
+            .all(|f| f.trim().parse::<f64>().is_ok());
+        return Ok(if numeric {
+            Format::MovieLens
+        } else {
+            Format::Tsv
+        });
+    }
+    if stem == "inter.txt"
+        || head.iter().all(|l| {
+            l.split(u8::is_ascii_whitespace)
+                .filter(|t| !t.is_empty())
+                .count()
+                == 2
+        })
+    {
+        return Ok(Format::LlmEsr);
+    }
+    Ok(Format::SeqLines)
+}
+
+/// Builds the parser for a file of the given format from its first line (the header, where there is one).
+pub fn parser_for(
+    format: Format,
+    path: &str,
+    first_line: &[u8],
+    columns: &ColumnSpec,
+) -> Result<Box<dyn RecordParser>> {
+    let err = |msg: String| Error::Parse {
+        file: path.to_string(),
+        line: 1,
+        msg,
+    };
+    Ok(match format {
+        Format::Csv | Format::Tsv | Format::RecBole => {
+            let sep = if format == Format::Csv { b',' } else { b'\t' };
+            Box::new(
+                Delimited::from_header(Sep::Byte(sep), format == Format::Csv, first_line, columns)
+                    .map_err(err)?,
+            )
+        }
+        Format::MovieLens => {
+            let sep = if first_line.windows(2).any(|w| w == b"::") {
+                Sep::DoubleColon
+            } else {
+                Sep::Whitespace
+            };
+            Box::new(Delimited::movielens(sep))
+        }
+        Format::LlmEsr => Box::new(Delimited::llmesr()),
+        Format::SeqLines => Box::new(delimited::SeqLines),
+        Format::Amazon => Box::new(AmazonReviews),
+        Format::Yelp => Box::new(YelpReviews),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(s: &str) -> Vec<Vec<u8>> {
+        s.lines().map(|l| l.as_bytes().to_vec()).collect()
+    }
+
+    #[test]
+    fn detection() {
+        assert_eq!(
+            detect("a.inter", &lines("user_id:token\titem_id:token")).unwrap(),
+            Format::RecBole
+        );
+        assert_eq!(
+            detect("u.data", &lines("1\t2\t3\t4")).unwrap(),
+            Format::MovieLens
+        );
+        assert_eq!(
+            detect("x", &lines("1::2::3::4")).unwrap(),
+            Format::MovieLens
+        );
+        assert_eq!(
+            detect("x.json", &lines(r#"{"reviewerID": "a", "asin": "b"}"#)).unwrap(),
+            Format::Amazon
+        );
+        assert_eq!(
+            detect("x.json", &lines(r#"{"user_id": "a", "business_id": "b"}"#)).unwrap(),
+            Format::Yelp
+        );
+        assert_eq!(
+            detect("x.txt", &lines("user,item\n1,2")).unwrap(),
+            Format::Csv
+        );
+        assert_eq!(
+            detect("x.txt", &lines("user\titem\n1\t2")).unwrap(),
+            Format::Tsv
+        );
+        assert_eq!(detect("x.txt", &lines("1 2\n1 3")).unwrap(), Format::LlmEsr);
+        assert_eq!(
+            detect("x.txt", &lines("1 2 3\n2 3")).unwrap(),
+            Format::SeqLines
+        );
+        assert!(detect("x.txt", &[]).is_err());
+    }
+}

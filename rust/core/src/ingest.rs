@@ -1,0 +1,278 @@
+//! Reads interaction files into one [`RawLog`]: blocks of lines are parsed in parallel, each with its
+//! own id interner, and merged in file order, so the result never depends on the thread count.
+
+use crate::error::{Error, Result};
+use crate::formats::{self, Chunk, ColumnSpec, Format, RecordParser};
+use crate::intern::Interner;
+use crate::reader::{head_lines, utf8_error_in, Block, InputFile, SourceInfo};
+use rayon::prelude::*;
+
+/// Progress report: `(stage, done, total)`; returning `false` cancels the work.
+pub type Progress<'p> = &'p mut dyn FnMut(&str, u64, u64) -> bool;
+
+/// All interactions in input order, ids interned in order of first appearance.
+#[derive(Default, Debug)]
+pub struct RawLog {
+    pub users: Vec<u32>,
+    pub items: Vec<u32>,
+    pub times: Option<Vec<i64>>,
+    pub ratings: Option<Vec<f32>>,
+    pub user_keys: Interner,
+    pub item_keys: Interner,
+    pub format: Option<&'static str>,
+    pub skipped_lines: u64,
+    /// The first few skipped lines, as `file:line: problem`.
+    pub bad_lines: Vec<String>,
+    pub sources: Vec<SourceInfo>,
+}
+
+#[derive(Clone, Debug)]
+pub struct IngestOptions {
+    pub format: Option<Format>,
+    pub columns: ColumnSpec,
+    pub skip_bad_lines: bool,
+    pub block_bytes: usize,
+}
+
+impl Default for IngestOptions {
+    fn default() -> Self {
+        IngestOptions {
+            format: None,
+            columns: ColumnSpec::default(),
+            skip_bad_lines: false,
+            block_bytes: 4 << 20,
+        }
+    }
+}
+
+const MAX_BAD_EXAMPLES: usize = 5;
+
+fn parse_block<'a>(
+    block: &'a Block,
+    parser: &dyn RecordParser,
+    skip: usize,
+    path: &str,
+    skip_bad: bool,
+) -> Result<Chunk<'a>> {
+    let mut chunk = Chunk::new();
+    let all_utf8 = std::str::from_utf8(&block.data).is_ok();
+    for (line_no, line) in block.lines().skip(skip) {
+        let res = match (all_utf8, utf8_error_in(line)) {
+            (false, Some(e)) => Err(e),
+            _ => parser.parse(line, &mut chunk),
+        };
+        if let Err(msg) = res {
+            if !skip_bad {
+                return Err(Error::Parse {
+                    file: path.to_string(),
+                    line: line_no,
+                    msg,
+                });
+            }
+            chunk.skipped += 1;
+            if chunk.bad_lines.len() < MAX_BAD_EXAMPLES {
+                chunk.bad_lines.push(format!("{path}:{line_no}: {msg}"));
+            }
+        }
+    }
+    Ok(chunk)
+}
+
+impl RawLog {
+    fn merge(&mut self, c: Chunk<'_>) {
+        let umap = c.user_keys.merge_into(&mut self.user_keys);
+        let imap = c.item_keys.merge_into(&mut self.item_keys);
+        self.users.extend(c.users.iter().map(|&u| umap[u as usize]));
+        self.items.extend(c.items.iter().map(|&i| imap[i as usize]));
+        if let Some(t) = &mut self.times {
+            t.extend_from_slice(&c.times);
+        }
+        if let Some(r) = &mut self.ratings {
+            r.extend_from_slice(&c.ratings);
+        }
+        self.skipped_lines += c.skipped;
+        let room = MAX_BAD_EXAMPLES.saturating_sub(self.bad_lines.len());
+        self.bad_lines.extend(c.bad_lines.into_iter().take(room));
+    }
+
+    pub fn len(&self) -> usize {
+        self.users.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.users.is_empty()
+    }
+}
+
+pub fn ingest(paths: &[String], opts: &IngestOptions, progress: Progress) -> Result<RawLog> {
+    if paths.is_empty() {
+        return Err(Error::Input("no input files given".into()));
+    }
+    let total: u64 = paths
+        .iter()
+        .map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+        .sum();
+    let mut done_before = 0u64;
+    let mut log = RawLog::default();
+    let batch = 2 * rayon::current_num_threads().max(1);
+    for (file_index, path) in paths.iter().enumerate() {
+        let head = head_lines(path, 100)?;
+        let format = match opts.format {
+            Some(f) => f,
+            None => formats::detect(path, &head)?,
+        };
+        let first = head
+            .first()
+            .ok_or_else(|| Error::Input(format!("{path}: the file is empty")))?;
+        if let Some(e) = utf8_error_in(first) {
+            return Err(Error::Parse {
+                file: path.clone(),
+                line: 1,
+                msg: e,
+            });
+        }
+        let parser = formats::parser_for(format, path, first, &opts.columns)?;
+        if file_index == 0 {
+            log.format = Some(format.name());
+            log.times = parser.has_time().then(Vec::new);
+            log.ratings = parser.has_rating().then(Vec::new);
+        } else if log.times.is_some() != parser.has_time()
+            || log.ratings.is_some() != parser.has_rating()
+        {
+            return Err(Error::Input(format!(
+                "{path}: its columns (timestamp: {}, rating: {}) differ from the first input's",
+                parser.has_time(),
+                parser.has_rating()
+            )));
+        }
+        let rows_before = log.len() as u64 + log.skipped_lines;
+        let mut file = InputFile::open(path)?;
+        let mut header_to_skip = parser.header_lines();
+        loop {
+            let mut blocks = Vec::with_capacity(batch);
+            while blocks.len() < batch {
+                match file.next_block(opts.block_bytes)? {
+                    Some(b) => blocks.push(b),
+                    None => break,
+                }
+            }
+            if blocks.is_empty() {
+                break;
+            }
+            let skip = std::mem::take(&mut header_to_skip);
+            let chunks: Vec<Result<Chunk>> = blocks
+                .par_iter()
+                .enumerate()
+                .map(|(i, b)| {
+                    parse_block(
+                        b,
+                        parser.as_ref(),
+                        if i == 0 { skip } else { 0 },
+                        path,
+                        opts.skip_bad_lines,
+                    )
+                })
+                .collect();
+            for chunk in chunks {
+                log.merge(chunk?);
+            }
+            if !progress("read", done_before + file.bytes_read(), total) {
+                return Err(Error::Cancelled);
+            }
+        }
+        if log.len() as u64 + log.skipped_lines == rows_before {
+            let why = if parser.header_lines() > 0 {
+                "has a header but no data lines"
+            } else {
+                "has no data lines"
+            };
+            return Err(Error::Input(format!("{path}: the file {why}")));
+        }
+        let info = file.finish()?;
+        done_before += info.bytes;
+        log.sources.push(info);
+    }
+    if log.user_keys.len() >= u32::MAX as usize || log.item_keys.len() >= u32::MAX as usize {
+        return Err(Error::Input(
+            "more than 4 billion distinct user or item ids do not fit".into(),
+        ));
+    }
+    if log.is_empty() {
+        return Err(Error::Input(format!(
+            "no valid interactions: all {} lines were skipped",
+            log.skipped_lines
+        )));
+    }
+    Ok(log)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &tempfile::TempDir, name: &str, text: &[u8]) -> String {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_str().unwrap().to_string()
+    }
+
+    #[test]
+    fn small_blocks_give_the_same_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let text: String = (0..5000)
+            .map(|i| format!("u{},i{},{}\n", i % 37, i % 101, i))
+            .collect();
+        let p = write(&dir, "x.csv", format!("user,item,time\n{text}").as_bytes());
+        let mut noop = |_: &str, _: u64, _: u64| true;
+        let big = ingest(
+            std::slice::from_ref(&p),
+            &IngestOptions::default(),
+            &mut noop,
+        )
+        .unwrap();
+        let small_opts = IngestOptions {
+            block_bytes: 64,
+            ..Default::default()
+        };
+        let small = ingest(&[p], &small_opts, &mut noop).unwrap();
+        assert_eq!(big.len(), 5000);
+        assert_eq!(big.users, small.users);
+        assert_eq!(big.items, small.items);
+        assert_eq!(big.times, small.times);
+        assert_eq!(big.user_keys.keys(), small.user_keys.keys());
+    }
+
+    #[test]
+    fn errors_name_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(&dir, "x.csv", b"user,item\na,b\nc\n");
+        let mut noop = |_: &str, _: u64, _: u64| true;
+        let e = ingest(
+            std::slice::from_ref(&p),
+            &IngestOptions::default(),
+            &mut noop,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.ends_with("x.csv:3: missing columns: expected 2 fields, found 1"),
+            "{e}"
+        );
+        let opts = IngestOptions {
+            skip_bad_lines: true,
+            ..Default::default()
+        };
+        let log = ingest(&[p], &opts, &mut noop).unwrap();
+        assert_eq!((log.len(), log.skipped_lines), (1, 1));
+        let p = write(&dir, "h.csv", b"user,item\n");
+        let e = ingest(&[p], &IngestOptions::default(), &mut noop)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("header but no data"), "{e}");
+        let p = write(&dir, "bad.tsv", b"user\titem\nab\t\xff\xfe\n");
+        let e = ingest(&[p], &IngestOptions::default(), &mut noop)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("bad.tsv:2: not valid UTF-8"), "{e}");
+    }
+}

@@ -1,0 +1,287 @@
+//! Item metadata (the text the embedding step reads): JSON lines (Amazon 2018, Yelp business, any
+//! `{id, title/name, ...}` records), Amazon 2014 Python-literal lines, MovieLens `u.item` (latin-1,
+//! `|`) and `movies.dat` (`::`). Every layout becomes one [`ItemMeta`].
+
+use crate::error::{Error, Result};
+use crate::ingest::Progress;
+use crate::reader::{InputFile, SourceInfo};
+use rustc_hash::{FxHashMap, FxHashSet};
+use serde::Serialize;
+use serde_json::Value;
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct ItemMeta {
+    pub title: Option<String>,
+    pub brand: Option<String>,
+    pub categories: Vec<String>,
+    pub description: Option<String>,
+    pub price: Option<String>,
+}
+
+/// Metadata by raw item id, with what was read to get it.
+#[derive(Default)]
+pub struct ItemTable {
+    pub meta: FxHashMap<String, ItemMeta>,
+    pub skipped_lines: u64,
+    pub sources: Vec<SourceInfo>,
+}
+
+const KEY_FIELDS: &[&str] = &[
+    "item_id",
+    "asin",
+    "parent_asin",
+    "business_id",
+    "movieId",
+    "movie_id",
+    "id",
+    "item",
+];
+
+const ML100K_GENRES: [&str; 19] = [
+    "unknown",
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children's",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
+    "Western",
+];
+
+fn text_of(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Array(a) => {
+            let parts: Vec<String> = a.iter().filter_map(text_of).collect();
+            (!parts.is_empty()).then(|| parts.join(" "))
+        }
+        _ => None,
+    }
+}
+
+fn categories_of(v: &Value, out: &mut Vec<String>) {
+    match v {
+        Value::String(s) => {
+            for c in s.split([',', '|']).map(str::trim).filter(|c| !c.is_empty()) {
+                if !out.iter().any(|o| o == c) {
+                    out.push(c.to_string());
+                }
+            }
+        }
+        Value::Array(a) => a.iter().for_each(|x| categories_of(x, out)),
+        _ => {}
+    }
+}
+
+/// One metadata record as (raw item id, metadata).
+pub fn meta_from_json(
+    v: &Value,
+    key_field: Option<&str>,
+) -> std::result::Result<(String, ItemMeta), String> {
+    let obj = v.as_object().ok_or("an item record must be an object")?;
+    let key = match key_field {
+        Some(k) => obj
+            .get(k)
+            .ok_or_else(|| format!("no '{k}' field (given with --item-key)"))?,
+        None => KEY_FIELDS.iter().find_map(|k| obj.get(*k)).ok_or_else(|| {
+            format!("no item id field (looked for {KEY_FIELDS:?}; name one with --item-key)")
+        })?,
+    };
+    let key = match key {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        _ => return Err("the item id must be a string or a number".into()),
+    };
+    let get = |names: &[&str]| names.iter().find_map(|n| obj.get(*n)).and_then(text_of);
+    let mut categories = Vec::new();
+    for name in ["categories", "category", "genres"] {
+        if let Some(c) = obj.get(name) {
+            categories_of(c, &mut categories);
+        }
+    }
+    Ok((
+        key,
+        ItemMeta {
+            title: get(&["title", "name"]),
+            brand: get(&["brand"]),
+            categories,
+            description: get(&["description"]),
+            price: get(&["price"]),
+        },
+    ))
+}
+
+fn decode(line: &[u8]) -> String {
+    // MovieLens files are latin-1; everything else must be UTF-8 (checked by the callers).
+    match std::str::from_utf8(line) {
+        Ok(s) => s.to_string(),
+        Err(_) => line.iter().map(|&b| b as char).collect(),
+    }
+}
+
+fn parse_line(
+    line: &[u8],
+    key_field: Option<&str>,
+) -> std::result::Result<(String, ItemMeta), String> {
+    let trimmed = line.trim_ascii_start();
+    if trimmed.starts_with(b"{") {
+        let v = match serde_json::from_slice::<Value>(trimmed) {
+            Ok(v) => v,
+            Err(e) => {
+                let text =
+                    std::str::from_utf8(trimmed).map_err(|_| "not valid UTF-8".to_string())?;
+                if !trimmed.starts_with(b"{'") {
+                    return Err(format!("bad JSON: {e}"));
+                }
+                crate::pyliteral::parse(text)?
+            }
+        };
+        return meta_from_json(&v, key_field);
+    }
+    let text = decode(line);
+    if text.contains("::") {
+        let f: Vec<&str> = text.split("::").collect();
+        if f.len() != 3 {
+            return Err(format!(
+                "movies.dat lines have 3 fields (id::title::genres), found {}",
+                f.len()
+            ));
+        }
+        let categories = f[2]
+            .split('|')
+            .map(str::trim)
+            .filter(|g| !g.is_empty())
+            .map(String::from)
+            .collect();
+        return Ok((
+            f[0].trim().to_string(),
+            ItemMeta {
+                title: Some(f[1].trim().to_string()),
+                categories,
+                ..Default::default()
+            },
+        ));
+    }
+    let f: Vec<&str> = text.split('|').collect();
+    if f.len() == 5 + ML100K_GENRES.len() {
+        let categories = ML100K_GENRES
+            .iter()
+            .zip(&f[5..])
+            .filter(|(_, flag)| flag.trim() == "1")
+            .map(|(g, _)| g.to_string())
+            .collect();
+        return Ok((
+            f[0].trim().to_string(),
+            ItemMeta {
+                title: Some(f[1].trim().to_string()),
+                categories,
+                ..Default::default()
+            },
+        ));
+    }
+    Err("not a recognised item metadata line (JSON object, Python dict, MovieLens u.item or movies.dat)".into())
+}
+
+/// Reads metadata for the items in `wanted` (raw ids); later files and lines win on duplicates.
+pub fn read_items(
+    paths: &[String],
+    key_field: Option<&str>,
+    wanted: &FxHashSet<&str>,
+    skip_bad_lines: bool,
+    progress: Progress,
+) -> Result<ItemTable> {
+    let total: u64 = paths
+        .iter()
+        .map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
+        .sum();
+    let mut done_before = 0;
+    let mut out = FxHashMap::default();
+    let mut skipped = 0u64;
+    let mut sources = Vec::new();
+    for path in paths {
+        let mut f = InputFile::open(path)?;
+        let mut any = false;
+        while let Some(block) = f.next_block(4 << 20)? {
+            for (line_no, line) in block.lines() {
+                any = true;
+                match parse_line(line, key_field) {
+                    Ok((key, meta)) => {
+                        if wanted.contains(key.as_str()) {
+                            out.insert(key, meta);
+                        }
+                    }
+                    Err(_) if skip_bad_lines => skipped += 1,
+                    Err(msg) => {
+                        return Err(Error::Parse {
+                            file: path.clone(),
+                            line: line_no,
+                            msg,
+                        })
+                    }
+                }
+            }
+            if !progress("items", done_before + f.bytes_read(), total) {
+                return Err(Error::Cancelled);
+            }
+        }
+        if !any {
+            return Err(Error::Input(format!("{path}: the item file is empty")));
+        }
+        let info = f.finish()?;
+        done_before += info.bytes;
+        sources.push(info);
+    }
+    Ok(ItemTable {
+        meta: out,
+        skipped_lines: skipped,
+        sources,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layouts() {
+        let (k, m) = parse_line(br#"{"asin": "B1", "title": "Soap", "brand": "Acme", "category": ["Beauty", "Bath"], "description": ["Nice", "soap"], "price": "$3.50"}"#, None).unwrap();
+        assert_eq!(k, "B1");
+        assert_eq!(m.categories, vec!["Beauty", "Bath"]);
+        assert_eq!(m.description.as_deref(), Some("Nice soap"));
+        let (k, m) = parse_line(br#"{'asin': 'B2', 'title': 'Gel', 'price': 4.5, 'categories': [['Beauty', 'Hair'], ['Beauty']]}"#, None).unwrap();
+        assert_eq!((k.as_str(), m.price.as_deref()), ("B2", Some("4.5")));
+        assert_eq!(m.categories, vec!["Beauty", "Hair"]);
+        let (k, m) = parse_line(
+            br#"{"business_id": "x", "name": "Cafe", "categories": "Food, Coffee & Tea"}"#,
+            None,
+        )
+        .unwrap();
+        assert_eq!((k.as_str(), m.title.as_deref()), ("x", Some("Cafe")));
+        assert_eq!(m.categories, vec!["Food", "Coffee & Tea"]);
+        let (k, m) = parse_line(b"1::Toy Story (1995)::Animation|Children's|Comedy", None).unwrap();
+        assert_eq!((k.as_str(), m.categories.len()), ("1", 3));
+        let line = b"2|Caf\xe9 (1995)|01-Jan-1995||http://x|0|1|1|0|0|0|0|0|0|0|0|0|0|0|0|0|1|0|0";
+        let (k, m) = parse_line(line, None).unwrap();
+        assert_eq!(
+            (k.as_str(), m.title.as_deref()),
+            ("2", Some("Caf\u{e9} (1995)"))
+        );
+        assert_eq!(m.categories, vec!["Action", "Adventure", "Thriller"]);
+        assert!(parse_line(b"just text", None).is_err());
+        assert!(parse_line(br#"{"title": "no id"}"#, None)
+            .unwrap_err()
+            .contains("--item-key"));
+    }
+}

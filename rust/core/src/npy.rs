@@ -1,0 +1,66 @@
+//! Writing NumPy `.npy` files (format 1.0, little-endian, C order, 1-D), so that Python can load them
+//! with `np.load(..., mmap_mode="r")` without a copy.
+
+use std::io::{self, Write};
+
+pub trait NpyElement: Copy {
+    const DESCR: &'static str;
+    fn write_le(self, out: &mut Vec<u8>);
+}
+
+macro_rules! npy_element {
+    ($t:ty, $d:literal) => {
+        impl NpyElement for $t {
+            const DESCR: &'static str = $d;
+            fn write_le(self, out: &mut Vec<u8>) {
+                out.extend_from_slice(&self.to_le_bytes());
+            }
+        }
+    };
+}
+npy_element!(i32, "<i4");
+npy_element!(i64, "<i8");
+npy_element!(f32, "<f4");
+npy_element!(f64, "<f8");
+
+pub fn header(descr: &str, len: usize) -> Vec<u8> {
+    let dict = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': ({len},), }}");
+    // Magic (6) + version (2) + header length (2) + dict + padding + '\n' is a multiple of 64.
+    let unpadded = 10 + dict.len() + 1;
+    let pad = (64 - unpadded % 64) % 64;
+    let mut h = Vec::with_capacity(unpadded + pad);
+    h.extend_from_slice(b"\x93NUMPY\x01\x00");
+    h.extend_from_slice(&((dict.len() + pad + 1) as u16).to_le_bytes());
+    h.extend_from_slice(dict.as_bytes());
+    h.extend(std::iter::repeat_n(b' ', pad));
+    h.push(b'\n');
+    h
+}
+
+pub fn write<T: NpyElement, W: Write>(mut w: W, data: &[T]) -> io::Result<()> {
+    w.write_all(&header(T::DESCR, data.len()))?;
+    let mut buf = Vec::with_capacity(1 << 16);
+    for chunk in data.chunks(1 << 13) {
+        buf.clear();
+        for &x in chunk {
+            x.write_le(&mut buf);
+        }
+        w.write_all(&buf)?;
+    }
+    w.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn header_is_aligned() {
+        for n in [0usize, 7, 123456789] {
+            let h = super::header("<i8", n);
+            assert_eq!(h.len() % 64, 0);
+            assert!(h.ends_with(b"\n"));
+        }
+        let mut out = Vec::new();
+        super::write(&mut out, &[1i32, -2]).unwrap();
+        assert_eq!(&out[out.len() - 8..], &[1, 0, 0, 0, 0xfe, 0xff, 0xff, 0xff]);
+    }
+}

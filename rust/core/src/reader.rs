@@ -1,0 +1,249 @@
+//! Input files: plain or gzip (detected by magic bytes), hashed (SHA-256 of the bytes on disk) while
+//! they are read, and cut into blocks of whole lines for parallel parsing.
+
+use crate::error::{Error, Result};
+use flate2::read::MultiGzDecoder;
+use sha2::{Digest, Sha256};
+use std::fs::File;
+use std::io::{self, BufReader, Read};
+use std::sync::{Arc, Mutex};
+
+/// What `meta.json` records of each input file.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct SourceInfo {
+    pub path: String,
+    pub bytes: u64,
+    pub sha256: String,
+}
+
+#[derive(Default)]
+struct HashState {
+    hasher: Sha256,
+    bytes: u64,
+}
+
+struct HashingReader {
+    file: File,
+    state: Arc<Mutex<HashState>>,
+}
+
+impl Read for HashingReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.file.read(buf)?;
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.hasher.update(&buf[..n]);
+        st.bytes += n as u64;
+        Ok(n)
+    }
+}
+
+/// One line-aligned piece of a file; `first_line` is 1-based.
+pub struct Block {
+    pub data: Vec<u8>,
+    pub first_line: u64,
+}
+
+impl Block {
+    /// The block's non-blank lines with their line numbers, without `\n` / `\r\n`.
+    pub fn lines(&self) -> impl Iterator<Item = (u64, &[u8])> {
+        let mut line_no = self.first_line;
+        self.data
+            .split(|&b| b == b'\n')
+            .map(move |l| {
+                let n = line_no;
+                line_no += 1;
+                (n, l.strip_suffix(b"\r").unwrap_or(l))
+            })
+            .filter(|(_, l)| !l.iter().all(u8::is_ascii_whitespace))
+    }
+}
+
+pub struct InputFile {
+    pub path: String,
+    pub size: u64,
+    inner: Box<dyn Read + Send>,
+    state: Arc<Mutex<HashState>>,
+    carry: Vec<u8>,
+    next_line: u64,
+    eof: bool,
+}
+
+impl InputFile {
+    pub fn open(path: &str) -> Result<Self> {
+        let file = File::open(path).map_err(|e| Error::io(path, e))?;
+        let size = file.metadata().map_err(|e| Error::io(path, e))?.len();
+        let mut magic = [0u8; 2];
+        let gz = {
+            let mut probe = File::open(path).map_err(|e| Error::io(path, e))?;
+            probe.read(&mut magic).map_err(|e| Error::io(path, e))? == 2 && magic == [0x1f, 0x8b]
+        };
+        let state = Arc::new(Mutex::new(HashState::default()));
+        let raw = BufReader::with_capacity(
+            1 << 20,
+            HashingReader {
+                file,
+                state: state.clone(),
+            },
+        );
+        let inner: Box<dyn Read + Send> = if gz {
+            Box::new(MultiGzDecoder::new(raw))
+        } else {
+            Box::new(raw)
+        };
+        Ok(InputFile {
+            path: path.to_string(),
+            size,
+            inner,
+            state,
+            carry: Vec::new(),
+            next_line: 1,
+            eof: false,
+        })
+    }
+
+    /// Bytes of the file on disk consumed so far (for progress).
+    pub fn bytes_read(&self) -> u64 {
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).bytes
+    }
+
+    fn fill(&mut self, want: usize) -> Result<()> {
+        while !self.eof && self.carry.len() < want {
+            let old = self.carry.len();
+            let grow = (want - old).max(1 << 16);
+            self.carry.resize(old + grow, 0);
+            let n = self
+                .inner
+                .read(&mut self.carry[old..])
+                .map_err(|e| Error::io(&self.path, e));
+            let n = match n {
+                Ok(n) => n,
+                Err(e) => {
+                    self.carry.truncate(old);
+                    return Err(e);
+                }
+            };
+            self.carry.truncate(old + n);
+            if n == 0 {
+                self.eof = true;
+            }
+        }
+        Ok(())
+    }
+
+    /// The next block of about `target` bytes ending at a line end; `None` at the end of the file.
+    pub fn next_block(&mut self, target: usize) -> Result<Option<Block>> {
+        self.fill(target)?;
+        let cut = loop {
+            if self.eof {
+                break self.carry.len();
+            }
+            if let Some(i) = memchr::memrchr(b'\n', &self.carry) {
+                break i + 1;
+            }
+            // One line longer than the target: read on until it ends.
+            let want = self.carry.len() * 2;
+            self.fill(want)?;
+        };
+        if cut == 0 {
+            return Ok(None);
+        }
+        let rest = self.carry.split_off(cut);
+        let mut data = std::mem::replace(&mut self.carry, rest);
+        if self.next_line == 1 && data.starts_with(b"\xEF\xBB\xBF") {
+            data.drain(..3); // UTF-8 byte-order mark
+        }
+        let first_line = self.next_line;
+        self.next_line += memchr::memchr_iter(b'\n', &data).count() as u64;
+        if !data.ends_with(b"\n") {
+            self.next_line += 1;
+        }
+        Ok(Some(Block { data, first_line }))
+    }
+
+    /// Reads to the end (so the hash covers the whole file) and returns what meta.json records.
+    pub fn finish(mut self) -> Result<SourceInfo> {
+        let mut sink = [0u8; 1 << 16];
+        while self
+            .inner
+            .read(&mut sink)
+            .map_err(|e| Error::io(&self.path, e))?
+            > 0
+        {}
+        let st = std::mem::take(&mut *self.state.lock().unwrap_or_else(|e| e.into_inner()));
+        let sha256 = st
+            .hasher
+            .finalize()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        Ok(SourceInfo {
+            path: self.path,
+            bytes: st.bytes,
+            sha256,
+        })
+    }
+}
+
+/// Reads the first `n` non-blank lines of a file (decompressed), for format detection and headers.
+pub fn head_lines(path: &str, n: usize) -> Result<Vec<Vec<u8>>> {
+    let mut f = InputFile::open(path)?;
+    let mut out = Vec::new();
+    while let Some(block) = f.next_block(1 << 16)? {
+        for (_, l) in block.lines() {
+            out.push(l.to_vec());
+            if out.len() == n {
+                return Ok(out);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The 1-based line and column of the first invalid UTF-8 byte in `data`, if any.
+pub fn utf8_error_in(line: &[u8]) -> Option<String> {
+    std::str::from_utf8(line).err().map(|e| {
+        let at = e.valid_up_to();
+        format!(
+            "not valid UTF-8 (byte 0x{:02X} at column {})",
+            line[at],
+            at + 1
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn blocks_keep_line_numbers_and_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.txt");
+        let text: String = (0..1000).map(|i| format!("line {i}\n")).collect();
+        std::fs::write(&p, &text).unwrap();
+        let mut f = InputFile::open(p.to_str().unwrap()).unwrap();
+        let mut seen = Vec::new();
+        while let Some(b) = f.next_block(100).unwrap() {
+            for (n, l) in b.lines() {
+                seen.push((n, String::from_utf8(l.to_vec()).unwrap()));
+            }
+        }
+        assert_eq!(seen.len(), 1000);
+        assert!(seen.iter().all(|(n, l)| *l == format!("line {}", n - 1)));
+        let info = f.finish().unwrap();
+        assert_eq!(info.bytes, text.len() as u64);
+        assert_eq!(info.sha256.len(), 64);
+    }
+
+    #[test]
+    fn gzip_is_transparent() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.gz");
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(b"a\nb\r\n\nc").unwrap();
+        std::fs::write(&p, enc.finish().unwrap()).unwrap();
+        let lines = head_lines(p.to_str().unwrap(), 10).unwrap();
+        assert_eq!(lines, vec![b"a".to_vec(), b"b".to_vec(), b"c".to_vec()]);
+    }
+}

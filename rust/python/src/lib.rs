@@ -1,0 +1,237 @@
+//! Thin PyO3 bindings: argument conversion, GIL release, progress callbacks and error mapping.
+//! All algorithms live in llmesr-core.
+
+use llmesr_core::dataset::{CoreMode, Filters};
+use llmesr_core::formats::{ColumnSpec, Format};
+use llmesr_core::ingest::IngestOptions;
+use llmesr_core::prepare::{self, PrepareOptions};
+use llmesr_core::synthetic::SyntheticConfig;
+use llmesr_core::Error;
+use pyo3::exceptions::{
+    PyFileNotFoundError, PyKeyboardInterrupt, PyOSError, PyRuntimeError, PyValueError,
+};
+use pyo3::prelude::*;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::Path;
+use std::sync::Mutex;
+
+pyo3::create_exception!(
+    _native,
+    DataError,
+    PyValueError,
+    "Malformed or unusable input data."
+);
+
+fn to_py_err(e: Error, pending: Option<PyErr>) -> PyErr {
+    match e {
+        Error::Parse { .. } | Error::Input(_) => DataError::new_err(e.to_string()),
+        Error::Io { ref source, .. } if source.kind() == std::io::ErrorKind::NotFound => {
+            PyFileNotFoundError::new_err(e.to_string())
+        }
+        Error::Io { .. } => PyOSError::new_err(e.to_string()),
+        Error::Cancelled => pending.unwrap_or_else(|| PyKeyboardInterrupt::new_err("cancelled")),
+    }
+}
+
+/// Runs `work` without the GIL, turning a panic into a RuntimeError instead of a crash.
+fn run_detached<T: Send>(
+    py: Python<'_>,
+    work: impl FnOnce() -> Result<T, Error> + Send,
+) -> PyResult<Result<T, Error>> {
+    py.detach(|| catch_unwind(AssertUnwindSafe(work)))
+        .map_err(|panic| {
+            let msg = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "unknown panic".into());
+            PyRuntimeError::new_err(format!("llmesr internal error (please report it): {msg}"))
+        })
+}
+
+/// Calls the Python progress callback (if any) with the GIL; a raised exception or Ctrl-C cancels.
+struct Reporter {
+    callback: Option<Py<PyAny>>,
+    pending: Mutex<Option<PyErr>>,
+}
+
+impl Reporter {
+    fn report(&self, stage: &str, done: u64, total: u64) -> bool {
+        Python::attach(|py| {
+            let res = match &self.callback {
+                Some(cb) => cb.call1(py, (stage, done, total)).map(|_| ()),
+                None => Ok(()),
+            }
+            .and_then(|_| py.check_signals());
+            match res {
+                Ok(()) => true,
+                Err(e) => {
+                    *self.pending.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                    false
+                }
+            }
+        })
+    }
+    fn finish<T>(self, result: Result<T, Error>) -> PyResult<T> {
+        let pending = self.pending.into_inner().unwrap_or_else(|p| p.into_inner());
+        result.map_err(|e| to_py_err(e, pending))
+    }
+}
+
+fn core_mode(name: &str) -> PyResult<CoreMode> {
+    match name {
+        "iterative" => Ok(CoreMode::Iterative),
+        "single-pass" => Ok(CoreMode::SinglePass),
+        _ => Err(PyValueError::new_err(format!(
+            "core_mode must be 'iterative' or 'single-pass', not '{name}'"
+        ))),
+    }
+}
+
+/// Prepares interaction files into `out_dir` (an existing empty folder); returns meta.json as text.
+#[pyfunction]
+#[pyo3(signature = (inputs, out_dir, *, format=None, user_col=None, item_col=None, time_col=None,
+    rating_col=None, columns=None, skip_bad_lines=false, min_rating=None, since=None, until=None,
+    min_user=0, min_item=0, core_mode="iterative", dedup_consecutive=false, item_files=vec![],
+    item_key=None, version="", progress=None))]
+#[allow(clippy::too_many_arguments)]
+fn prepare_dataset(
+    py: Python<'_>,
+    inputs: Vec<String>,
+    out_dir: String,
+    format: Option<String>,
+    user_col: Option<String>,
+    item_col: Option<String>,
+    time_col: Option<String>,
+    rating_col: Option<String>,
+    columns: Option<Vec<String>>,
+    skip_bad_lines: bool,
+    min_rating: Option<f32>,
+    since: Option<i64>,
+    until: Option<i64>,
+    min_user: u32,
+    min_item: u32,
+    core_mode: &str,
+    dedup_consecutive: bool,
+    item_files: Vec<String>,
+    item_key: Option<String>,
+    version: &str,
+    progress: Option<Py<PyAny>>,
+) -> PyResult<String> {
+    let format = match format.as_deref() {
+        None | Some("auto") => None,
+        Some(name) => Some(
+            Format::parse(name)
+                .ok_or_else(|| PyValueError::new_err(format!("unknown format '{name}'")))?,
+        ),
+    };
+    let opts = PrepareOptions {
+        inputs,
+        ingest: IngestOptions {
+            format,
+            columns: ColumnSpec {
+                user: user_col,
+                item: item_col,
+                time: time_col,
+                rating: rating_col,
+                positional: columns,
+            },
+            skip_bad_lines,
+            ..Default::default()
+        },
+        filters: Filters {
+            min_rating,
+            since,
+            until,
+            min_user,
+            min_item,
+            core_mode: self::core_mode(core_mode)?,
+            dedup_consecutive,
+        },
+        item_files,
+        item_key,
+        version: version.to_string(),
+    };
+    let reporter = Reporter {
+        callback: progress,
+        pending: Mutex::new(None),
+    };
+    let result = run_detached(py, || {
+        prepare::prepare(&opts, Path::new(&out_dir), &mut |s, d, t| {
+            reporter.report(s, d, t)
+        })
+    })?;
+    reporter.finish(result).map(|meta| meta.to_string())
+}
+
+/// Writes the built-in synthetic long-tail dataset into `out_dir`; returns meta.json as text.
+#[pyfunction]
+#[pyo3(signature = (out_dir, *, n_users=2000, n_items=1000, n_topics=8, zipf=1.1, seed=42, min_user=0, min_item=0, version=""))]
+#[allow(clippy::too_many_arguments)]
+fn prepare_synthetic(
+    py: Python<'_>,
+    out_dir: String,
+    n_users: usize,
+    n_items: usize,
+    n_topics: usize,
+    zipf: f64,
+    seed: u64,
+    min_user: u32,
+    min_item: u32,
+    version: &str,
+) -> PyResult<String> {
+    let cfg = SyntheticConfig {
+        n_users,
+        n_items,
+        n_topics,
+        zipf,
+        seed,
+    };
+    let filters = Filters {
+        min_user,
+        min_item,
+        ..Default::default()
+    };
+    let result = run_detached(py, || {
+        prepare::prepare_synthetic(&cfg, &filters, version, Path::new(&out_dir))
+    })?;
+    result
+        .map(|v| v.to_string())
+        .map_err(|e| to_py_err(e, None))
+}
+
+/// Unix seconds of a number or a date (`YYYY-MM-DD[ HH:MM:SS]`, ISO 8601, `MM DD, YYYY`); None if neither.
+#[pyfunction]
+fn parse_timestamp(text: &str) -> Option<i64> {
+    llmesr_core::time::parse_timestamp(text)
+}
+
+/// The format `llmesr-prepare --format auto` would pick for this file.
+#[pyfunction]
+fn detect_format(py: Python<'_>, path: String) -> PyResult<String> {
+    let result = run_detached(py, || {
+        let head = llmesr_core::reader::head_lines(&path, 100)?;
+        llmesr_core::formats::detect(&path, &head)
+    })?;
+    result
+        .map(|f| f.name().to_string())
+        .map_err(|e| to_py_err(e, None))
+}
+
+/// Panics inside Rust on purpose, so tests can check that a panic becomes a Python exception.
+#[pyfunction]
+fn _panic_for_test(py: Python<'_>) -> PyResult<()> {
+    run_detached(py, || -> Result<(), Error> {
+        panic!("deliberate test panic")
+    })?
+    .map_err(|e| to_py_err(e, None))
+}
+
+#[pymodule]
+mod _native {
+    #[pymodule_export]
+    use super::{
+        _panic_for_test, detect_format, parse_timestamp, prepare_dataset, prepare_synthetic,
+        DataError,
+    };
+}
