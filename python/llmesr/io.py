@@ -51,4 +51,3 @@ def atomic_dir(final: str | os.PathLike[str], overwrite: bool = False) -> Iterat
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
-

@@ -71,8 +71,11 @@ def format_summary(ds: Dataset, s: dict) -> str:
         ("items", f"{s['items']:,}"),
         ("interactions", f"{s['interactions']:,}"),
         ("density", f"{s['density']:.5f}"),
-        ("history length", f"min {h['q0']:g}  q25 {h['q25']:g}  median {h['q50']:g}  q75 {h['q75']:g}  "
-                           f"q90 {h['q90']:g}  max {h['q100']:g}  mean {h['mean']:.2f}"),
+        (
+            "history length",
+            f"min {h['q0']:g}  q25 {h['q25']:g}  median {h['q50']:g}  q75 {h['q75']:g}  "
+            f"q90 {h['q90']:g}  max {h['q100']:g}  mean {h['mean']:.2f}",
+        ),
         ("tail users", f"{s['tail_user_share']:.1%} (history < {s['tail_user_len']})"),
         ("tail items", f"{s['tail_item_share']:.1%} (training interactions < {s['tail_item_pop']})"),
         ("evaluable users", f"{s['evaluable_users']:,} (3+ interactions)"),
