@@ -1,6 +1,8 @@
 # Hand-written stub of the Rust extension (checked against the module by mypy's stubtest in CI).
 from collections.abc import Callable
 
+__all__ = ["_panic_for_test", "detect_format", "parse_timestamp", "prepare_dataset", "prepare_synthetic", "DataError"]
+
 class DataError(ValueError):
     """Malformed or unusable input data."""
 

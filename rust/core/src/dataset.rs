@@ -4,7 +4,7 @@
 
 use crate::error::{Error, Result};
 use crate::ingest::RawLog;
-use crate::intern::key_ranks;
+use crate::intern::{key_ranks, Key};
 use rayon::prelude::*;
 use serde::Serialize;
 
@@ -82,25 +82,6 @@ impl Dataset {
     }
 }
 
-/// Stable counting sort of `rows` by `key[row]` (keys < `n_keys`); returns the rows and key offsets.
-fn group_by(rows: &[u32], key: impl Fn(u32) -> u32, n_keys: usize) -> (Vec<u32>, Vec<usize>) {
-    let mut start = vec![0usize; n_keys + 1];
-    for &r in rows {
-        start[key(r) as usize + 1] += 1;
-    }
-    for k in 0..n_keys {
-        start[k + 1] += start[k];
-    }
-    let mut fill = start.clone();
-    let mut out = vec![0u32; rows.len()];
-    for &r in rows {
-        let k = key(r) as usize;
-        out[fill[k]] = r;
-        fill[k] += 1;
-    }
-    (out, start)
-}
-
 /// Splits `data` into the mutable segments given by `offsets` (ascending, covering `data`).
 fn segments_mut<'a, T>(mut data: &'a mut [T], offsets: &[usize]) -> Vec<&'a mut [T]> {
     let mut out = Vec::with_capacity(offsets.len().saturating_sub(1));
@@ -112,89 +93,194 @@ fn segments_mut<'a, T>(mut data: &'a mut [T], offsets: &[usize]) -> Vec<&'a mut 
     out
 }
 
-pub fn build(log: RawLog, filters: &Filters) -> Result<Dataset> {
-    let n = log.len();
-    if n >= u32::MAX as usize {
-        return Err(Error::Input(
-            "more than 4 billion interactions are not supported".into(),
-        ));
+/// Keeps the entries whose `alive` flag is set, in place and in order.
+fn compact<T: Copy>(col: &mut Vec<T>, alive: &[bool]) {
+    let mut w = 0;
+    for p in 0..col.len() {
+        if alive[p] {
+            col[w] = col[p];
+            w += 1;
+        }
     }
-    if filters.min_rating.is_some() && log.ratings.is_none() {
-        return Err(Error::Input(
-            "--min-rating needs ratings, and this input has none".into(),
-        ));
-    }
-    if (filters.since.is_some() || filters.until.is_some()) && log.times.is_none() {
-        return Err(Error::Input(
-            "a date window needs timestamps, and this input has none".into(),
-        ));
-    }
-    let mut report = FilterReport {
-        input: n as u64,
-        ..Default::default()
-    };
-    let (urank, irank) = rayon::join(
-        || key_ranks(log.user_keys.keys()),
-        || key_ranks(log.item_keys.keys()),
-    );
-    let user_of = |r: u32| urank[log.users[r as usize] as usize];
-    let item_of = |r: u32| irank[log.items[r as usize] as usize];
+    col.truncate(w);
+}
 
-    // Row filters.
-    let mut rows: Vec<u32> = (0..n as u32).collect();
-    if let (Some(min), Some(ratings)) = (filters.min_rating, &log.ratings) {
-        rows.retain(|&r| ratings[r as usize] >= min);
-        report.by_rating = n as u64 - rows.len() as u64;
+/// Stable counting sort of the kept rows by user: the destination of every row (`u32::MAX` if
+/// dropped) and the start of every user's segment. Histograms and fills run in parallel chunks.
+fn group_positions(users: &[u32], keep: &[bool], n_keys: usize) -> (Vec<u32>, Vec<usize>) {
+    let chunk = users.len().div_ceil(rayon::current_num_threads().max(1)).max(1);
+    let hist: Vec<Vec<u32>> = users
+        .par_chunks(chunk)
+        .zip(keep.par_chunks(chunk))
+        .map(|(us, ks)| {
+            let mut h = vec![0u32; n_keys];
+            for (&u, &k) in us.iter().zip(ks) {
+                h[u as usize] += u32::from(k);
+            }
+            h
+        })
+        .collect();
+    let mut ustart = vec![0usize; n_keys + 1];
+    let mut offsets = vec![vec![0u32; n_keys]; hist.len()];
+    let mut next = 0usize;
+    for u in 0..n_keys {
+        ustart[u] = next;
+        for (h, off) in hist.iter().zip(offsets.iter_mut()) {
+            off[u] = next as u32;
+            next += h[u] as usize;
+        }
     }
-    if let Some(times) = &log.times {
-        let before = rows.len();
-        let (lo, hi) = (
-            filters.since.unwrap_or(i64::MIN),
-            filters.until.unwrap_or(i64::MAX),
-        );
-        rows.retain(|&r| (lo..hi).contains(&times[r as usize]));
-        report.by_date = (before - rows.len()) as u64;
-    }
-
-    // Group by user (ranks follow raw-id order), then stable chronological order inside each user.
-    let n_user_keys = log.user_keys.len();
-    let (mut order, ustart) = group_by(&rows, user_of, n_user_keys);
-    drop(rows);
-    if let Some(times) = &log.times {
-        segments_mut(&mut order, &ustart)
-            .into_par_iter()
-            .for_each(|seg| seg.sort_by_key(|&r| times[r as usize]));
-    }
-    if filters.dedup_consecutive {
-        let before = order.len();
-        let mut kept = Vec::with_capacity(order.len());
-        for u in 0..n_user_keys {
-            let mut prev = None;
-            for &r in &order[ustart[u]..ustart[u + 1]] {
-                let item = log.items[r as usize];
-                if prev != Some(item) {
-                    kept.push(r);
+    ustart[n_keys] = next;
+    let mut dest = vec![u32::MAX; users.len()];
+    dest.par_chunks_mut(chunk)
+        .zip(users.par_chunks(chunk))
+        .zip(keep.par_chunks(chunk))
+        .zip(offsets.par_iter_mut())
+        .for_each(|(((d, us), ks), off)| {
+            for ((d, &u), &k) in d.iter_mut().zip(us).zip(ks) {
+                if k {
+                    *d = off[u as usize];
+                    off[u as usize] += 1;
                 }
-                prev = Some(item);
+            }
+        });
+    (dest, ustart)
+}
+
+fn scatter<T: Copy + Default>(col: Vec<T>, dest: &[u32], len: usize) -> Vec<T> {
+    let mut out = vec![T::default(); len];
+    for (&x, &d) in col.iter().zip(dest) {
+        if d != u32::MAX {
+            out[d as usize] = x;
+        }
+    }
+    out
+}
+
+#[derive(Default)]
+struct SortScratch {
+    order: Vec<(i64, u32)>,
+    items: Vec<u32>,
+    ratings: Vec<f32>,
+}
+
+impl SortScratch {
+    /// Sorts one user's rows by time; ties keep input order (the index breaks them).
+    fn sort_segment(&mut self, times: &mut [i64], items: &mut [u32], ratings: Option<&mut [f32]>) {
+        if times.is_sorted() {
+            return;
+        }
+        self.order.clear();
+        self.order.extend(times.iter().copied().zip(0u32..));
+        self.order.sort_unstable();
+        self.items.clear();
+        self.items.extend_from_slice(items);
+        for (k, &(t, src)) in self.order.iter().enumerate() {
+            times[k] = t;
+            items[k] = self.items[src as usize];
+        }
+        if let Some(r) = ratings {
+            self.ratings.clear();
+            self.ratings.extend_from_slice(r);
+            for (k, &(_, src)) in self.order.iter().enumerate() {
+                r[k] = self.ratings[src as usize];
             }
         }
-        order = kept;
-        report.by_dedup = (before - order.len()) as u64;
+    }
+}
+
+pub fn build(mut log: RawLog, filters: &Filters) -> Result<Dataset> {
+    let n = log.len();
+    if n >= u32::MAX as usize {
+        return Err(Error::Input("more than 4 billion interactions are not supported".into()));
+    }
+    if filters.min_rating.is_some() && log.ratings.is_none() {
+        return Err(Error::Input("--min-rating needs ratings, and this input has none".into()));
+    }
+    if (filters.since.is_some() || filters.until.is_some()) && log.times.is_none() {
+        return Err(Error::Input("a date window needs timestamps, and this input has none".into()));
+    }
+    let mut report = FilterReport { input: n as u64, ..Default::default() };
+
+    // Relabel ids by their rank in raw-id order, so that every later order is the final one.
+    let (urank, irank) = rayon::join(|| key_ranks(log.user_keys.keys()), || key_ranks(log.item_keys.keys()));
+    let (n_user_keys, n_item_keys) = (urank.len(), irank.len());
+    rayon::join(
+        || log.users.par_iter_mut().for_each(|u| *u = urank[*u as usize]),
+        || log.items.par_iter_mut().for_each(|i| *i = irank[*i as usize]),
+    );
+
+    // Row filters, then a stable counting sort of the kept rows by user.
+    let min_rating = filters.min_rating.unwrap_or(f32::NEG_INFINITY);
+    let window = filters.since.unwrap_or(i64::MIN)..filters.until.unwrap_or(i64::MAX);
+    let mut keep = vec![true; n];
+    if let Some(ratings) = &log.ratings {
+        for (k, &r) in keep.iter_mut().zip(ratings) {
+            *k = r >= min_rating;
+        }
+        report.by_rating = keep.iter().filter(|k| !**k).count() as u64;
+    }
+    if let Some(times) = &log.times {
+        for (k, t) in keep.iter_mut().zip(times) {
+            if *k && !window.contains(t) {
+                *k = false;
+                report.by_date += 1;
+            }
+        }
+    }
+    let (dest, ustart) = group_positions(&log.users, &keep, n_user_keys);
+    drop((keep, std::mem::take(&mut log.users)));
+
+    // Columns in grouped order (each raw column freed once moved), then each user's rows by time.
+    let kept = ustart[n_user_keys];
+    let raw_items = std::mem::take(&mut log.items);
+    let (raw_times, raw_ratings) = (log.times.take(), log.ratings.take());
+    let ((mut items, mut times), mut ratings) = rayon::join(
+        || rayon::join(|| scatter(raw_items, &dest, kept), || raw_times.map(|t| scatter(t, &dest, kept))),
+        || raw_ratings.map(|r| scatter(r, &dest, kept)),
+    );
+    drop(dest);
+    if let Some(times) = &mut times {
+        let n_seg = ustart.len() - 1;
+        let rating_segs: Vec<Option<&mut [f32]>> = match &mut ratings {
+            Some(r) => segments_mut(r, &ustart).into_iter().map(Some).collect(),
+            None => (0..n_seg).map(|_| None).collect(),
+        };
+        segments_mut(times, &ustart)
+            .into_par_iter()
+            .zip(segments_mut(&mut items, &ustart))
+            .zip(rating_segs)
+            .for_each_init(SortScratch::default, |scratch, ((t, i), r)| scratch.sort_segment(t, i, r));
+    }
+    let m = items.len();
+    let items = items;
+
+    let mut alive = vec![true; m];
+    if filters.dedup_consecutive {
+        for w in ustart.windows(2) {
+            for p in w[0] + 1..w[1] {
+                if items[p] == items[p - 1] {
+                    alive[p] = false;
+                    report.by_dedup += 1;
+                }
+            }
+        }
     }
 
     // k-core on interaction counts (repeats count as interactions).
-    let n_item_keys = log.item_keys.len();
-    let mut alive = vec![true; order.len()];
     let mut user_count = vec![0u32; n_user_keys];
     let mut item_count = vec![0u32; n_item_keys];
     let count = |alive: &[bool], user_count: &mut [u32], item_count: &mut [u32]| {
-        user_count.fill(0);
         item_count.fill(0);
-        for (p, &r) in order.iter().enumerate() {
-            if alive[p] {
-                user_count[user_of(r) as usize] += 1;
-                item_count[item_of(r) as usize] += 1;
+        for (u, w) in ustart.windows(2).enumerate() {
+            let mut c = 0;
+            for p in w[0]..w[1] {
+                if alive[p] {
+                    c += 1;
+                    item_count[items[p] as usize] += 1;
+                }
             }
+            user_count[u] = c;
         }
     };
     if filters.min_user > 1 || filters.min_item > 1 {
@@ -202,30 +288,23 @@ pub fn build(log: RawLog, filters: &Filters) -> Result<Dataset> {
             count(&alive, &mut user_count, &mut item_count);
             report.core_rounds += 1;
             let mut changed = false;
-            for (p, &r) in order.iter().enumerate() {
-                if alive[p]
-                    && (user_count[user_of(r) as usize] < filters.min_user
-                        || item_count[item_of(r) as usize] < filters.min_item)
-                {
-                    alive[p] = false;
-                    changed = true;
+            for (u, w) in ustart.windows(2).enumerate() {
+                let user_short = user_count[u] < filters.min_user;
+                for p in w[0]..w[1] {
+                    if alive[p] && (user_short || item_count[items[p] as usize] < filters.min_item) {
+                        alive[p] = false;
+                        report.by_core += 1;
+                        changed = true;
+                    }
                 }
             }
             if !changed || filters.core_mode == CoreMode::SinglePass {
                 break;
             }
         }
-        report.by_core = alive.iter().filter(|a| !**a).count() as u64;
     }
     count(&alive, &mut user_count, &mut item_count);
-    let kept: Vec<u32> = order
-        .iter()
-        .zip(&alive)
-        .filter(|(_, a)| **a)
-        .map(|(&r, _)| r)
-        .collect();
-    drop(order);
-    if kept.is_empty() {
+    if !alive.iter().any(|a| *a) {
         return Err(Error::Input(format!(
             "the filters left no interactions (of {n}: {} below --min-rating, {} outside the date window, {} repeats, {} by the {}-user/{}-item core)",
             report.by_rating, report.by_date, report.by_dedup, report.by_core, filters.min_user, filters.min_item
@@ -238,8 +317,8 @@ pub fn build(log: RawLog, filters: &Filters) -> Result<Dataset> {
         counts
             .iter()
             .map(|&c| {
+                next += u32::from(c > 0);
                 if c > 0 {
-                    next += 1;
                     next
                 } else {
                     0
@@ -248,13 +327,13 @@ pub fn build(log: RawLog, filters: &Filters) -> Result<Dataset> {
             .collect()
     };
     let (new_user_by_rank, new_item_by_rank) = (renumber(&user_count), renumber(&item_count));
-    let names = |keys: &[Box<[u8]>], rank: &[u32], new_by_rank: &[u32]| -> Vec<String> {
+    let names = |keys: &[Key], rank: &[u32], new_by_rank: &[u32]| -> Vec<String> {
         let n_new = new_by_rank.iter().copied().max().unwrap_or(0) as usize;
         let mut out = vec![String::new(); n_new + 1];
         for (code, key) in keys.iter().enumerate() {
             let new = new_by_rank[rank[code] as usize];
             if new > 0 {
-                out[new as usize] = String::from_utf8_lossy(key).into_owned();
+                out[new as usize] = key.to_text();
             }
         }
         out
@@ -263,38 +342,40 @@ pub fn build(log: RawLog, filters: &Filters) -> Result<Dataset> {
     let item_ids = names(log.item_keys.keys(), &irank, &new_item_by_rank);
     let n_users = user_ids.len() - 1;
 
-    let items: Vec<i32> = kept
-        .iter()
-        .map(|&r| new_item_by_rank[item_of(r) as usize] as i32)
-        .collect();
-    let times = log
-        .times
-        .as_ref()
-        .map(|t| kept.iter().map(|&r| t[r as usize]).collect());
-    let ratings = log
-        .ratings
-        .as_ref()
-        .map(|t| kept.iter().map(|&r| t[r as usize]).collect());
+    let (items, (times, ratings)) = rayon::join(
+        || {
+            let mut items = items;
+            compact(&mut items, &alive);
+            items.iter().map(|&i| new_item_by_rank[i as usize] as i32).collect::<Vec<i32>>()
+        },
+        || {
+            rayon::join(
+                || {
+                    times.map(|mut t| {
+                        compact(&mut t, &alive);
+                        t
+                    })
+                },
+                || {
+                    ratings.map(|mut r| {
+                        compact(&mut r, &alive);
+                        r
+                    })
+                },
+            )
+        },
+    );
     let mut indptr = vec![0i64; n_users + 2];
-    for &r in &kept {
-        indptr[new_user_by_rank[user_of(r) as usize] as usize + 1] += 1;
+    for (&c, &new) in user_count.iter().zip(&new_user_by_rank) {
+        if new > 0 {
+            indptr[new as usize + 1] = c as i64;
+        }
     }
     for u in 1..=n_users + 1 {
         indptr[u] += indptr[u - 1];
     }
     let (train_end, valid, test) = leave_one_out(&indptr, &items);
-    Ok(Dataset {
-        indptr,
-        items,
-        times,
-        ratings,
-        train_end,
-        valid,
-        test,
-        user_ids,
-        item_ids,
-        report,
-    })
+    Ok(Dataset { indptr, items, times, ratings, train_end, valid, test, user_ids, item_ids, report })
 }
 
 /// Last item for test, second-to-last for validation, the rest for training; users with fewer than
@@ -322,13 +403,10 @@ mod tests {
     use super::*;
 
     fn log(rows: &[(&str, &str, i64)]) -> RawLog {
-        let mut l = RawLog {
-            times: Some(Vec::new()),
-            ..Default::default()
-        };
+        let mut l = RawLog { times: Some(Vec::new()), ..Default::default() };
         for (u, i, t) in rows {
-            l.users.push(l.user_keys.intern(u.as_bytes()));
-            l.items.push(l.item_keys.intern(i.as_bytes()));
+            l.users.push(l.user_keys.intern(&Key::new(u.as_bytes().into())));
+            l.items.push(l.item_keys.intern(&Key::new(i.as_bytes().into())));
             l.times.as_mut().unwrap().push(*t);
         }
         l
@@ -336,13 +414,7 @@ mod tests {
 
     #[test]
     fn chronological_stable_and_remapped() {
-        let l = log(&[
-            ("10", "b", 5),
-            ("2", "a", 1),
-            ("10", "a", 1),
-            ("10", "c", 1),
-            ("2", "c", 0),
-        ]);
+        let l = log(&[("10", "b", 5), ("2", "a", 1), ("10", "a", 1), ("10", "c", 1), ("2", "c", 0)]);
         let d = build(l, &Filters::default()).unwrap();
         assert_eq!(d.user_ids, vec!["", "2", "10"]);
         assert_eq!(d.item_ids, vec!["", "a", "b", "c"]);
@@ -356,52 +428,23 @@ mod tests {
     #[test]
     fn kcore_iterates_and_single_pass_does_not() {
         // u1 has 2 items, one of them only seen by u1; removing it drops u1 below 2, which drops item x.
-        let l = || {
-            log(&[
-                ("1", "x", 0),
-                ("1", "y", 1),
-                ("2", "x", 0),
-                ("2", "z", 1),
-                ("3", "x", 0),
-                ("3", "z", 1),
-            ])
-        };
-        let f = Filters {
-            min_user: 2,
-            min_item: 2,
-            ..Default::default()
-        };
+        let l = || log(&[("1", "x", 0), ("1", "y", 1), ("2", "x", 0), ("2", "z", 1), ("3", "x", 0), ("3", "z", 1)]);
+        let f = Filters { min_user: 2, min_item: 2, ..Default::default() };
         let d = build(l(), &f).unwrap();
         assert_eq!(d.n_users(), 2);
         assert_eq!(d.report.by_core, 2);
         assert_eq!(d.report.core_rounds, 3);
-        let f1 = Filters {
-            core_mode: CoreMode::SinglePass,
-            ..f.clone()
-        };
+        let f1 = Filters { core_mode: CoreMode::SinglePass, ..f.clone() };
         let d1 = build(l(), &f1).unwrap();
         assert_eq!(d1.items.len(), 5); // only y is removed; u1 keeps one interaction
-        let none = Filters {
-            min_user: 10,
-            ..Default::default()
-        };
-        assert!(build(l(), &none)
-            .unwrap_err()
-            .to_string()
-            .contains("left no interactions"));
+        let none = Filters { min_user: 10, ..Default::default() };
+        assert!(build(l(), &none).unwrap_err().to_string().contains("left no interactions"));
     }
 
     #[test]
     fn dedup_consecutive_repeats() {
         let l = log(&[("1", "a", 0), ("1", "a", 1), ("1", "b", 2), ("1", "a", 3)]);
-        let d = build(
-            l,
-            &Filters {
-                dedup_consecutive: true,
-                ..Default::default()
-            },
-        )
-        .unwrap();
+        let d = build(l, &Filters { dedup_consecutive: true, ..Default::default() }).unwrap();
         assert_eq!(d.items, vec![1, 2, 1]);
         assert_eq!(d.report.by_dedup, 1);
     }

@@ -6,18 +6,11 @@ use std::fmt;
 #[derive(Debug)]
 pub enum Error {
     /// A malformed line: `file:line: problem`.
-    Parse {
-        file: String,
-        line: u64,
-        msg: String,
-    },
+    Parse { file: String, line: u64, msg: String },
     /// Input that is well-formed line by line but unusable as a whole (empty file, no users left...).
     Input(String),
     /// A file that could not be opened, read or written.
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
+    Io { path: String, source: std::io::Error },
     /// The progress callback asked to stop (Ctrl-C in Python).
     Cancelled,
 }
@@ -26,10 +19,7 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
     pub fn io(path: impl Into<String>, source: std::io::Error) -> Self {
-        Error::Io {
-            path: path.into(),
-            source,
-        }
+        Error::Io { path: path.into(), source }
     }
 }
 

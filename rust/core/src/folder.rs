@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::items::ItemMeta;
 use crate::npy::{self, NpyElement};
 use crate::reader::SourceInfo;
+use rayon::prelude::*;
 use rustc_hash::FxHashMap;
 use serde_json::{json, Value};
 use std::fs::File;
@@ -37,9 +38,7 @@ pub struct Provenance {
 
 fn create(dir: &Path, name: &str) -> Result<BufWriter<File>> {
     let p = dir.join(name);
-    File::create(&p)
-        .map(|f| BufWriter::with_capacity(1 << 20, f))
-        .map_err(|e| Error::io(p.display().to_string(), e))
+    File::create(&p).map(|f| BufWriter::with_capacity(1 << 20, f)).map_err(|e| Error::io(p.display().to_string(), e))
 }
 
 fn write_npy<T: NpyElement>(dir: &Path, name: &str, data: &[T]) -> Result<()> {
@@ -54,36 +53,20 @@ fn write_json(dir: &Path, name: &str, v: &Value) -> Result<()> {
     w.write_all(b"\n").and_then(|_| w.flush()).map_err(io)
 }
 
-fn id_list(ids: &[String]) -> Value {
-    Value::Array(
-        std::iter::once(Value::Null)
-            .chain(ids[1..].iter().map(|s| Value::String(s.clone())))
-            .collect(),
-    )
+/// `[null, "id1", "id2", ...]`, streamed (millions of ids need no intermediate JSON tree).
+fn write_id_list(dir: &Path, name: &str, ids: &[String]) -> Result<()> {
+    let io = |e: std::io::Error| Error::io(dir.join(name).display().to_string(), e);
+    let mut w = create(dir, name)?;
+    w.write_all(b"[null").map_err(io)?;
+    for id in &ids[1..] {
+        w.write_all(b",\n").map_err(io)?;
+        serde_json::to_writer(&mut w, id).map_err(|e| io(e.into()))?;
+    }
+    w.write_all(b"]\n").and_then(|_| w.flush()).map_err(io)
 }
 
-/// Writes every file of the folder into `dir` (an empty temporary folder; the caller renames it into
-/// place) and returns the content of meta.json.
-pub fn write(
-    dir: &Path,
-    ds: &Dataset,
-    items_meta: &FxHashMap<String, ItemMeta>,
-    prov: Provenance,
-) -> Result<Value> {
-    write_npy(dir, "indptr.npy", &ds.indptr)?;
-    write_npy(dir, "items.npy", &ds.items)?;
-    if let Some(t) = &ds.times {
-        write_npy(dir, "timestamps.npy", t)?;
-    }
-    if let Some(r) = &ds.ratings {
-        write_npy(dir, "ratings.npy", r)?;
-    }
-    write_npy(dir, "train_end.npy", &ds.train_end)?;
-    write_npy(dir, "valid.npy", &ds.valid)?;
-    write_npy(dir, "test.npy", &ds.test)?;
-    write_json(dir, "user_ids.json", &id_list(&ds.user_ids))?;
-    write_json(dir, "item_ids.json", &id_list(&ds.item_ids))?;
-
+fn write_items_jsonl(dir: &Path, ds: &Dataset, items_meta: &FxHashMap<String, ItemMeta>) -> Result<u64> {
+    let io = |e: std::io::Error| Error::io(dir.join("items.jsonl").display().to_string(), e);
     let mut with_text = 0u64;
     let mut w = create(dir, "items.jsonl")?;
     for (id, raw) in ds.item_ids.iter().enumerate().skip(1) {
@@ -92,11 +75,37 @@ pub fn write(
         let m = m.cloned().unwrap_or_default();
         let line = json!({"item_id": id, "raw_id": raw, "title": m.title, "brand": m.brand,
                           "categories": m.categories, "description": m.description, "price": m.price});
-        serde_json::to_writer(&mut w, &line).map_err(|e| Error::Input(e.to_string()))?;
-        w.write_all(b"\n")
-            .map_err(|e| Error::io("items.jsonl", e))?;
+        serde_json::to_writer(&mut w, &line).map_err(|e| io(e.into()))?;
+        w.write_all(b"\n").map_err(io)?;
     }
-    w.flush().map_err(|e| Error::io("items.jsonl", e))?;
+    w.flush().map_err(io)?;
+    Ok(with_text)
+}
+
+/// Writes every file of the folder into `dir` (an empty temporary folder; the caller renames it into
+/// place) and returns the content of meta.json.
+pub fn write(dir: &Path, ds: &Dataset, items_meta: &FxHashMap<String, ItemMeta>, prov: Provenance) -> Result<Value> {
+    // Independent files, written in parallel.
+    type Job<'a> = Box<dyn FnOnce() -> Result<u64> + Send + 'a>;
+    let mut jobs: Vec<Job> = vec![
+        Box::new(|| write_npy(dir, "items.npy", &ds.items).map(|_| 0)),
+        Box::new(|| {
+            write_npy(dir, "indptr.npy", &ds.indptr)?;
+            write_npy(dir, "train_end.npy", &ds.train_end)?;
+            write_npy(dir, "valid.npy", &ds.valid)?;
+            write_npy(dir, "test.npy", &ds.test).map(|_| 0)
+        }),
+        Box::new(|| write_id_list(dir, "user_ids.json", &ds.user_ids).map(|_| 0)),
+        Box::new(|| write_id_list(dir, "item_ids.json", &ds.item_ids).map(|_| 0)),
+        Box::new(|| write_items_jsonl(dir, ds, items_meta)),
+    ];
+    if let Some(t) = &ds.times {
+        jobs.push(Box::new(move || write_npy(dir, "timestamps.npy", t).map(|_| 0)));
+    }
+    if let Some(r) = &ds.ratings {
+        jobs.push(Box::new(move || write_npy(dir, "ratings.npy", r).map(|_| 0)));
+    }
+    let with_text: u64 = jobs.into_par_iter().map(|job| job()).collect::<Result<Vec<u64>>>()?.iter().sum();
 
     let meta = json!({
         "format": "llmesr-dataset",

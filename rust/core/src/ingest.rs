@@ -3,7 +3,7 @@
 
 use crate::error::{Error, Result};
 use crate::formats::{self, Chunk, ColumnSpec, Format, RecordParser};
-use crate::intern::Interner;
+use crate::intern::{intern_raw, Interner};
 use crate::reader::{head_lines, utf8_error_in, Block, InputFile, SourceInfo};
 use rayon::prelude::*;
 
@@ -36,38 +36,24 @@ pub struct IngestOptions {
 
 impl Default for IngestOptions {
     fn default() -> Self {
-        IngestOptions {
-            format: None,
-            columns: ColumnSpec::default(),
-            skip_bad_lines: false,
-            block_bytes: 4 << 20,
-        }
+        IngestOptions { format: None, columns: ColumnSpec::default(), skip_bad_lines: false, block_bytes: 4 << 20 }
     }
 }
 
 const MAX_BAD_EXAMPLES: usize = 5;
 
-fn parse_block<'a>(
-    block: &'a Block,
-    parser: &dyn RecordParser,
-    skip: usize,
-    path: &str,
-    skip_bad: bool,
-) -> Result<Chunk<'a>> {
-    let mut chunk = Chunk::new();
+fn parse_block(block: &Block, parser: &dyn RecordParser, skip: usize, path: &str, skip_bad: bool) -> Result<Chunk> {
+    let lines = memchr::memchr_iter(b'\n', &block.data).count() + 1;
+    let mut chunk = Chunk::with_capacity(lines, parser.has_time(), parser.has_rating());
     let all_utf8 = std::str::from_utf8(&block.data).is_ok();
     for (line_no, line) in block.lines().skip(skip) {
-        let res = match (all_utf8, utf8_error_in(line)) {
-            (false, Some(e)) => Err(e),
-            _ => parser.parse(line, &mut chunk),
+        let res = match (!all_utf8).then(|| utf8_error_in(line)).flatten() {
+            Some(e) => Err(e),
+            None => parser.parse(line, &mut chunk),
         };
         if let Err(msg) = res {
             if !skip_bad {
-                return Err(Error::Parse {
-                    file: path.to_string(),
-                    line: line_no,
-                    msg,
-                });
+                return Err(Error::Parse { file: path.to_string(), line: line_no, msg });
             }
             chunk.skipped += 1;
             if chunk.bad_lines.len() < MAX_BAD_EXAMPLES {
@@ -79,11 +65,11 @@ fn parse_block<'a>(
 }
 
 impl RawLog {
-    fn merge(&mut self, c: Chunk<'_>) {
-        let umap = c.user_keys.merge_into(&mut self.user_keys);
-        let imap = c.item_keys.merge_into(&mut self.item_keys);
-        self.users.extend(c.users.iter().map(|&u| umap[u as usize]));
-        self.items.extend(c.items.iter().map(|&i| imap[i as usize]));
+    fn merge(&mut self, c: Chunk) {
+        let utext = c.user_keys.merge_into(&mut self.user_keys);
+        let itext = c.item_keys.merge_into(&mut self.item_keys);
+        intern_raw(&c.users, &utext, &mut self.user_keys, &mut self.users);
+        intern_raw(&c.items, &itext, &mut self.item_keys, &mut self.items);
         if let Some(t) = &mut self.times {
             t.extend_from_slice(&c.times);
         }
@@ -108,10 +94,7 @@ pub fn ingest(paths: &[String], opts: &IngestOptions, progress: Progress) -> Res
     if paths.is_empty() {
         return Err(Error::Input("no input files given".into()));
     }
-    let total: u64 = paths
-        .iter()
-        .map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
-        .sum();
+    let total: u64 = paths.iter().map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)).sum();
     let mut done_before = 0u64;
     let mut log = RawLog::default();
     let batch = 2 * rayon::current_num_threads().max(1);
@@ -121,24 +104,16 @@ pub fn ingest(paths: &[String], opts: &IngestOptions, progress: Progress) -> Res
             Some(f) => f,
             None => formats::detect(path, &head)?,
         };
-        let first = head
-            .first()
-            .ok_or_else(|| Error::Input(format!("{path}: the file is empty")))?;
+        let first = head.first().ok_or_else(|| Error::Input(format!("{path}: the file is empty")))?;
         if let Some(e) = utf8_error_in(first) {
-            return Err(Error::Parse {
-                file: path.clone(),
-                line: 1,
-                msg: e,
-            });
+            return Err(Error::Parse { file: path.clone(), line: 1, msg: e });
         }
         let parser = formats::parser_for(format, path, first, &opts.columns)?;
         if file_index == 0 {
             log.format = Some(format.name());
             log.times = parser.has_time().then(Vec::new);
             log.ratings = parser.has_rating().then(Vec::new);
-        } else if log.times.is_some() != parser.has_time()
-            || log.ratings.is_some() != parser.has_rating()
-        {
+        } else if log.times.is_some() != parser.has_time() || log.ratings.is_some() != parser.has_rating() {
             return Err(Error::Input(format!(
                 "{path}: its columns (timestamp: {}, rating: {}) differ from the first input's",
                 parser.has_time(),
@@ -146,46 +121,71 @@ pub fn ingest(paths: &[String], opts: &IngestOptions, progress: Progress) -> Res
             )));
         }
         let rows_before = log.len() as u64 + log.skipped_lines;
-        let mut file = InputFile::open(path)?;
-        let mut header_to_skip = parser.header_lines();
-        loop {
-            let mut blocks = Vec::with_capacity(batch);
-            while blocks.len() < batch {
-                match file.next_block(opts.block_bytes)? {
-                    Some(b) => blocks.push(b),
-                    None => break,
+        let file = InputFile::open(path)?;
+        let bytes_read = file.bytes_counter();
+        // A reader thread does the I/O, decompression and hashing; blocks are parsed in parallel in
+        // batches, and each batch is merged (in file order) while the next one is parsed.
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Block>>(batch);
+        let block_bytes = opts.block_bytes;
+        let file = std::thread::scope(|scope| -> Result<InputFile> {
+            let reader = scope.spawn(move || {
+                let mut file = file;
+                loop {
+                    let next = file.next_block(block_bytes);
+                    let end = !matches!(next, Ok(Some(_)));
+                    if let Some(b) = next.transpose() {
+                        if tx.send(b).is_err() {
+                            break;
+                        }
+                    }
+                    if end {
+                        break;
+                    }
+                }
+                file
+            });
+            let mut header_to_skip = parser.header_lines();
+            let mut parsed: Vec<Chunk> = Vec::new();
+            loop {
+                let mut blocks = Vec::with_capacity(batch);
+                while blocks.len() < batch {
+                    match rx.recv() {
+                        Ok(block) => blocks.push(block?),
+                        Err(_) => break,
+                    }
+                }
+                if blocks.is_empty() && parsed.is_empty() {
+                    break;
+                }
+                let skip = std::mem::take(&mut header_to_skip);
+                let (_, next) = rayon::join(
+                    || parsed.drain(..).for_each(|c| log.merge(c)),
+                    || {
+                        blocks
+                            .par_iter()
+                            .enumerate()
+                            .map(|(i, b)| {
+                                parse_block(
+                                    b,
+                                    parser.as_ref(),
+                                    if i == 0 { skip } else { 0 },
+                                    path,
+                                    opts.skip_bad_lines,
+                                )
+                            })
+                            .collect::<Result<Vec<Chunk>>>()
+                    },
+                );
+                parsed = next?;
+                if !progress("read", done_before + bytes_read.load(std::sync::atomic::Ordering::Relaxed), total) {
+                    return Err(Error::Cancelled);
                 }
             }
-            if blocks.is_empty() {
-                break;
-            }
-            let skip = std::mem::take(&mut header_to_skip);
-            let chunks: Vec<Result<Chunk>> = blocks
-                .par_iter()
-                .enumerate()
-                .map(|(i, b)| {
-                    parse_block(
-                        b,
-                        parser.as_ref(),
-                        if i == 0 { skip } else { 0 },
-                        path,
-                        opts.skip_bad_lines,
-                    )
-                })
-                .collect();
-            for chunk in chunks {
-                log.merge(chunk?);
-            }
-            if !progress("read", done_before + file.bytes_read(), total) {
-                return Err(Error::Cancelled);
-            }
-        }
+            drop(rx);
+            reader.join().map_err(|_| Error::Input(format!("{path}: the reader thread failed")))
+        })?;
         if log.len() as u64 + log.skipped_lines == rows_before {
-            let why = if parser.header_lines() > 0 {
-                "has a header but no data lines"
-            } else {
-                "has no data lines"
-            };
+            let why = if parser.header_lines() > 0 { "has a header but no data lines" } else { "has no data lines" };
             return Err(Error::Input(format!("{path}: the file {why}")));
         }
         let info = file.finish()?;
@@ -193,15 +193,10 @@ pub fn ingest(paths: &[String], opts: &IngestOptions, progress: Progress) -> Res
         log.sources.push(info);
     }
     if log.user_keys.len() >= u32::MAX as usize || log.item_keys.len() >= u32::MAX as usize {
-        return Err(Error::Input(
-            "more than 4 billion distinct user or item ids do not fit".into(),
-        ));
+        return Err(Error::Input("more than 4 billion distinct user or item ids do not fit".into()));
     }
     if log.is_empty() {
-        return Err(Error::Input(format!(
-            "no valid interactions: all {} lines were skipped",
-            log.skipped_lines
-        )));
+        return Err(Error::Input(format!("no valid interactions: all {} lines were skipped", log.skipped_lines)));
     }
     Ok(log)
 }
@@ -219,21 +214,11 @@ mod tests {
     #[test]
     fn small_blocks_give_the_same_log() {
         let dir = tempfile::tempdir().unwrap();
-        let text: String = (0..5000)
-            .map(|i| format!("u{},i{},{}\n", i % 37, i % 101, i))
-            .collect();
+        let text: String = (0..5000).map(|i| format!("u{},i{},{}\n", i % 37, i % 101, i)).collect();
         let p = write(&dir, "x.csv", format!("user,item,time\n{text}").as_bytes());
         let mut noop = |_: &str, _: u64, _: u64| true;
-        let big = ingest(
-            std::slice::from_ref(&p),
-            &IngestOptions::default(),
-            &mut noop,
-        )
-        .unwrap();
-        let small_opts = IngestOptions {
-            block_bytes: 64,
-            ..Default::default()
-        };
+        let big = ingest(std::slice::from_ref(&p), &IngestOptions::default(), &mut noop).unwrap();
+        let small_opts = IngestOptions { block_bytes: 64, ..Default::default() };
         let small = ingest(&[p], &small_opts, &mut noop).unwrap();
         assert_eq!(big.len(), 5000);
         assert_eq!(big.users, small.users);
@@ -247,32 +232,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = write(&dir, "x.csv", b"user,item\na,b\nc\n");
         let mut noop = |_: &str, _: u64, _: u64| true;
-        let e = ingest(
-            std::slice::from_ref(&p),
-            &IngestOptions::default(),
-            &mut noop,
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(
-            e.ends_with("x.csv:3: missing columns: expected 2 fields, found 1"),
-            "{e}"
-        );
-        let opts = IngestOptions {
-            skip_bad_lines: true,
-            ..Default::default()
-        };
+        let e = ingest(std::slice::from_ref(&p), &IngestOptions::default(), &mut noop).unwrap_err().to_string();
+        assert!(e.ends_with("x.csv:3: missing columns: expected 2 fields, found 1"), "{e}");
+        let opts = IngestOptions { skip_bad_lines: true, ..Default::default() };
         let log = ingest(&[p], &opts, &mut noop).unwrap();
         assert_eq!((log.len(), log.skipped_lines), (1, 1));
         let p = write(&dir, "h.csv", b"user,item\n");
-        let e = ingest(&[p], &IngestOptions::default(), &mut noop)
-            .unwrap_err()
-            .to_string();
+        let e = ingest(&[p], &IngestOptions::default(), &mut noop).unwrap_err().to_string();
         assert!(e.contains("header but no data"), "{e}");
         let p = write(&dir, "bad.tsv", b"user\titem\nab\t\xff\xfe\n");
-        let e = ingest(&[p], &IngestOptions::default(), &mut noop)
-            .unwrap_err()
-            .to_string();
+        let e = ingest(&[p], &IngestOptions::default(), &mut noop).unwrap_err().to_string();
         assert!(e.contains("bad.tsv:2: not valid UTF-8"), "{e}");
     }
 }

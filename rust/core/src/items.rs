@@ -26,16 +26,7 @@ pub struct ItemTable {
     pub sources: Vec<SourceInfo>,
 }
 
-const KEY_FIELDS: &[&str] = &[
-    "item_id",
-    "asin",
-    "parent_asin",
-    "business_id",
-    "movieId",
-    "movie_id",
-    "id",
-    "item",
-];
+const KEY_FIELDS: &[&str] = &["item_id", "asin", "parent_asin", "business_id", "movieId", "movie_id", "id", "item"];
 
 const ML100K_GENRES: [&str; 19] = [
     "unknown",
@@ -86,18 +77,14 @@ fn categories_of(v: &Value, out: &mut Vec<String>) {
 }
 
 /// One metadata record as (raw item id, metadata).
-pub fn meta_from_json(
-    v: &Value,
-    key_field: Option<&str>,
-) -> std::result::Result<(String, ItemMeta), String> {
+pub fn meta_from_json(v: &Value, key_field: Option<&str>) -> std::result::Result<(String, ItemMeta), String> {
     let obj = v.as_object().ok_or("an item record must be an object")?;
     let key = match key_field {
-        Some(k) => obj
-            .get(k)
-            .ok_or_else(|| format!("no '{k}' field (given with --item-key)"))?,
-        None => KEY_FIELDS.iter().find_map(|k| obj.get(*k)).ok_or_else(|| {
-            format!("no item id field (looked for {KEY_FIELDS:?}; name one with --item-key)")
-        })?,
+        Some(k) => obj.get(k).ok_or_else(|| format!("no '{k}' field (given with --item-key)"))?,
+        None => KEY_FIELDS
+            .iter()
+            .find_map(|k| obj.get(*k))
+            .ok_or_else(|| format!("no item id field (looked for {KEY_FIELDS:?}; name one with --item-key)"))?,
     };
     let key = match key {
         Value::String(s) => s.clone(),
@@ -131,17 +118,13 @@ fn decode(line: &[u8]) -> String {
     }
 }
 
-fn parse_line(
-    line: &[u8],
-    key_field: Option<&str>,
-) -> std::result::Result<(String, ItemMeta), String> {
+fn parse_line(line: &[u8], key_field: Option<&str>) -> std::result::Result<(String, ItemMeta), String> {
     let trimmed = line.trim_ascii_start();
     if trimmed.starts_with(b"{") {
         let v = match serde_json::from_slice::<Value>(trimmed) {
             Ok(v) => v,
             Err(e) => {
-                let text =
-                    std::str::from_utf8(trimmed).map_err(|_| "not valid UTF-8".to_string())?;
+                let text = std::str::from_utf8(trimmed).map_err(|_| "not valid UTF-8".to_string())?;
                 if !trimmed.starts_with(b"{'") {
                     return Err(format!("bad JSON: {e}"));
                 }
@@ -154,24 +137,12 @@ fn parse_line(
     if text.contains("::") {
         let f: Vec<&str> = text.split("::").collect();
         if f.len() != 3 {
-            return Err(format!(
-                "movies.dat lines have 3 fields (id::title::genres), found {}",
-                f.len()
-            ));
+            return Err(format!("movies.dat lines have 3 fields (id::title::genres), found {}", f.len()));
         }
-        let categories = f[2]
-            .split('|')
-            .map(str::trim)
-            .filter(|g| !g.is_empty())
-            .map(String::from)
-            .collect();
+        let categories = f[2].split('|').map(str::trim).filter(|g| !g.is_empty()).map(String::from).collect();
         return Ok((
             f[0].trim().to_string(),
-            ItemMeta {
-                title: Some(f[1].trim().to_string()),
-                categories,
-                ..Default::default()
-            },
+            ItemMeta { title: Some(f[1].trim().to_string()), categories, ..Default::default() },
         ));
     }
     let f: Vec<&str> = text.split('|').collect();
@@ -184,11 +155,7 @@ fn parse_line(
             .collect();
         return Ok((
             f[0].trim().to_string(),
-            ItemMeta {
-                title: Some(f[1].trim().to_string()),
-                categories,
-                ..Default::default()
-            },
+            ItemMeta { title: Some(f[1].trim().to_string()), categories, ..Default::default() },
         ));
     }
     Err("not a recognised item metadata line (JSON object, Python dict, MovieLens u.item or movies.dat)".into())
@@ -202,10 +169,7 @@ pub fn read_items(
     skip_bad_lines: bool,
     progress: Progress,
 ) -> Result<ItemTable> {
-    let total: u64 = paths
-        .iter()
-        .map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
-        .sum();
+    let total: u64 = paths.iter().map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)).sum();
     let mut done_before = 0;
     let mut out = FxHashMap::default();
     let mut skipped = 0u64;
@@ -223,13 +187,7 @@ pub fn read_items(
                         }
                     }
                     Err(_) if skip_bad_lines => skipped += 1,
-                    Err(msg) => {
-                        return Err(Error::Parse {
-                            file: path.clone(),
-                            line: line_no,
-                            msg,
-                        })
-                    }
+                    Err(msg) => return Err(Error::Parse { file: path.clone(), line: line_no, msg }),
                 }
             }
             if !progress("items", done_before + f.bytes_read(), total) {
@@ -243,11 +201,7 @@ pub fn read_items(
         done_before += info.bytes;
         sources.push(info);
     }
-    Ok(ItemTable {
-        meta: out,
-        skipped_lines: skipped,
-        sources,
-    })
+    Ok(ItemTable { meta: out, skipped_lines: skipped, sources })
 }
 
 #[cfg(test)]
@@ -260,28 +214,24 @@ mod tests {
         assert_eq!(k, "B1");
         assert_eq!(m.categories, vec!["Beauty", "Bath"]);
         assert_eq!(m.description.as_deref(), Some("Nice soap"));
-        let (k, m) = parse_line(br#"{'asin': 'B2', 'title': 'Gel', 'price': 4.5, 'categories': [['Beauty', 'Hair'], ['Beauty']]}"#, None).unwrap();
-        assert_eq!((k.as_str(), m.price.as_deref()), ("B2", Some("4.5")));
-        assert_eq!(m.categories, vec!["Beauty", "Hair"]);
         let (k, m) = parse_line(
-            br#"{"business_id": "x", "name": "Cafe", "categories": "Food, Coffee & Tea"}"#,
+            br#"{'asin': 'B2', 'title': 'Gel', 'price': 4.5, 'categories': [['Beauty', 'Hair'], ['Beauty']]}"#,
             None,
         )
         .unwrap();
+        assert_eq!((k.as_str(), m.price.as_deref()), ("B2", Some("4.5")));
+        assert_eq!(m.categories, vec!["Beauty", "Hair"]);
+        let (k, m) =
+            parse_line(br#"{"business_id": "x", "name": "Cafe", "categories": "Food, Coffee & Tea"}"#, None).unwrap();
         assert_eq!((k.as_str(), m.title.as_deref()), ("x", Some("Cafe")));
         assert_eq!(m.categories, vec!["Food", "Coffee & Tea"]);
         let (k, m) = parse_line(b"1::Toy Story (1995)::Animation|Children's|Comedy", None).unwrap();
         assert_eq!((k.as_str(), m.categories.len()), ("1", 3));
         let line = b"2|Caf\xe9 (1995)|01-Jan-1995||http://x|0|1|1|0|0|0|0|0|0|0|0|0|0|0|0|0|1|0|0";
         let (k, m) = parse_line(line, None).unwrap();
-        assert_eq!(
-            (k.as_str(), m.title.as_deref()),
-            ("2", Some("Caf\u{e9} (1995)"))
-        );
+        assert_eq!((k.as_str(), m.title.as_deref()), ("2", Some("Caf\u{e9} (1995)")));
         assert_eq!(m.categories, vec!["Action", "Adventure", "Thriller"]);
         assert!(parse_line(b"just text", None).is_err());
-        assert!(parse_line(br#"{"title": "no id"}"#, None)
-            .unwrap_err()
-            .contains("--item-key"));
+        assert!(parse_line(br#"{"title": "no id"}"#, None).unwrap_err().contains("--item-key"));
     }
 }

@@ -3,7 +3,8 @@
 
 use std::io::{self, Write};
 
-pub trait NpyElement: Copy {
+/// Plain numeric element types (no padding, every bit pattern valid).
+pub trait NpyElement: Copy + Send + Sync {
     const DESCR: &'static str;
     fn write_le(self, out: &mut Vec<u8>);
 }
@@ -39,6 +40,13 @@ pub fn header(descr: &str, len: usize) -> Vec<u8> {
 
 pub fn write<T: NpyElement, W: Write>(mut w: W, data: &[T]) -> io::Result<()> {
     w.write_all(&header(T::DESCR, data.len()))?;
+    if cfg!(target_endian = "little") {
+        // SAFETY: the element types are plain integers/floats with no padding; on a little-endian
+        // machine their in-memory bytes are exactly the .npy payload.
+        let bytes = unsafe { std::slice::from_raw_parts(data.as_ptr().cast::<u8>(), std::mem::size_of_val(data)) };
+        w.write_all(bytes)?;
+        return w.flush();
+    }
     let mut buf = Vec::with_capacity(1 << 16);
     for chunk in data.chunks(1 << 13) {
         buf.clear();

@@ -23,11 +23,7 @@ pub struct PrepareOptions {
 pub fn prepare(opts: &PrepareOptions, out: &Path, progress: Progress) -> Result<Value> {
     let log = ingest::ingest(&opts.inputs, &opts.ingest, progress)?;
     let input_format = log.format.unwrap_or("unknown").to_string();
-    let (sources, skipped, examples) = (
-        log.sources.clone(),
-        log.skipped_lines,
-        log.bad_lines.clone(),
-    );
+    let (sources, skipped, examples) = (log.sources.clone(), log.skipped_lines, log.bad_lines.clone());
     if !progress("filter", 0, 1) {
         return Err(crate::error::Error::Cancelled);
     }
@@ -36,13 +32,7 @@ pub fn prepare(opts: &PrepareOptions, out: &Path, progress: Progress) -> Result<
         ItemTable::default()
     } else {
         let wanted: FxHashSet<&str> = ds.item_ids[1..].iter().map(String::as_str).collect();
-        items::read_items(
-            &opts.item_files,
-            opts.item_key.as_deref(),
-            &wanted,
-            opts.ingest.skip_bad_lines,
-            progress,
-        )?
+        items::read_items(&opts.item_files, opts.item_key.as_deref(), &wanted, opts.ingest.skip_bad_lines, progress)?
     };
     if !progress("write", 0, 1) {
         return Err(crate::error::Error::Cancelled);
@@ -62,12 +52,7 @@ pub fn prepare(opts: &PrepareOptions, out: &Path, progress: Progress) -> Result<
 }
 
 /// Generates the synthetic dataset into `out` through the same filters and writer.
-pub fn prepare_synthetic(
-    cfg: &SyntheticConfig,
-    filters: &Filters,
-    version: &str,
-    out: &Path,
-) -> Result<Value> {
+pub fn prepare_synthetic(cfg: &SyntheticConfig, filters: &Filters, version: &str, out: &Path) -> Result<Value> {
     let (log, meta) = synthetic::generate(cfg).map_err(crate::error::Error::Input)?;
     let ds = dataset::build(log, filters)?;
     let prov = Provenance {

@@ -7,10 +7,7 @@ use serde_json::{Map, Number, Value};
 const MAX_DEPTH: usize = 64;
 
 pub fn parse(text: &str) -> Result<Value, String> {
-    let mut p = Parser {
-        s: text.as_bytes(),
-        i: 0,
-    };
+    let mut p = Parser { s: text.as_bytes(), i: 0 };
     let v = p.value(0)?;
     p.ws();
     if p.i != p.s.len() {
@@ -78,11 +75,7 @@ impl Parser<'_> {
                 }
                 items.push(self.value(depth + 1)?);
             }
-            return if self.eat(b'}') {
-                Ok(Value::Array(items))
-            } else {
-                Err(self.err("expected '}'"))
-            };
+            return if self.eat(b'}') { Ok(Value::Array(items)) } else { Err(self.err("expected '}'")) };
         }
         let mut key = first;
         loop {
@@ -127,10 +120,7 @@ impl Parser<'_> {
 
     fn word(&mut self) -> Result<Value, String> {
         let start = self.i;
-        while self
-            .peek()
-            .is_some_and(|c| c.is_ascii_alphanumeric() || c == b'_')
-        {
+        while self.peek().is_some_and(|c| c.is_ascii_alphanumeric() || c == b'_') {
             self.i += 1;
         }
         match &self.s[start..self.i] {
@@ -159,10 +149,7 @@ impl Parser<'_> {
 
     fn number(&mut self) -> Result<Value, String> {
         let start = self.i;
-        while self
-            .peek()
-            .is_some_and(|c| c.is_ascii_alphanumeric() || b"+-._".contains(&c))
-        {
+        while self.peek().is_some_and(|c| c.is_ascii_alphanumeric() || b"+-._".contains(&c)) {
             self.i += 1;
         }
         let text: String = String::from_utf8_lossy(&self.s[start..self.i]).replace('_', "");
@@ -220,8 +207,7 @@ impl Parser<'_> {
             if c != b'\\' {
                 if self.at_close(q, triple) {
                     self.i += if triple { 3 } else { 1 };
-                    return String::from_utf8(out)
-                        .map_err(|_| self.err("string is not valid UTF-8"));
+                    return String::from_utf8(out).map_err(|_| self.err("string is not valid UTF-8"));
                 }
                 out.push(c);
                 self.i += 1;
@@ -257,10 +243,7 @@ impl Parser<'_> {
                     continue;
                 }
             };
-            let hex = self
-                .s
-                .get(self.i..self.i + digits)
-                .ok_or_else(|| self.err("truncated escape"))?;
+            let hex = self.s.get(self.i..self.i + digits).ok_or_else(|| self.err("truncated escape"))?;
             let code = std::str::from_utf8(hex)
                 .ok()
                 .and_then(|h| u32::from_str_radix(h, 16).ok())

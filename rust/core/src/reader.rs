@@ -6,6 +6,7 @@ use flate2::read::MultiGzDecoder;
 use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::{self, BufReader, Read};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// What `meta.json` records of each input file.
@@ -19,20 +20,19 @@ pub struct SourceInfo {
 #[derive(Default)]
 struct HashState {
     hasher: Sha256,
-    bytes: u64,
 }
 
 struct HashingReader {
     file: File,
     state: Arc<Mutex<HashState>>,
+    bytes: Arc<AtomicU64>,
 }
 
 impl Read for HashingReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.file.read(buf)?;
-        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        st.hasher.update(&buf[..n]);
-        st.bytes += n as u64;
+        self.state.lock().unwrap_or_else(|e| e.into_inner()).hasher.update(&buf[..n]);
+        self.bytes.fetch_add(n as u64, Ordering::Relaxed);
         Ok(n)
     }
 }
@@ -46,13 +46,15 @@ pub struct Block {
 impl Block {
     /// The block's non-blank lines with their line numbers, without `\n` / `\r\n`.
     pub fn lines(&self) -> impl Iterator<Item = (u64, &[u8])> {
-        let mut line_no = self.first_line;
-        self.data
-            .split(|&b| b == b'\n')
-            .map(move |l| {
-                let n = line_no;
-                line_no += 1;
-                (n, l.strip_suffix(b"\r").unwrap_or(l))
+        let data = &self.data[..];
+        let ends =
+            memchr::memchr_iter(b'\n', data).chain((!data.ends_with(b"\n") && !data.is_empty()).then_some(data.len()));
+        let mut start = 0;
+        ends.enumerate()
+            .map(move |(k, end)| {
+                let line = &data[start..end];
+                start = end + 1;
+                (self.first_line + k as u64, line.strip_suffix(b"\r").unwrap_or(line))
             })
             .filter(|(_, l)| !l.iter().all(u8::is_ascii_whitespace))
     }
@@ -63,6 +65,7 @@ pub struct InputFile {
     pub size: u64,
     inner: Box<dyn Read + Send>,
     state: Arc<Mutex<HashState>>,
+    bytes: Arc<AtomicU64>,
     carry: Vec<u8>,
     next_line: u64,
     eof: bool,
@@ -78,32 +81,22 @@ impl InputFile {
             probe.read(&mut magic).map_err(|e| Error::io(path, e))? == 2 && magic == [0x1f, 0x8b]
         };
         let state = Arc::new(Mutex::new(HashState::default()));
-        let raw = BufReader::with_capacity(
-            1 << 20,
-            HashingReader {
-                file,
-                state: state.clone(),
-            },
-        );
-        let inner: Box<dyn Read + Send> = if gz {
-            Box::new(MultiGzDecoder::new(raw))
-        } else {
-            Box::new(raw)
-        };
-        Ok(InputFile {
-            path: path.to_string(),
-            size,
-            inner,
-            state,
-            carry: Vec::new(),
-            next_line: 1,
-            eof: false,
-        })
+        let bytes = Arc::new(AtomicU64::new(0));
+        let raw = HashingReader { file, state: state.clone(), bytes: bytes.clone() };
+        // Plain files are read straight into the block buffer; gzip needs a buffered source.
+        let inner: Box<dyn Read + Send> =
+            if gz { Box::new(MultiGzDecoder::new(BufReader::with_capacity(1 << 20, raw))) } else { Box::new(raw) };
+        Ok(InputFile { path: path.to_string(), size, inner, state, bytes, carry: Vec::new(), next_line: 1, eof: false })
     }
 
     /// Bytes of the file on disk consumed so far (for progress).
     pub fn bytes_read(&self) -> u64 {
-        self.state.lock().unwrap_or_else(|e| e.into_inner()).bytes
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// A shared counter of [`Self::bytes_read`], readable while another thread reads the file.
+    pub fn bytes_counter(&self) -> Arc<AtomicU64> {
+        self.bytes.clone()
     }
 
     fn fill(&mut self, want: usize) -> Result<()> {
@@ -111,10 +104,7 @@ impl InputFile {
             let old = self.carry.len();
             let grow = (want - old).max(1 << 16);
             self.carry.resize(old + grow, 0);
-            let n = self
-                .inner
-                .read(&mut self.carry[old..])
-                .map_err(|e| Error::io(&self.path, e));
+            let n = self.inner.read(&mut self.carry[old..]).map_err(|e| Error::io(&self.path, e));
             let n = match n {
                 Ok(n) => n,
                 Err(e) => {
@@ -163,24 +153,10 @@ impl InputFile {
     /// Reads to the end (so the hash covers the whole file) and returns what meta.json records.
     pub fn finish(mut self) -> Result<SourceInfo> {
         let mut sink = [0u8; 1 << 16];
-        while self
-            .inner
-            .read(&mut sink)
-            .map_err(|e| Error::io(&self.path, e))?
-            > 0
-        {}
+        while self.inner.read(&mut sink).map_err(|e| Error::io(&self.path, e))? > 0 {}
         let st = std::mem::take(&mut *self.state.lock().unwrap_or_else(|e| e.into_inner()));
-        let sha256 = st
-            .hasher
-            .finalize()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        Ok(SourceInfo {
-            path: self.path,
-            bytes: st.bytes,
-            sha256,
-        })
+        let sha256 = st.hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
+        Ok(SourceInfo { bytes: self.bytes_read(), path: self.path, sha256 })
     }
 }
 
@@ -203,11 +179,7 @@ pub fn head_lines(path: &str, n: usize) -> Result<Vec<Vec<u8>>> {
 pub fn utf8_error_in(line: &[u8]) -> Option<String> {
     std::str::from_utf8(line).err().map(|e| {
         let at = e.valid_up_to();
-        format!(
-            "not valid UTF-8 (byte 0x{:02X} at column {})",
-            line[at],
-            at + 1
-        )
+        format!("not valid UTF-8 (byte 0x{:02X} at column {})", line[at], at + 1)
     })
 }
 

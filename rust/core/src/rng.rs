@@ -16,14 +16,7 @@ fn splitmix(x: &mut u64) -> u64 {
 impl Rng {
     pub fn new(seed: u64, stream: u64) -> Self {
         let mut x = seed ^ stream.wrapping_mul(0xD1B5_4A32_D192_ED03);
-        Rng {
-            s: [
-                splitmix(&mut x),
-                splitmix(&mut x),
-                splitmix(&mut x),
-                splitmix(&mut x),
-            ],
-        }
+        Rng { s: [splitmix(&mut x), splitmix(&mut x), splitmix(&mut x), splitmix(&mut x)] }
     }
     pub fn next_u64(&mut self) -> u64 {
         let r = self.s[1].wrapping_mul(5).rotate_left(7).wrapping_mul(9);
@@ -54,9 +47,7 @@ impl Rng {
     pub fn pick_cumulative(&mut self, cumulative: &[f64]) -> usize {
         let total = *cumulative.last().unwrap_or(&0.0);
         let x = self.uniform() * total;
-        cumulative
-            .partition_point(|&c| c <= x)
-            .min(cumulative.len().saturating_sub(1))
+        cumulative.partition_point(|&c| c <= x).min(cumulative.len().saturating_sub(1))
     }
 }
 

@@ -19,16 +19,7 @@ struct Topic {
 const TOPICS: [Topic; 10] = [
     Topic {
         category: "Beauty",
-        nouns: [
-            "moisturizer",
-            "serum",
-            "cleanser",
-            "sunscreen",
-            "toner",
-            "face mask",
-            "eye cream",
-            "lip balm",
-        ],
+        nouns: ["moisturizer", "serum", "cleanser", "sunscreen", "toner", "face mask", "eye cream", "lip balm"],
         adjectives: [
             "hydrating",
             "gentle",
@@ -135,12 +126,7 @@ const TOPICS: [Topic; 10] = [
             "classic",
             "page-turning",
         ],
-        brands: [
-            "Ravenhouse Press",
-            "Inkwell Books",
-            "Midnight Publishing",
-            "Quill & Key",
-        ],
+        brands: ["Ravenhouse Press", "Inkwell Books", "Midnight Publishing", "Quill & Key"],
     },
     Topic {
         category: "Toys & Games",
@@ -276,13 +262,7 @@ pub struct SyntheticConfig {
 
 impl Default for SyntheticConfig {
     fn default() -> Self {
-        SyntheticConfig {
-            n_users: 2000,
-            n_items: 1000,
-            n_topics: 8,
-            zipf: 1.1,
-            seed: 42,
-        }
+        SyntheticConfig { n_users: 2000, n_items: 1000, n_topics: 8, zipf: 1.1, seed: 42 }
     }
 }
 
@@ -327,11 +307,7 @@ pub fn generate(cfg: &SyntheticConfig) -> Result<(RawLog, FxHashMap<String, Item
         let noun = topic.nouns[r.below(8)];
         let (a1, a2) = (topic.adjectives[r.below(8)], topic.adjectives[r.below(8)]);
         let brand = topic.brands[r.below(4)];
-        let title = if a1 == a2 {
-            format!("{brand} {a1} {noun}")
-        } else {
-            format!("{brand} {a1} {a2} {noun}")
-        };
+        let title = if a1 == a2 { format!("{brand} {a1} {noun}") } else { format!("{brand} {a1} {a2} {noun}") };
         let description = format!(
             "A {a1} {noun} from {brand}, part of our {} range. {a2} and built to last.",
             topic.category.to_lowercase()
@@ -349,12 +325,8 @@ pub fn generate(cfg: &SyntheticConfig) -> Result<(RawLog, FxHashMap<String, Item
         );
     }
 
-    let mut log = RawLog {
-        times: Some(Vec::new()),
-        ratings: Some(Vec::new()),
-        format: Some("synthetic"),
-        ..Default::default()
-    };
+    let mut log =
+        RawLog { times: Some(Vec::new()), ratings: Some(Vec::new()), format: Some("synthetic"), ..Default::default() };
     for u in 0..cfg.n_users {
         let mut r = Rng::new(cfg.seed, 1 + u as u64);
         let n_interests = 1 + usize::from(r.uniform() < 0.3);
@@ -362,7 +334,6 @@ pub fn generate(cfg: &SyntheticConfig) -> Result<(RawLog, FxHashMap<String, Item
         // Long-tailed history length: most users 3-10, a few much longer.
         let len = (3.0 + (1.2 + 0.9 * r.normal()).exp()).min(200.0) as usize;
         let mut t = 1_500_000_000i64 + r.below(50_000_000) as i64;
-        let user_key = (u + 1).to_string();
         let mut prev: Option<usize> = None;
         for _ in 0..len {
             let item = match prev {
@@ -383,12 +354,15 @@ pub fn generate(cfg: &SyntheticConfig) -> Result<(RawLog, FxHashMap<String, Item
                 _ => all[r.pick_cumulative(&all_cum)],
             };
             t += 3600 + r.below(30 * 86400) as i64;
-            log.users.push(log.user_keys.intern(user_key.as_bytes()));
-            log.items
-                .push(log.item_keys.intern((item + 1).to_string().as_bytes()));
-            log.times.as_mut().map(|v| v.push(t));
+            log.users.push(log.user_keys.intern_num(u as u64 + 1));
+            log.items.push(log.item_keys.intern_num(item as u64 + 1));
+            if let Some(v) = log.times.as_mut() {
+                v.push(t);
+            }
             let rating = [3.0, 4.0, 4.0, 5.0, 5.0][r.below(5)];
-            log.ratings.as_mut().map(|v| v.push(rating));
+            if let Some(v) = log.ratings.as_mut() {
+                v.push(rating);
+            }
             prev = Some(item);
         }
     }
@@ -401,11 +375,7 @@ mod tests {
 
     #[test]
     fn deterministic_long_tail() {
-        let cfg = SyntheticConfig {
-            n_users: 500,
-            n_items: 300,
-            ..Default::default()
-        };
+        let cfg = SyntheticConfig { n_users: 500, n_items: 300, ..Default::default() };
         let (a, meta) = generate(&cfg).unwrap();
         let (b, _) = generate(&cfg).unwrap();
         assert_eq!(a.items, b.items);
@@ -414,14 +384,9 @@ mod tests {
         a.items.iter().for_each(|&i| counts[i as usize] += 1);
         counts.sort_unstable_by(|x, y| y.cmp(x));
         let top = counts[..counts.len() / 5].iter().sum::<usize>() as f64;
-        assert!(
-            top / a.len() as f64 > 0.5,
-            "the top 20% of items should carry most interactions"
-        );
+        assert!(top / a.len() as f64 > 0.5, "the top 20% of items should carry most interactions");
         let mut lens = FxHashMap::default();
-        a.users
-            .iter()
-            .for_each(|&u| *lens.entry(u).or_insert(0usize) += 1);
+        a.users.iter().for_each(|&u| *lens.entry(u).or_insert(0usize) += 1);
         let short = lens.values().filter(|&&l| l <= 10).count() as f64 / lens.len() as f64;
         assert!(short > 0.6, "most histories are short: {short}");
     }

@@ -66,9 +66,7 @@ pub fn parse_date(s: &str) -> Option<i64> {
         (c, 0)
     } else if let Some(i) = rest.rfind(['+', '-']) {
         let sign = if rest.as_bytes()[i] == b'-' { -1 } else { 1 };
-        let (oh, om) = rest[i + 1..]
-            .split_once(':')
-            .unwrap_or((&rest[i + 1..], "0"));
+        let (oh, om) = rest[i + 1..].split_once(':').unwrap_or((&rest[i + 1..], "0"));
         (&rest[..i], sign * (num(oh)? * 3600 + num(om)? * 60))
     } else {
         (rest, 0)

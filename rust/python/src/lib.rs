@@ -7,20 +7,13 @@ use llmesr_core::ingest::IngestOptions;
 use llmesr_core::prepare::{self, PrepareOptions};
 use llmesr_core::synthetic::SyntheticConfig;
 use llmesr_core::Error;
-use pyo3::exceptions::{
-    PyFileNotFoundError, PyKeyboardInterrupt, PyOSError, PyRuntimeError, PyValueError,
-};
+use pyo3::exceptions::{PyFileNotFoundError, PyKeyboardInterrupt, PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 use std::sync::Mutex;
 
-pyo3::create_exception!(
-    _native,
-    DataError,
-    PyValueError,
-    "Malformed or unusable input data."
-);
+pyo3::create_exception!(_native, DataError, PyValueError, "Malformed or unusable input data.");
 
 fn to_py_err(e: Error, pending: Option<PyErr>) -> PyErr {
     match e {
@@ -34,19 +27,15 @@ fn to_py_err(e: Error, pending: Option<PyErr>) -> PyErr {
 }
 
 /// Runs `work` without the GIL, turning a panic into a RuntimeError instead of a crash.
-fn run_detached<T: Send>(
-    py: Python<'_>,
-    work: impl FnOnce() -> Result<T, Error> + Send,
-) -> PyResult<Result<T, Error>> {
-    py.detach(|| catch_unwind(AssertUnwindSafe(work)))
-        .map_err(|panic| {
-            let msg = panic
-                .downcast_ref::<String>()
-                .cloned()
-                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
-                .unwrap_or_else(|| "unknown panic".into());
-            PyRuntimeError::new_err(format!("llmesr internal error (please report it): {msg}"))
-        })
+fn run_detached<T: Send>(py: Python<'_>, work: impl FnOnce() -> Result<T, Error> + Send) -> PyResult<Result<T, Error>> {
+    py.detach(|| catch_unwind(AssertUnwindSafe(work))).map_err(|panic| {
+        let msg = panic
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+            .unwrap_or_else(|| "unknown panic".into());
+        PyRuntimeError::new_err(format!("llmesr internal error (please report it): {msg}"))
+    })
 }
 
 /// Calls the Python progress callback (if any) with the GIL; a raised exception or Ctrl-C cancels.
@@ -82,9 +71,7 @@ fn core_mode(name: &str) -> PyResult<CoreMode> {
     match name {
         "iterative" => Ok(CoreMode::Iterative),
         "single-pass" => Ok(CoreMode::SinglePass),
-        _ => Err(PyValueError::new_err(format!(
-            "core_mode must be 'iterative' or 'single-pass', not '{name}'"
-        ))),
+        _ => Err(PyValueError::new_err(format!("core_mode must be 'iterative' or 'single-pass', not '{name}'"))),
     }
 }
 
@@ -120,10 +107,9 @@ fn prepare_dataset(
 ) -> PyResult<String> {
     let format = match format.as_deref() {
         None | Some("auto") => None,
-        Some(name) => Some(
-            Format::parse(name)
-                .ok_or_else(|| PyValueError::new_err(format!("unknown format '{name}'")))?,
-        ),
+        Some(name) => {
+            Some(Format::parse(name).ok_or_else(|| PyValueError::new_err(format!("unknown format '{name}'")))?)
+        }
     };
     let opts = PrepareOptions {
         inputs,
@@ -152,15 +138,9 @@ fn prepare_dataset(
         item_key,
         version: version.to_string(),
     };
-    let reporter = Reporter {
-        callback: progress,
-        pending: Mutex::new(None),
-    };
-    let result = run_detached(py, || {
-        prepare::prepare(&opts, Path::new(&out_dir), &mut |s, d, t| {
-            reporter.report(s, d, t)
-        })
-    })?;
+    let reporter = Reporter { callback: progress, pending: Mutex::new(None) };
+    let result =
+        run_detached(py, || prepare::prepare(&opts, Path::new(&out_dir), &mut |s, d, t| reporter.report(s, d, t)))?;
     reporter.finish(result).map(|meta| meta.to_string())
 }
 
@@ -180,24 +160,10 @@ fn prepare_synthetic(
     min_item: u32,
     version: &str,
 ) -> PyResult<String> {
-    let cfg = SyntheticConfig {
-        n_users,
-        n_items,
-        n_topics,
-        zipf,
-        seed,
-    };
-    let filters = Filters {
-        min_user,
-        min_item,
-        ..Default::default()
-    };
-    let result = run_detached(py, || {
-        prepare::prepare_synthetic(&cfg, &filters, version, Path::new(&out_dir))
-    })?;
-    result
-        .map(|v| v.to_string())
-        .map_err(|e| to_py_err(e, None))
+    let cfg = SyntheticConfig { n_users, n_items, n_topics, zipf, seed };
+    let filters = Filters { min_user, min_item, ..Default::default() };
+    let result = run_detached(py, || prepare::prepare_synthetic(&cfg, &filters, version, Path::new(&out_dir)))?;
+    result.map(|v| v.to_string()).map_err(|e| to_py_err(e, None))
 }
 
 /// Unix seconds of a number or a date (`YYYY-MM-DD[ HH:MM:SS]`, ISO 8601, `MM DD, YYYY`); None if neither.
@@ -213,25 +179,17 @@ fn detect_format(py: Python<'_>, path: String) -> PyResult<String> {
         let head = llmesr_core::reader::head_lines(&path, 100)?;
         llmesr_core::formats::detect(&path, &head)
     })?;
-    result
-        .map(|f| f.name().to_string())
-        .map_err(|e| to_py_err(e, None))
+    result.map(|f| f.name().to_string()).map_err(|e| to_py_err(e, None))
 }
 
 /// Panics inside Rust on purpose, so tests can check that a panic becomes a Python exception.
 #[pyfunction]
 fn _panic_for_test(py: Python<'_>) -> PyResult<()> {
-    run_detached(py, || -> Result<(), Error> {
-        panic!("deliberate test panic")
-    })?
-    .map_err(|e| to_py_err(e, None))
+    run_detached(py, || -> Result<(), Error> { panic!("deliberate test panic") })?.map_err(|e| to_py_err(e, None))
 }
 
 #[pymodule]
 mod _native {
     #[pymodule_export]
-    use super::{
-        _panic_for_test, detect_format, parse_timestamp, prepare_dataset, prepare_synthetic,
-        DataError,
-    };
+    use super::{_panic_for_test, detect_format, parse_timestamp, prepare_dataset, prepare_synthetic, DataError};
 }

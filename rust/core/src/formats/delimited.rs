@@ -38,10 +38,7 @@ pub fn for_each_field<'a>(
     let mut n = 0;
     match sep {
         Sep::Whitespace => {
-            for tok in line
-                .split(u8::is_ascii_whitespace)
-                .filter(|t| !t.is_empty())
-            {
+            for tok in line.split(u8::is_ascii_whitespace).filter(|t| !t.is_empty()) {
                 f(n, Cow::Borrowed(tok));
                 n += 1;
             }
@@ -64,8 +61,10 @@ pub fn for_each_field<'a>(
             n += 1;
         }
         Sep::Byte(b) if !quoted || memchr::memchr(b'"', line).is_none() => {
-            for tok in line.split(|&c| c == b) {
-                f(n, Cow::Borrowed(trim(tok)));
+            let mut start = 0;
+            for end in memchr::memchr_iter(b, line).chain(std::iter::once(line.len())) {
+                f(n, Cow::Borrowed(trim(&line[start..end])));
+                start = end + 1;
                 n += 1;
             }
         }
@@ -128,35 +127,10 @@ pub fn split_fields(line: &[u8], sep: Sep, quoted: bool) -> Result<Vec<Vec<u8>>,
     Ok(out)
 }
 
-const USER_NAMES: &[&str] = &[
-    "user_id",
-    "userid",
-    "user",
-    "uid",
-    "reviewerid",
-    "visitorid",
-    "customer_id",
-];
-const ITEM_NAMES: &[&str] = &[
-    "item_id",
-    "itemid",
-    "item",
-    "iid",
-    "movieid",
-    "movie_id",
-    "asin",
-    "parent_asin",
-    "business_id",
-    "product_id",
-];
-const TIME_NAMES: &[&str] = &[
-    "timestamp",
-    "time",
-    "ts",
-    "unixreviewtime",
-    "date",
-    "datetime",
-];
+const USER_NAMES: &[&str] = &["user_id", "userid", "user", "uid", "reviewerid", "visitorid", "customer_id"];
+const ITEM_NAMES: &[&str] =
+    &["item_id", "itemid", "item", "iid", "movieid", "movie_id", "asin", "parent_asin", "business_id", "product_id"];
+const TIME_NAMES: &[&str] = &["timestamp", "time", "ts", "unixreviewtime", "date", "datetime"];
 const RATING_NAMES: &[&str] = &["rating", "overall", "stars", "score"];
 
 /// One column per role; `time` and `rating` optional.
@@ -173,25 +147,15 @@ pub struct Delimited {
 }
 
 impl Delimited {
-    pub fn from_header(
-        sep: Sep,
-        quoted: bool,
-        first_line: &[u8],
-        spec: &ColumnSpec,
-    ) -> Result<Self, String> {
+    pub fn from_header(sep: Sep, quoted: bool, first_line: &[u8], spec: &ColumnSpec) -> Result<Self, String> {
         if let Some(roles) = &spec.positional {
             let find = |role: &str| roles.iter().position(|r| r == role);
             let (user, item) = match (find("user"), find("item")) {
                 (Some(u), Some(i)) => (u, i),
                 _ => return Err("--columns must name a 'user' and an 'item' column".into()),
             };
-            if let Some(bad) = roles
-                .iter()
-                .find(|r| !["user", "item", "time", "rating", "-"].contains(&r.as_str()))
-            {
-                return Err(format!(
-                    "unknown column role '{bad}' in --columns (use user, item, time, rating or -)"
-                ));
+            if let Some(bad) = roles.iter().find(|r| !["user", "item", "time", "rating", "-"].contains(&r.as_str())) {
+                return Err(format!("unknown column role '{bad}' in --columns (use user, item, time, rating or -)"));
             }
             let (time, rating) = (find("time"), find("rating"));
             return Ok(Delimited {
@@ -238,17 +202,7 @@ impl Delimited {
         let item = pick(&spec.item, ITEM_NAMES, "item", "--item-col")?.unwrap_or(0);
         let time = pick(&spec.time, TIME_NAMES, "time", "--time-col")?;
         let rating = pick(&spec.rating, RATING_NAMES, "rating", "--rating-col")?;
-        Ok(Delimited {
-            sep,
-            quoted,
-            header: true,
-            ncols: names.len(),
-            user,
-            item,
-            time,
-            rating,
-            integer_ids: false,
-        })
+        Ok(Delimited { sep, quoted, header: true, ncols: names.len(), user, item, time, rating, integer_ids: false })
     }
 
     pub fn movielens(sep: Sep) -> Self {
@@ -290,7 +244,7 @@ impl RecordParser for Delimited {
     fn header_lines(&self) -> usize {
         usize::from(self.header)
     }
-    fn parse<'a>(&self, line: &'a [u8], out: &mut Chunk<'a>) -> Result<(), String> {
+    fn parse(&self, line: &[u8], out: &mut Chunk) -> Result<(), String> {
         let (mut user, mut item, mut time, mut rating) = (None, None, None, None);
         let n = for_each_field(line, self.sep, self.quoted, |i, f| {
             if i == self.user {
@@ -304,18 +258,14 @@ impl RecordParser for Delimited {
             }
         })?;
         if n != self.ncols {
-            let what = if n < self.ncols {
-                "missing columns"
-            } else {
-                "extra columns"
-            };
+            let what = if n < self.ncols { "missing columns" } else { "extra columns" };
             return Err(format!("{what}: expected {} fields, found {n}", self.ncols));
         }
         let user = check_id("user", user.unwrap_or_default(), self.integer_ids)?;
         let item = check_id("item", item.unwrap_or_default(), self.integer_ids)?;
         let time = time.map(|t| parse_time(&t)).transpose()?;
         let rating = rating.map(|r| parse_rating(&r)).transpose()?;
-        out.push(user, item, time, rating);
+        out.push(&user, &item, time, rating);
         Ok(())
     }
 }
@@ -330,10 +280,8 @@ impl RecordParser for SeqLines {
     fn has_rating(&self) -> bool {
         false
     }
-    fn parse<'a>(&self, line: &'a [u8], out: &mut Chunk<'a>) -> Result<(), String> {
-        let mut toks = line
-            .split(u8::is_ascii_whitespace)
-            .filter(|t| !t.is_empty());
+    fn parse(&self, line: &[u8], out: &mut Chunk) -> Result<(), String> {
+        let mut toks = line.split(u8::is_ascii_whitespace).filter(|t| !t.is_empty());
         let user = toks.next().unwrap_or_default();
         let items: Vec<&[u8]> = toks.collect();
         if items.is_empty() {
@@ -341,7 +289,7 @@ impl RecordParser for SeqLines {
         }
         let user = check_id("user", Cow::Borrowed(user), false)?;
         for item in items {
-            out.push(user.clone(), Cow::Borrowed(item), None, None);
+            out.push(&user, item, None, None);
         }
         Ok(())
     }
@@ -352,57 +300,29 @@ mod tests {
     use super::*;
 
     fn fields(line: &str, sep: Sep) -> Result<Vec<String>, String> {
-        split_fields(line.as_bytes(), sep, true).map(|v| {
-            v.into_iter()
-                .map(|f| String::from_utf8(f).unwrap())
-                .collect()
-        })
+        split_fields(line.as_bytes(), sep, true).map(|v| v.into_iter().map(|f| String::from_utf8(f).unwrap()).collect())
     }
 
     #[test]
     fn csv_quoting() {
-        assert_eq!(
-            fields(r#"a,"b,c","say ""hi""",d"#, Sep::Byte(b',')).unwrap(),
-            vec!["a", "b,c", "say \"hi\"", "d"]
-        );
-        assert_eq!(
-            fields("a,,b,", Sep::Byte(b',')).unwrap(),
-            vec!["a", "", "b", ""]
-        );
+        assert_eq!(fields(r#"a,"b,c","say ""hi""",d"#, Sep::Byte(b',')).unwrap(), vec!["a", "b,c", "say \"hi\"", "d"]);
+        assert_eq!(fields("a,,b,", Sep::Byte(b',')).unwrap(), vec!["a", "", "b", ""]);
         assert!(fields(r#"a,"b"#, Sep::Byte(b',')).is_err());
         assert!(fields(r#"a,"b"x,c"#, Sep::Byte(b',')).is_err());
-        assert_eq!(
-            fields("1::Toy Story (1995)::A|B", Sep::DoubleColon).unwrap(),
-            vec!["1", "Toy Story (1995)", "A|B"]
-        );
-        assert_eq!(
-            fields(" 1  2\t3 ", Sep::Whitespace).unwrap(),
-            vec!["1", "2", "3"]
-        );
+        assert_eq!(fields("1::Toy Story (1995)::A|B", Sep::DoubleColon).unwrap(), vec!["1", "Toy Story (1995)", "A|B"]);
+        assert_eq!(fields(" 1  2\t3 ", Sep::Whitespace).unwrap(), vec!["1", "2", "3"]);
     }
 
     #[test]
     fn header_mapping() {
         let spec = ColumnSpec::default();
-        let d = Delimited::from_header(
-            Sep::Byte(b','),
-            true,
-            b"Rating,UserId,movieId,timestamp",
-            &spec,
-        )
-        .unwrap();
+        let d = Delimited::from_header(Sep::Byte(b','), true, b"Rating,UserId,movieId,timestamp", &spec).unwrap();
         assert_eq!((d.user, d.item, d.time, d.rating), (1, 2, Some(3), Some(0)));
-        let d = Delimited::from_header(
-            Sep::Byte(b'\t'),
-            false,
-            b"user_id:token\titem_id:token\ttimestamp:float",
-            &spec,
-        )
-        .unwrap();
+        let d =
+            Delimited::from_header(Sep::Byte(b'\t'), false, b"user_id:token\titem_id:token\ttimestamp:float", &spec)
+                .unwrap();
         assert_eq!((d.user, d.item, d.time, d.rating), (0, 1, Some(2), None));
-        let err = Delimited::from_header(Sep::Byte(b','), true, b"a,b", &spec)
-            .err()
-            .unwrap();
+        let err = Delimited::from_header(Sep::Byte(b','), true, b"a,b", &spec).err().unwrap();
         assert!(err.contains("no user column"), "{err}");
     }
 
@@ -412,22 +332,10 @@ mod tests {
         let mut c = Chunk::new();
         d.parse(b"196\t242\t3\t881250949", &mut c).unwrap();
         assert_eq!((c.times[0], c.ratings[0]), (881250949, 3.0));
-        assert!(d
-            .parse(b"196\t242\t3", &mut c)
-            .unwrap_err()
-            .contains("missing columns"));
-        assert!(d
-            .parse(b"196\t242\t3\t1\t5", &mut c)
-            .unwrap_err()
-            .contains("extra columns"));
-        assert!(d
-            .parse(b"196\t242\tx\t1", &mut c)
-            .unwrap_err()
-            .contains("rating 'x'"));
-        assert!(d
-            .parse(b"99999999999999999999\t242\t3\t1", &mut c)
-            .unwrap_err()
-            .contains("does not fit"));
+        assert!(d.parse(b"196\t242\t3", &mut c).unwrap_err().contains("missing columns"));
+        assert!(d.parse(b"196\t242\t3\t1\t5", &mut c).unwrap_err().contains("extra columns"));
+        assert!(d.parse(b"196\t242\tx\t1", &mut c).unwrap_err().contains("rating 'x'"));
+        assert!(d.parse(b"99999999999999999999\t242\t3\t1", &mut c).unwrap_err().contains("does not fit"));
         assert_eq!(c.users.len(), 1);
         let mut c = Chunk::new();
         SeqLines.parse(b"7 1 2 3", &mut c).unwrap();

@@ -54,18 +54,17 @@ impl RecordParser for AmazonReviews {
     fn has_rating(&self) -> bool {
         true
     }
-    fn parse<'a>(&self, line: &'a [u8], out: &mut Chunk<'a>) -> Result<(), String> {
+    fn parse(&self, line: &[u8], out: &mut Chunk) -> Result<(), String> {
         let r = amazon_row(line)?;
         let time = match (r.unix_time, &r.review_time) {
             (Some(t), _) => t,
-            (None, Some(d)) => crate::time::parse_date(d)
-                .ok_or_else(|| format!("reviewTime '{d}' is not a date"))?,
+            (None, Some(d)) => crate::time::parse_date(d).ok_or_else(|| format!("reviewTime '{d}' is not a date"))?,
             (None, None) => return Err("no unixReviewTime or reviewTime".into()),
         };
         let rating = r.overall.ok_or("no 'overall' rating")?;
         let user = check_id("user", to_bytes(r.user), false)?;
         let item = check_id("item", to_bytes(r.asin), false)?;
-        out.push(user, item, Some(time), Some(rating));
+        out.push(&user, &item, Some(time), Some(rating));
         Ok(())
     }
 }
@@ -90,14 +89,12 @@ impl RecordParser for YelpReviews {
     fn has_rating(&self) -> bool {
         true
     }
-    fn parse<'a>(&self, line: &'a [u8], out: &mut Chunk<'a>) -> Result<(), String> {
-        let r: YelpRow =
-            serde_json::from_slice(line).map_err(|e| format!("bad Yelp review: {e}"))?;
-        let time = crate::time::parse_date(&r.date)
-            .ok_or_else(|| format!("date '{}' is not a date", r.date))?;
+    fn parse(&self, line: &[u8], out: &mut Chunk) -> Result<(), String> {
+        let r: YelpRow = serde_json::from_slice(line).map_err(|e| format!("bad Yelp review: {e}"))?;
+        let time = crate::time::parse_date(&r.date).ok_or_else(|| format!("date '{}' is not a date", r.date))?;
         let user = check_id("user", to_bytes(r.user_id), false)?;
         let item = check_id("item", to_bytes(r.business_id), false)?;
-        out.push(user, item, Some(time), Some(r.stars));
+        out.push(&user, &item, Some(time), Some(r.stars));
         Ok(())
     }
 }
@@ -111,14 +108,11 @@ mod tests {
         let mut c = Chunk::new();
         let l2018 = br#"{"overall": 5.0, "verified": true, "reviewTime": "09 1, 2016", "reviewerID": "A1", "asin": "B0", "unixReviewTime": 1472688000}"#;
         AmazonReviews.parse(l2018, &mut c).unwrap();
-        let l2014 =
-            br#"{'reviewerID': 'A2', 'asin': 'B\'1', 'overall': 4.0, 'reviewTime': '01 2, 2014'}"#;
+        let l2014 = br#"{'reviewerID': 'A2', 'asin': 'B\'1', 'overall': 4.0, 'reviewTime': '01 2, 2014'}"#;
         AmazonReviews.parse(l2014, &mut c).unwrap();
         assert_eq!(c.times, vec![1472688000, 1388620800]);
         assert_eq!(c.ratings, vec![5.0, 4.0]);
-        assert!(AmazonReviews
-            .parse(br#"{"reviewerID": "A1"}"#, &mut c)
-            .is_err());
+        assert!(AmazonReviews.parse(br#"{"reviewerID": "A1"}"#, &mut c).is_err());
     }
 
     #[test]
@@ -127,11 +121,6 @@ mod tests {
         let l = br#"{"review_id":"r","user_id":"u","business_id":"b","stars":4.0,"text":"Good \"x\"","date":"2016-07-30 17:04:43"}"#;
         YelpReviews.parse(l, &mut c).unwrap();
         assert_eq!(c.times, vec![1469898283]);
-        assert!(YelpReviews
-            .parse(
-                br#"{"user_id":"u","business_id":"b","stars":4.0,"date":"July"}"#,
-                &mut c
-            )
-            .is_err());
+        assert!(YelpReviews.parse(br#"{"user_id":"u","business_id":"b","stars":4.0,"date":"July"}"#, &mut c).is_err());
     }
 }

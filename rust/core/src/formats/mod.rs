@@ -4,7 +4,7 @@ mod delimited;
 mod json;
 
 use crate::error::{Error, Result};
-use crate::intern::LocalInterner;
+use crate::intern::{RawId, TextInterner};
 use std::borrow::Cow;
 
 pub use delimited::{split_fields, Delimited, Sep};
@@ -62,39 +62,37 @@ pub struct ColumnSpec {
 }
 
 /// Rows parsed from one block, with ids interned locally (keys borrow from the block).
-pub struct Chunk<'a> {
-    pub users: Vec<u32>,
-    pub items: Vec<u32>,
+pub struct Chunk {
+    pub users: Vec<RawId>,
+    pub items: Vec<RawId>,
     pub times: Vec<i64>,
     pub ratings: Vec<f32>,
-    pub user_keys: LocalInterner<'a>,
-    pub item_keys: LocalInterner<'a>,
+    pub user_keys: TextInterner,
+    pub item_keys: TextInterner,
     pub skipped: u64,
     pub bad_lines: Vec<String>,
 }
 
-impl<'a> Chunk<'a> {
+impl Chunk {
     pub fn new() -> Self {
+        Self::with_capacity(0, false, false)
+    }
+    /// Room for `rows` rows, so parsing a block does not reallocate.
+    pub fn with_capacity(rows: usize, has_time: bool, has_rating: bool) -> Self {
         Chunk {
-            users: Vec::new(),
-            items: Vec::new(),
-            times: Vec::new(),
-            ratings: Vec::new(),
-            user_keys: LocalInterner::default(),
-            item_keys: LocalInterner::default(),
+            users: Vec::with_capacity(rows),
+            items: Vec::with_capacity(rows),
+            times: Vec::with_capacity(if has_time { rows } else { 0 }),
+            ratings: Vec::with_capacity(if has_rating { rows } else { 0 }),
+            user_keys: TextInterner::default(),
+            item_keys: TextInterner::default(),
             skipped: 0,
             bad_lines: Vec::new(),
         }
     }
-    pub fn push(
-        &mut self,
-        user: Cow<'a, [u8]>,
-        item: Cow<'a, [u8]>,
-        time: Option<i64>,
-        rating: Option<f32>,
-    ) {
-        self.users.push(self.user_keys.intern(user));
-        self.items.push(self.item_keys.intern(item));
+    pub fn push(&mut self, user: &[u8], item: &[u8], time: Option<i64>, rating: Option<f32>) {
+        self.users.push(self.user_keys.raw_id(user));
+        self.items.push(self.item_keys.raw_id(item));
         if let Some(t) = time {
             self.times.push(t);
         }
@@ -102,20 +100,9 @@ impl<'a> Chunk<'a> {
             self.ratings.push(r);
         }
     }
-    /// Drops rows pushed after `len` (a line that failed half-way).
-    pub fn truncate(&mut self, len: usize, has_time: bool, has_rating: bool) {
-        self.users.truncate(len);
-        self.items.truncate(len);
-        if has_time {
-            self.times.truncate(len);
-        }
-        if has_rating {
-            self.ratings.truncate(len);
-        }
-    }
 }
 
-impl Default for Chunk<'_> {
+impl Default for Chunk {
     fn default() -> Self {
         Self::new()
     }
@@ -129,15 +116,11 @@ pub trait RecordParser: Sync {
         0
     }
     /// Parses one line (valid UTF-8, no line end) into `out`; on error pushes nothing.
-    fn parse<'a>(&self, line: &'a [u8], out: &mut Chunk<'a>) -> std::result::Result<(), String>;
+    fn parse(&self, line: &[u8], out: &mut Chunk) -> std::result::Result<(), String>;
 }
 
 /// Validates an id token: non-empty, and for integer-id formats a decimal that fits in 64 bits.
-pub fn check_id<'a>(
-    what: &str,
-    tok: Cow<'a, [u8]>,
-    integer: bool,
-) -> std::result::Result<Cow<'a, [u8]>, String> {
+pub fn check_id<'a>(what: &str, tok: Cow<'a, [u8]>, integer: bool) -> std::result::Result<Cow<'a, [u8]>, String> {
     let t = tok.as_ref();
     if t.is_empty() {
         return Err(format!("empty {what} id"));
@@ -154,7 +137,18 @@ pub fn check_id<'a>(
     Ok(tok)
 }
 
+/// A plain decimal integer of at most 18 digits (the common case, parsed without UTF-8 checks).
+fn small_uint(tok: &[u8]) -> Option<i64> {
+    if tok.is_empty() || tok.len() > 18 || !tok.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(tok.iter().fold(0i64, |acc, &d| acc * 10 + (d - b'0') as i64))
+}
+
 pub fn parse_rating(tok: &[u8]) -> std::result::Result<f32, String> {
+    if let Some(v) = small_uint(tok).filter(|v| *v < 1 << 24) {
+        return Ok(v as f32); // exact
+    }
     let s = std::str::from_utf8(tok).unwrap_or("").trim();
     match s.parse::<f32>() {
         Ok(v) if v.is_finite() => Ok(v),
@@ -163,17 +157,16 @@ pub fn parse_rating(tok: &[u8]) -> std::result::Result<f32, String> {
 }
 
 pub fn parse_time(tok: &[u8]) -> std::result::Result<i64, String> {
+    if let Some(v) = small_uint(tok) {
+        return Ok(v);
+    }
     let s = std::str::from_utf8(tok).unwrap_or("").trim();
-    crate::time::parse_timestamp(s)
-        .ok_or_else(|| format!("timestamp '{s}' is neither a number nor a date"))
+    crate::time::parse_timestamp(s).ok_or_else(|| format!("timestamp '{s}' is neither a number nor a date"))
 }
 
 /// Picks the format of an interaction file from its name and first lines.
 pub fn detect(path: &str, head: &[Vec<u8>]) -> Result<Format> {
-    let name = std::path::Path::new(path)
-        .file_name()
-        .map(|n| n.to_string_lossy().to_lowercase())
-        .unwrap_or_default();
+    let name = std::path::Path::new(path).file_name().map(|n| n.to_string_lossy().to_lowercase()).unwrap_or_default();
     let stem = name.trim_end_matches(".gz");
     let Some(first) = head.first() else {
         return Err(Error::Input(format!("{path}: the file is empty")));
@@ -201,22 +194,11 @@ pub fn detect(path: &str, head: &[Vec<u8>]) -> Result<Format> {
     }
     if stem.ends_with(".tsv") || first_text.contains('\t') {
         // A tab-separated file whose first line is all numbers has no header: MovieLens-like u.data.
-        let numeric = first_text
-            .split('\t')
-            .all(|f| f.trim().parse::<f64>().is_ok());
-        return Ok(if numeric {
-            Format::MovieLens
-        } else {
-            Format::Tsv
-        });
+        let numeric = first_text.split('\t').all(|f| f.trim().parse::<f64>().is_ok());
+        return Ok(if numeric { Format::MovieLens } else { Format::Tsv });
     }
     if stem == "inter.txt"
-        || head.iter().all(|l| {
-            l.split(u8::is_ascii_whitespace)
-                .filter(|t| !t.is_empty())
-                .count()
-                == 2
-        })
+        || head.iter().all(|l| l.split(u8::is_ascii_whitespace).filter(|t| !t.is_empty()).count() == 2)
     {
         return Ok(Format::LlmEsr);
     }
@@ -230,25 +212,14 @@ pub fn parser_for(
     first_line: &[u8],
     columns: &ColumnSpec,
 ) -> Result<Box<dyn RecordParser>> {
-    let err = |msg: String| Error::Parse {
-        file: path.to_string(),
-        line: 1,
-        msg,
-    };
+    let err = |msg: String| Error::Parse { file: path.to_string(), line: 1, msg };
     Ok(match format {
         Format::Csv | Format::Tsv | Format::RecBole => {
             let sep = if format == Format::Csv { b',' } else { b'\t' };
-            Box::new(
-                Delimited::from_header(Sep::Byte(sep), format == Format::Csv, first_line, columns)
-                    .map_err(err)?,
-            )
+            Box::new(Delimited::from_header(Sep::Byte(sep), format == Format::Csv, first_line, columns).map_err(err)?)
         }
         Format::MovieLens => {
-            let sep = if first_line.windows(2).any(|w| w == b"::") {
-                Sep::DoubleColon
-            } else {
-                Sep::Whitespace
-            };
+            let sep = if first_line.windows(2).any(|w| w == b"::") { Sep::DoubleColon } else { Sep::Whitespace };
             Box::new(Delimited::movielens(sep))
         }
         Format::LlmEsr => Box::new(Delimited::llmesr()),
@@ -268,39 +239,15 @@ mod tests {
 
     #[test]
     fn detection() {
-        assert_eq!(
-            detect("a.inter", &lines("user_id:token\titem_id:token")).unwrap(),
-            Format::RecBole
-        );
-        assert_eq!(
-            detect("u.data", &lines("1\t2\t3\t4")).unwrap(),
-            Format::MovieLens
-        );
-        assert_eq!(
-            detect("x", &lines("1::2::3::4")).unwrap(),
-            Format::MovieLens
-        );
-        assert_eq!(
-            detect("x.json", &lines(r#"{"reviewerID": "a", "asin": "b"}"#)).unwrap(),
-            Format::Amazon
-        );
-        assert_eq!(
-            detect("x.json", &lines(r#"{"user_id": "a", "business_id": "b"}"#)).unwrap(),
-            Format::Yelp
-        );
-        assert_eq!(
-            detect("x.txt", &lines("user,item\n1,2")).unwrap(),
-            Format::Csv
-        );
-        assert_eq!(
-            detect("x.txt", &lines("user\titem\n1\t2")).unwrap(),
-            Format::Tsv
-        );
+        assert_eq!(detect("a.inter", &lines("user_id:token\titem_id:token")).unwrap(), Format::RecBole);
+        assert_eq!(detect("u.data", &lines("1\t2\t3\t4")).unwrap(), Format::MovieLens);
+        assert_eq!(detect("x", &lines("1::2::3::4")).unwrap(), Format::MovieLens);
+        assert_eq!(detect("x.json", &lines(r#"{"reviewerID": "a", "asin": "b"}"#)).unwrap(), Format::Amazon);
+        assert_eq!(detect("x.json", &lines(r#"{"user_id": "a", "business_id": "b"}"#)).unwrap(), Format::Yelp);
+        assert_eq!(detect("x.txt", &lines("user,item\n1,2")).unwrap(), Format::Csv);
+        assert_eq!(detect("x.txt", &lines("user\titem\n1\t2")).unwrap(), Format::Tsv);
         assert_eq!(detect("x.txt", &lines("1 2\n1 3")).unwrap(), Format::LlmEsr);
-        assert_eq!(
-            detect("x.txt", &lines("1 2 3\n2 3")).unwrap(),
-            Format::SeqLines
-        );
+        assert_eq!(detect("x.txt", &lines("1 2 3\n2 3")).unwrap(), Format::SeqLines);
         assert!(detect("x.txt", &[]).is_err());
     }
 }
