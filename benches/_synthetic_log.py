@@ -34,7 +34,15 @@ def interaction_csv(rows: int, seed: int = 0) -> Path:
     with open(tmp, "w") as f:
         f.write("user,item,timestamp,rating\n")
         for s in range(0, rows, 1_000_000):
-            block = np.stack([users[s : s + 1_000_000], items[s : s + 1_000_000], times[s : s + 1_000_000], ratings[s : s + 1_000_000]], 1)
+            block = np.stack(
+                [
+                    users[s : s + 1_000_000],
+                    items[s : s + 1_000_000],
+                    times[s : s + 1_000_000],
+                    ratings[s : s + 1_000_000],
+                ],
+                1,
+            )
             np.savetxt(f, block, fmt="%d", delimiter=",")
     os.replace(tmp, path)
     return path

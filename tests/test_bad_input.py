@@ -6,8 +6,10 @@ import subprocess
 import sys
 
 import pytest
-from conftest import write
+
 from llmesr import DataError, _native, prepare
+
+from conftest import write
 
 CASES = [
     ("missing.csv", b"user,item,time\n1,2,3\n4,5\n", "missing.csv:3: missing columns: expected 3 fields, found 2"),

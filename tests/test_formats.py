@@ -4,8 +4,10 @@ import json
 
 import numpy as np
 import pytest
-from conftest import write
+
 from llmesr import _native, load_dataset, prepare
+
+from conftest import write
 
 
 def histories(ds):

@@ -1,6 +1,7 @@
 """The shared real datasets (skipped unless LLMESR_TEST_DATA points at them)."""
 
 import numpy as np
+
 from llmesr import prepare
 from llmesr.data import summarize
 

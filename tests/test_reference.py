@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from llmesr import DataError, prepare
 
 

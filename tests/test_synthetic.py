@@ -1,6 +1,7 @@
 """The built-in synthetic long-tail dataset."""
 
 import numpy as np
+
 from llmesr import prepare_synthetic
 from llmesr.data import pareto_threshold, summarize
 
