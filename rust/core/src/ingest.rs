@@ -42,9 +42,18 @@ impl Default for IngestOptions {
 
 const MAX_BAD_EXAMPLES: usize = 5;
 
-fn parse_block(block: &Block, parser: &dyn RecordParser, skip: usize, path: &str, skip_bad: bool) -> Result<Chunk> {
+/// Parses one block into `chunk` (a recycled one: its memory is reused).
+fn parse_block(
+    block: &Block,
+    mut chunk: Chunk,
+    parser: &dyn RecordParser,
+    skip: usize,
+    path: &str,
+    skip_bad: bool,
+) -> Result<Chunk> {
+    chunk.reset();
     let lines = memchr::memchr_iter(b'\n', &block.data).count() + 1;
-    let mut chunk = Chunk::with_capacity(lines, parser.has_time(), parser.has_rating());
+    chunk.reserve(lines, parser.has_time(), parser.has_rating());
     let all_utf8 = std::str::from_utf8(&block.data).is_ok();
     for (line_no, line) in block.lines().skip(skip) {
         let res = match (!all_utf8).then(|| utf8_error_in(line)).flatten() {
@@ -65,7 +74,7 @@ fn parse_block(block: &Block, parser: &dyn RecordParser, skip: usize, path: &str
 }
 
 impl RawLog {
-    fn merge(&mut self, c: Chunk) {
+    fn merge(&mut self, c: &mut Chunk) {
         let utext = c.user_keys.merge_into(&mut self.user_keys);
         let itext = c.item_keys.merge_into(&mut self.item_keys);
         intern_raw(&c.users, &utext, &mut self.user_keys, &mut self.users);
@@ -78,7 +87,7 @@ impl RawLog {
         }
         self.skipped_lines += c.skipped;
         let room = MAX_BAD_EXAMPLES.saturating_sub(self.bad_lines.len());
-        self.bad_lines.extend(c.bad_lines.into_iter().take(room));
+        self.bad_lines.extend(c.bad_lines.drain(..).take(room));
     }
 
     pub fn len(&self) -> usize {
@@ -126,12 +135,15 @@ pub fn ingest(paths: &[String], opts: &IngestOptions, progress: Progress) -> Res
         // A reader thread does the I/O, decompression and hashing; blocks are parsed in parallel in
         // batches, and each batch is merged (in file order) while the next one is parsed.
         let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Block>>(batch);
+        // Used block buffers and chunks go back for reuse: fresh memory costs page faults.
+        let (spare_tx, spare_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+        let mut spare_chunks: Vec<Chunk> = Vec::new();
         let block_bytes = opts.block_bytes;
         let file = std::thread::scope(|scope| -> Result<InputFile> {
             let reader = scope.spawn(move || {
                 let mut file = file;
                 loop {
-                    let next = file.next_block(block_bytes);
+                    let next = file.next_block_reusing(block_bytes, spare_rx.try_recv().unwrap_or_default());
                     let end = !matches!(next, Ok(Some(_)));
                     if let Some(b) = next.transpose() {
                         if tx.send(b).is_err() {
@@ -158,25 +170,26 @@ pub fn ingest(paths: &[String], opts: &IngestOptions, progress: Progress) -> Res
                     break;
                 }
                 let skip = std::mem::take(&mut header_to_skip);
+                let fresh: Vec<Chunk> = (0..blocks.len()).map(|_| spare_chunks.pop().unwrap_or_default()).collect();
                 let (_, next) = rayon::join(
-                    || parsed.drain(..).for_each(|c| log.merge(c)),
+                    || parsed.iter_mut().for_each(|c| log.merge(c)),
                     || {
                         blocks
                             .par_iter()
+                            .zip(fresh)
                             .enumerate()
-                            .map(|(i, b)| {
-                                parse_block(
-                                    b,
-                                    parser.as_ref(),
-                                    if i == 0 { skip } else { 0 },
-                                    path,
-                                    opts.skip_bad_lines,
-                                )
+                            .map(|(i, (b, chunk))| {
+                                let skip = if i == 0 { skip } else { 0 };
+                                parse_block(b, chunk, parser.as_ref(), skip, path, opts.skip_bad_lines)
                             })
                             .collect::<Result<Vec<Chunk>>>()
                     },
                 );
+                spare_chunks.append(&mut parsed);
                 parsed = next?;
+                for b in blocks {
+                    spare_tx.send(b.data).unwrap_or(()); // the reader may have finished
+                }
                 if !progress("read", done_before + bytes_read.load(std::sync::atomic::Ordering::Relaxed), total) {
                     return Err(Error::Cancelled);
                 }

@@ -13,10 +13,18 @@ pub enum Key<'a> {
 }
 
 fn canonical_u64(t: &[u8]) -> Option<u64> {
-    if t.is_empty() || t.len() > 19 || (t.len() > 1 && t[0] == b'0') || !t.iter().all(u8::is_ascii_digit) {
+    if t.is_empty() || t.len() > 19 || (t.len() > 1 && t[0] == b'0') {
         return None;
     }
-    Some(t.iter().fold(0u64, |acc, &d| acc * 10 + (d - b'0') as u64))
+    let mut v = 0u64;
+    for &d in t {
+        let digit = d.wrapping_sub(b'0');
+        if digit > 9 {
+            return None;
+        }
+        v = v * 10 + digit as u64;
+    }
+    Some(v)
 }
 
 impl<'a> Key<'a> {
@@ -107,6 +115,10 @@ pub struct TextInterner {
 }
 
 impl TextInterner {
+    pub fn clear(&mut self) {
+        self.map.clear();
+        self.keys.clear();
+    }
     pub fn raw_id(&mut self, token: &[u8]) -> RawId {
         if let Some(v) = canonical_u64(token).filter(|v| *v < TEXT_TAG) {
             return v;

@@ -122,6 +122,11 @@ impl InputFile {
 
     /// The next block of about `target` bytes ending at a line end; `None` at the end of the file.
     pub fn next_block(&mut self, target: usize) -> Result<Option<Block>> {
+        self.next_block_reusing(target, Vec::new())
+    }
+
+    /// As [`Self::next_block`], filling `spare` (a used block buffer) rather than fresh memory.
+    pub fn next_block_reusing(&mut self, target: usize, mut spare: Vec<u8>) -> Result<Option<Block>> {
         self.fill(target)?;
         let cut = loop {
             if self.eof {
@@ -137,8 +142,10 @@ impl InputFile {
         if cut == 0 {
             return Ok(None);
         }
-        let rest = self.carry.split_off(cut);
-        let mut data = std::mem::replace(&mut self.carry, rest);
+        spare.clear();
+        spare.extend_from_slice(&self.carry[cut..]);
+        self.carry.truncate(cut);
+        let mut data = std::mem::replace(&mut self.carry, spare);
         if self.next_line == 1 && data.starts_with(b"\xEF\xBB\xBF") {
             data.drain(..3); // UTF-8 byte-order mark
         }

@@ -245,6 +245,30 @@ impl RecordParser for Delimited {
         usize::from(self.header)
     }
     fn parse(&self, line: &[u8], out: &mut Chunk) -> Result<(), String> {
+        // Fast path: one separator byte and no quotes, fields located by memchr, nothing copied.
+        if let Sep::Byte(sep) = self.sep {
+            if self.ncols <= MAX_FAST_FIELDS && (!self.quoted || memchr::memchr(b'"', line).is_none()) {
+                // A byte loop: interaction lines are short, where memchr's set-up costs more than it saves.
+                let mut spans = [(0usize, 0usize); MAX_FAST_FIELDS];
+                let (mut n, mut start) = (0, 0);
+                for end in (0..line.len()).filter(|&i| line[i] == sep).chain(std::iter::once(line.len())) {
+                    if n < MAX_FAST_FIELDS {
+                        spans[n] = (start, end);
+                    }
+                    n += 1;
+                    start = end + 1;
+                }
+                self.check_count(n)?;
+                let field = |i: usize| trim(&line[spans[i].0..spans[i].1]);
+                return self.push_row(
+                    field(self.user),
+                    field(self.item),
+                    self.time.map(field),
+                    self.rating.map(field),
+                    out,
+                );
+            }
+        }
         let (mut user, mut item, mut time, mut rating) = (None, None, None, None);
         let n = for_each_field(line, self.sep, self.quoted, |i, f| {
             if i == self.user {
@@ -257,15 +281,36 @@ impl RecordParser for Delimited {
                 rating = Some(f);
             }
         })?;
-        if n != self.ncols {
-            let what = if n < self.ncols { "missing columns" } else { "extra columns" };
-            return Err(format!("{what}: expected {} fields, found {n}", self.ncols));
+        self.check_count(n)?;
+        let (user, item) = (user.unwrap_or_default(), item.unwrap_or_default());
+        self.push_row(&user, &item, time.as_deref(), rating.as_deref(), out)
+    }
+}
+
+const MAX_FAST_FIELDS: usize = 32;
+
+impl Delimited {
+    fn check_count(&self, n: usize) -> Result<(), String> {
+        if n == self.ncols {
+            return Ok(());
         }
-        let user = check_id("user", user.unwrap_or_default(), self.integer_ids)?;
-        let item = check_id("item", item.unwrap_or_default(), self.integer_ids)?;
-        let time = time.map(|t| parse_time(&t)).transpose()?;
-        let rating = rating.map(|r| parse_rating(&r)).transpose()?;
-        out.push(&user, &item, time, rating);
+        let what = if n < self.ncols { "missing columns" } else { "extra columns" };
+        Err(format!("{what}: expected {} fields, found {n}", self.ncols))
+    }
+
+    fn push_row(
+        &self,
+        user: &[u8],
+        item: &[u8],
+        time: Option<&[u8]>,
+        rating: Option<&[u8]>,
+        out: &mut Chunk,
+    ) -> Result<(), String> {
+        check_id("user", user, self.integer_ids)?;
+        check_id("item", item, self.integer_ids)?;
+        let time = time.map(parse_time).transpose()?;
+        let rating = rating.map(parse_rating).transpose()?;
+        out.push(user, item, time, rating);
         Ok(())
     }
 }
@@ -287,9 +332,9 @@ impl RecordParser for SeqLines {
         if items.is_empty() {
             return Err("a sequence line needs a user id and at least one item id".into());
         }
-        let user = check_id("user", Cow::Borrowed(user), false)?;
+        check_id("user", user, false)?;
         for item in items {
-            out.push(&user, item, None, None);
+            out.push(user, item, None, None);
         }
         Ok(())
     }

@@ -19,13 +19,6 @@ struct AmazonRow<'a> {
     review_time: Option<Cow<'a, str>>,
 }
 
-fn to_bytes(s: Cow<'_, str>) -> Cow<'_, [u8]> {
-    match s {
-        Cow::Borrowed(b) => Cow::Borrowed(b.as_bytes()),
-        Cow::Owned(o) => Cow::Owned(o.into_bytes()),
-    }
-}
-
 fn amazon_row(line: &[u8]) -> Result<AmazonRow<'_>, String> {
     match serde_json::from_slice::<AmazonRow>(line) {
         Ok(r) => Ok(r),
@@ -62,9 +55,9 @@ impl RecordParser for AmazonReviews {
             (None, None) => return Err("no unixReviewTime or reviewTime".into()),
         };
         let rating = r.overall.ok_or("no 'overall' rating")?;
-        let user = check_id("user", to_bytes(r.user), false)?;
-        let item = check_id("item", to_bytes(r.asin), false)?;
-        out.push(&user, &item, Some(time), Some(rating));
+        check_id("user", r.user.as_bytes(), false)?;
+        check_id("item", r.asin.as_bytes(), false)?;
+        out.push(r.user.as_bytes(), r.asin.as_bytes(), Some(time), Some(rating));
         Ok(())
     }
 }
@@ -92,9 +85,9 @@ impl RecordParser for YelpReviews {
     fn parse(&self, line: &[u8], out: &mut Chunk) -> Result<(), String> {
         let r: YelpRow = serde_json::from_slice(line).map_err(|e| format!("bad Yelp review: {e}"))?;
         let time = crate::time::parse_date(&r.date).ok_or_else(|| format!("date '{}' is not a date", r.date))?;
-        let user = check_id("user", to_bytes(r.user_id), false)?;
-        let item = check_id("item", to_bytes(r.business_id), false)?;
-        out.push(&user, &item, Some(time), Some(r.stars));
+        check_id("user", r.user_id.as_bytes(), false)?;
+        check_id("item", r.business_id.as_bytes(), false)?;
+        out.push(r.user_id.as_bytes(), r.business_id.as_bytes(), Some(time), Some(r.stars));
         Ok(())
     }
 }

@@ -5,7 +5,6 @@ mod json;
 
 use crate::error::{Error, Result};
 use crate::intern::{RawId, TextInterner};
-use std::borrow::Cow;
 
 pub use delimited::{split_fields, Delimited, Sep};
 pub use json::{AmazonReviews, YelpReviews};
@@ -75,20 +74,38 @@ pub struct Chunk {
 
 impl Chunk {
     pub fn new() -> Self {
-        Self::with_capacity(0, false, false)
-    }
-    /// Room for `rows` rows, so parsing a block does not reallocate.
-    pub fn with_capacity(rows: usize, has_time: bool, has_rating: bool) -> Self {
         Chunk {
-            users: Vec::with_capacity(rows),
-            items: Vec::with_capacity(rows),
-            times: Vec::with_capacity(if has_time { rows } else { 0 }),
-            ratings: Vec::with_capacity(if has_rating { rows } else { 0 }),
+            users: Vec::new(),
+            items: Vec::new(),
+            times: Vec::new(),
+            ratings: Vec::new(),
             user_keys: TextInterner::default(),
             item_keys: TextInterner::default(),
             skipped: 0,
             bad_lines: Vec::new(),
         }
+    }
+    /// Room for `rows` more rows, so parsing a block does not reallocate.
+    pub fn reserve(&mut self, rows: usize, has_time: bool, has_rating: bool) {
+        self.users.reserve(rows);
+        self.items.reserve(rows);
+        if has_time {
+            self.times.reserve(rows);
+        }
+        if has_rating {
+            self.ratings.reserve(rows);
+        }
+    }
+    /// Empties the chunk for the next block, keeping its memory.
+    pub fn reset(&mut self) {
+        self.users.clear();
+        self.items.clear();
+        self.times.clear();
+        self.ratings.clear();
+        self.user_keys.clear();
+        self.item_keys.clear();
+        self.skipped = 0;
+        self.bad_lines.clear();
     }
     pub fn push(&mut self, user: &[u8], item: &[u8], time: Option<i64>, rating: Option<f32>) {
         self.users.push(self.user_keys.raw_id(user));
@@ -120,8 +137,7 @@ pub trait RecordParser: Sync {
 }
 
 /// Validates an id token: non-empty, and for integer-id formats a decimal that fits in 64 bits.
-pub fn check_id<'a>(what: &str, tok: Cow<'a, [u8]>, integer: bool) -> std::result::Result<Cow<'a, [u8]>, String> {
-    let t = tok.as_ref();
+pub fn check_id(what: &str, t: &[u8], integer: bool) -> std::result::Result<(), String> {
     if t.is_empty() {
         return Err(format!("empty {what} id"));
     }
@@ -134,15 +150,23 @@ pub fn check_id<'a>(what: &str, tok: Cow<'a, [u8]>, integer: bool) -> std::resul
             return Err(format!("{what} id {s} does not fit in 64 bits"));
         }
     }
-    Ok(tok)
+    Ok(())
 }
 
 /// A plain decimal integer of at most 18 digits (the common case, parsed without UTF-8 checks).
 fn small_uint(tok: &[u8]) -> Option<i64> {
-    if tok.is_empty() || tok.len() > 18 || !tok.iter().all(u8::is_ascii_digit) {
+    if tok.is_empty() || tok.len() > 18 {
         return None;
     }
-    Some(tok.iter().fold(0i64, |acc, &d| acc * 10 + (d - b'0') as i64))
+    let mut v = 0i64;
+    for &d in tok {
+        let digit = d.wrapping_sub(b'0');
+        if digit > 9 {
+            return None;
+        }
+        v = v * 10 + digit as i64;
+    }
+    Some(v)
 }
 
 pub fn parse_rating(tok: &[u8]) -> std::result::Result<f32, String> {
