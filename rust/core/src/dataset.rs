@@ -4,7 +4,7 @@
 
 use crate::error::{Error, Result};
 use crate::ingest::RawLog;
-use crate::intern::{key_ranks, Key};
+use crate::intern::{key_order, IdList, Key};
 use rayon::prelude::*;
 use serde::Serialize;
 
@@ -67,18 +67,18 @@ pub struct Dataset {
     /// `n_users + 1`: validation and test item of each user, 0 where the user has fewer than 3 items.
     pub valid: Vec<i32>,
     pub test: Vec<i32>,
-    /// Raw ids; entry 0 is the padding slot (empty string).
-    pub user_ids: Vec<String>,
-    pub item_ids: Vec<String>,
+    /// Raw ids by new id.
+    pub user_ids: IdList,
+    pub item_ids: IdList,
     pub report: FilterReport,
 }
 
 impl Dataset {
     pub fn n_users(&self) -> usize {
-        self.user_ids.len() - 1
+        self.user_ids.len()
     }
     pub fn n_items(&self) -> usize {
-        self.item_ids.len() - 1
+        self.item_ids.len()
     }
 }
 
@@ -93,44 +93,39 @@ fn segments_mut<'a, T>(mut data: &'a mut [T], offsets: &[usize]) -> Vec<&'a mut 
     out
 }
 
-/// Keeps the entries whose `alive` flag is set, in place and in order.
-fn compact<T: Copy>(col: &mut Vec<T>, alive: &[bool]) {
-    let mut w = 0;
-    for p in 0..col.len() {
-        if alive[p] {
-            col[w] = col[p];
-            w += 1;
-        }
-    }
-    col.truncate(w);
-}
-
-/// Stable counting sort of the kept rows by user: the destination of every row (`u32::MAX` if
-/// dropped) and the start of every user's segment. Histograms and fills run in parallel chunks.
-fn group_positions(users: &[u32], keep: &[bool], n_keys: usize) -> (Vec<u32>, Vec<usize>) {
+/// Stable counting sort of the kept rows by `group(user)`: the destination of every row
+/// (`u32::MAX` if dropped) and the start of every group. Histograms and fills run in parallel chunks.
+fn group_positions(
+    users: &[u32],
+    group: impl Fn(u32) -> u32 + Sync,
+    keep: &[bool],
+    n_groups: usize,
+) -> (Vec<u32>, Vec<usize>) {
     let chunk = users.len().div_ceil(rayon::current_num_threads().max(1)).max(1);
     let hist: Vec<Vec<u32>> = users
         .par_chunks(chunk)
         .zip(keep.par_chunks(chunk))
         .map(|(us, ks)| {
-            let mut h = vec![0u32; n_keys];
+            let mut h = vec![0u32; n_groups];
             for (&u, &k) in us.iter().zip(ks) {
-                h[u as usize] += u32::from(k);
+                if k {
+                    h[group(u) as usize] += 1;
+                }
             }
             h
         })
         .collect();
-    let mut ustart = vec![0usize; n_keys + 1];
-    let mut offsets = vec![vec![0u32; n_keys]; hist.len()];
+    let mut start = vec![0usize; n_groups + 1];
+    let mut offsets = vec![vec![0u32; n_groups]; hist.len()];
     let mut next = 0usize;
-    for u in 0..n_keys {
-        ustart[u] = next;
+    for g in 0..n_groups {
+        start[g] = next;
         for (h, off) in hist.iter().zip(offsets.iter_mut()) {
-            off[u] = next as u32;
-            next += h[u] as usize;
+            off[g] = next as u32;
+            next += h[g] as usize;
         }
     }
-    ustart[n_keys] = next;
+    start[n_groups] = next;
     let mut dest = vec![u32::MAX; users.len()];
     dest.par_chunks_mut(chunk)
         .zip(users.par_chunks(chunk))
@@ -139,19 +134,21 @@ fn group_positions(users: &[u32], keep: &[bool], n_keys: usize) -> (Vec<u32>, Ve
         .for_each(|(((d, us), ks), off)| {
             for ((d, &u), &k) in d.iter_mut().zip(us).zip(ks) {
                 if k {
-                    *d = off[u as usize];
-                    off[u as usize] += 1;
+                    let g = group(u) as usize;
+                    *d = off[g];
+                    off[g] += 1;
                 }
             }
         });
-    (dest, ustart)
+    (dest, start)
 }
 
-fn scatter<T: Copy + Default>(col: Vec<T>, dest: &[u32], len: usize) -> Vec<T> {
-    let mut out = vec![T::default(); len];
+/// Moves every kept row's value to its destination, converted by `f`.
+fn scatter<T: Copy, U: Copy + Default>(col: &[T], dest: &[u32], len: usize, f: impl Fn(T) -> U) -> Vec<U> {
+    let mut out = vec![U::default(); len];
     for (&x, &d) in col.iter().zip(dest) {
         if d != u32::MAX {
-            out[d as usize] = x;
+            out[d as usize] = f(x);
         }
     }
     out
@@ -160,13 +157,13 @@ fn scatter<T: Copy + Default>(col: Vec<T>, dest: &[u32], len: usize) -> Vec<T> {
 #[derive(Default)]
 struct SortScratch {
     order: Vec<(i64, u32)>,
-    items: Vec<u32>,
+    items: Vec<i32>,
     ratings: Vec<f32>,
 }
 
 impl SortScratch {
     /// Sorts one user's rows by time; ties keep input order (the index breaks them).
-    fn sort_segment(&mut self, times: &mut [i64], items: &mut [u32], ratings: Option<&mut [f32]>) {
+    fn sort_segment(&mut self, times: &mut [i64], items: &mut [i32], ratings: Option<&mut [f32]>) {
         if times.is_sorted() {
             return;
         }
@@ -189,6 +186,69 @@ impl SortScratch {
     }
 }
 
+/// Clears `keep` for rows that repeat the user's previous item (in chronological order); returns
+/// how many it cleared.
+fn drop_consecutive_repeats(log: &RawLog, keep: &mut [bool]) -> u64 {
+    let (dest, start) = group_positions(&log.users, |u| u, keep, log.user_keys.len());
+    let mut rows = vec![0u32; start[start.len() - 1]];
+    for (r, &d) in dest.iter().enumerate() {
+        if d != u32::MAX {
+            rows[d as usize] = r as u32;
+        }
+    }
+    if let Some(times) = &log.times {
+        segments_mut(&mut rows, &start).into_par_iter().for_each(|seg| seg.sort_by_key(|&r| (times[r as usize], r)));
+    }
+    let mut removed = 0;
+    for w in start.windows(2) {
+        for p in w[0] + 1..w[1] {
+            let (prev, row) = (rows[p - 1] as usize, rows[p] as usize);
+            if log.items[row] == log.items[prev] {
+                keep[row] = false;
+                removed += 1;
+            }
+        }
+    }
+    removed
+}
+
+/// Interaction counts of every user and item code over the kept rows.
+fn count_kept(log: &RawLog, keep: &[bool]) -> (Vec<u32>, Vec<u32>) {
+    let mut users = vec![0u32; log.user_keys.len()];
+    let mut items = vec![0u32; log.item_keys.len()];
+    for ((&u, &i), &k) in log.users.iter().zip(&log.items).zip(keep) {
+        if k {
+            users[u as usize] += 1;
+            items[i as usize] += 1;
+        }
+    }
+    (users, items)
+}
+
+/// New ids 1..N for the codes with a positive count, in key order; 0 for the others.
+fn renumber(order: &[u32], counts: &[u32]) -> (Vec<u32>, usize) {
+    let mut new = vec![0u32; counts.len()];
+    let mut next = 0u32;
+    for &code in order {
+        if counts[code as usize] > 0 {
+            next += 1;
+            new[code as usize] = next;
+        }
+    }
+    (new, next as usize)
+}
+
+/// The raw ids of the surviving codes, by new id (`order` lists codes in id order).
+fn id_names(keys: &[Key], order: &[u32], new: &[u32]) -> IdList {
+    let mut out = IdList::new();
+    for &code in order {
+        if new[code as usize] > 0 {
+            out.push(&keys[code as usize]);
+        }
+    }
+    out
+}
+
 pub fn build(mut log: RawLog, filters: &Filters) -> Result<Dataset> {
     let n = log.len();
     if n >= u32::MAX as usize {
@@ -202,25 +262,16 @@ pub fn build(mut log: RawLog, filters: &Filters) -> Result<Dataset> {
     }
     let mut report = FilterReport { input: n as u64, ..Default::default() };
 
-    // Relabel ids by their rank in raw-id order, so that every later order is the final one.
-    let (urank, irank) = rayon::join(|| key_ranks(log.user_keys.keys()), || key_ranks(log.item_keys.keys()));
-    let (n_user_keys, n_item_keys) = (urank.len(), irank.len());
-    rayon::join(
-        || log.users.par_iter_mut().for_each(|u| *u = urank[*u as usize]),
-        || log.items.par_iter_mut().for_each(|i| *i = irank[*i as usize]),
-    );
-
-    // Row filters, then a stable counting sort of the kept rows by user.
-    let min_rating = filters.min_rating.unwrap_or(f32::NEG_INFINITY);
-    let window = filters.since.unwrap_or(i64::MIN)..filters.until.unwrap_or(i64::MAX);
+    // Row filters.
     let mut keep = vec![true; n];
-    if let Some(ratings) = &log.ratings {
+    if let (Some(min), Some(ratings)) = (filters.min_rating, &log.ratings) {
         for (k, &r) in keep.iter_mut().zip(ratings) {
-            *k = r >= min_rating;
+            *k = r >= min;
         }
         report.by_rating = keep.iter().filter(|k| !**k).count() as u64;
     }
     if let Some(times) = &log.times {
+        let window = filters.since.unwrap_or(i64::MIN)..filters.until.unwrap_or(i64::MAX);
         for (k, t) in keep.iter_mut().zip(times) {
             if *k && !window.contains(t) {
                 *k = false;
@@ -228,83 +279,33 @@ pub fn build(mut log: RawLog, filters: &Filters) -> Result<Dataset> {
             }
         }
     }
-    let (dest, ustart) = group_positions(&log.users, &keep, n_user_keys);
-    drop((keep, std::mem::take(&mut log.users)));
-
-    // Columns in grouped order (each raw column freed once moved), then each user's rows by time.
-    let kept = ustart[n_user_keys];
-    let raw_items = std::mem::take(&mut log.items);
-    let (raw_times, raw_ratings) = (log.times.take(), log.ratings.take());
-    let ((mut items, mut times), mut ratings) = rayon::join(
-        || rayon::join(|| scatter(raw_items, &dest, kept), || raw_times.map(|t| scatter(t, &dest, kept))),
-        || raw_ratings.map(|r| scatter(r, &dest, kept)),
-    );
-    drop(dest);
-    if let Some(times) = &mut times {
-        let n_seg = ustart.len() - 1;
-        let rating_segs: Vec<Option<&mut [f32]>> = match &mut ratings {
-            Some(r) => segments_mut(r, &ustart).into_iter().map(Some).collect(),
-            None => (0..n_seg).map(|_| None).collect(),
-        };
-        segments_mut(times, &ustart)
-            .into_par_iter()
-            .zip(segments_mut(&mut items, &ustart))
-            .zip(rating_segs)
-            .for_each_init(SortScratch::default, |scratch, ((t, i), r)| scratch.sort_segment(t, i, r));
-    }
-    let m = items.len();
-    let items = items;
-
-    let mut alive = vec![true; m];
     if filters.dedup_consecutive {
-        for w in ustart.windows(2) {
-            for p in w[0] + 1..w[1] {
-                if items[p] == items[p - 1] {
-                    alive[p] = false;
-                    report.by_dedup += 1;
-                }
-            }
-        }
+        report.by_dedup = drop_consecutive_repeats(&log, &mut keep);
     }
 
-    // k-core on interaction counts (repeats count as interactions).
-    let mut user_count = vec![0u32; n_user_keys];
-    let mut item_count = vec![0u32; n_item_keys];
-    let count = |alive: &[bool], user_count: &mut [u32], item_count: &mut [u32]| {
-        item_count.fill(0);
-        for (u, w) in ustart.windows(2).enumerate() {
-            let mut c = 0;
-            for p in w[0]..w[1] {
-                if alive[p] {
-                    c += 1;
-                    item_count[items[p] as usize] += 1;
-                }
-            }
-            user_count[u] = c;
-        }
-    };
+    // k-core on interaction counts (repeats count), on the unordered rows: order does not matter.
+    let (mut user_count, mut item_count) = count_kept(&log, &keep);
     if filters.min_user > 1 || filters.min_item > 1 {
         loop {
-            count(&alive, &mut user_count, &mut item_count);
             report.core_rounds += 1;
-            let mut changed = false;
-            for (u, w) in ustart.windows(2).enumerate() {
-                let user_short = user_count[u] < filters.min_user;
-                for p in w[0]..w[1] {
-                    if alive[p] && (user_short || item_count[items[p] as usize] < filters.min_item) {
-                        alive[p] = false;
-                        report.by_core += 1;
-                        changed = true;
-                    }
+            let mut removed = 0;
+            for ((&u, &i), k) in log.users.iter().zip(&log.items).zip(keep.iter_mut()) {
+                if *k && (user_count[u as usize] < filters.min_user || item_count[i as usize] < filters.min_item) {
+                    *k = false;
+                    removed += 1;
                 }
             }
-            if !changed || filters.core_mode == CoreMode::SinglePass {
+            report.by_core += removed;
+            if removed == 0 {
+                break;
+            }
+            (user_count, item_count) = count_kept(&log, &keep);
+            if filters.core_mode == CoreMode::SinglePass {
                 break;
             }
         }
     }
-    count(&alive, &mut user_count, &mut item_count);
-    if !alive.iter().any(|a| *a) {
+    if user_count.iter().all(|&c| c == 0) {
         return Err(Error::Input(format!(
             "the filters left no interactions (of {n}: {} below --min-rating, {} outside the date window, {} repeats, {} by the {}-user/{}-item core)",
             report.by_rating, report.by_date, report.by_dedup, report.by_core, filters.min_user, filters.min_item
@@ -312,67 +313,46 @@ pub fn build(mut log: RawLog, filters: &Filters) -> Result<Dataset> {
     }
 
     // New ids: surviving users and items in raw-id order, from 1.
-    let renumber = |counts: &[u32]| -> Vec<u32> {
-        let mut next = 0u32;
-        counts
-            .iter()
-            .map(|&c| {
-                next += u32::from(c > 0);
-                if c > 0 {
-                    next
-                } else {
-                    0
-                }
-            })
-            .collect()
-    };
-    let (new_user_by_rank, new_item_by_rank) = (renumber(&user_count), renumber(&item_count));
-    let names = |keys: &[Key], rank: &[u32], new_by_rank: &[u32]| -> Vec<String> {
-        let n_new = new_by_rank.iter().copied().max().unwrap_or(0) as usize;
-        let mut out = vec![String::new(); n_new + 1];
-        for (code, key) in keys.iter().enumerate() {
-            let new = new_by_rank[rank[code] as usize];
-            if new > 0 {
-                out[new as usize] = key.to_text();
-            }
-        }
-        out
-    };
-    let user_ids = names(log.user_keys.keys(), &urank, &new_user_by_rank);
-    let item_ids = names(log.item_keys.keys(), &irank, &new_item_by_rank);
-    let n_users = user_ids.len() - 1;
+    let (uorder, iorder) = rayon::join(|| key_order(log.user_keys.keys()), || key_order(log.item_keys.keys()));
+    let (new_user, n_users) = renumber(&uorder, &user_count);
+    let (new_item, _) = renumber(&iorder, &item_count);
+    let (user_ids, item_ids) = rayon::join(
+        || id_names(log.user_keys.keys(), &uorder, &new_user),
+        || id_names(log.item_keys.keys(), &iorder, &new_item),
+    );
 
-    let (items, (times, ratings)) = rayon::join(
-        || {
-            let mut items = items;
-            compact(&mut items, &alive);
-            items.iter().map(|&i| new_item_by_rank[i as usize] as i32).collect::<Vec<i32>>()
-        },
+    // Rows grouped by new user id (stable), columns moved straight to their final place, then each
+    // user's rows ordered by time (ties keep input order).
+    let (dest, start) = group_positions(&log.users, |u| new_user[u as usize] - 1, &keep, n_users);
+    drop((keep, std::mem::take(&mut log.users)));
+    let m = start[n_users];
+    let raw_items = std::mem::take(&mut log.items);
+    let (raw_times, raw_ratings) = (log.times.take(), log.ratings.take());
+    let ((mut items, mut times), mut ratings) = rayon::join(
         || {
             rayon::join(
-                || {
-                    times.map(|mut t| {
-                        compact(&mut t, &alive);
-                        t
-                    })
-                },
-                || {
-                    ratings.map(|mut r| {
-                        compact(&mut r, &alive);
-                        r
-                    })
-                },
+                || scatter(&raw_items, &dest, m, |i| new_item[i as usize] as i32),
+                || raw_times.map(|t| scatter(&t, &dest, m, |x| x)),
             )
         },
+        || raw_ratings.map(|r| scatter(&r, &dest, m, |x| x)),
     );
-    let mut indptr = vec![0i64; n_users + 2];
-    for (&c, &new) in user_count.iter().zip(&new_user_by_rank) {
-        if new > 0 {
-            indptr[new as usize + 1] = c as i64;
-        }
+    drop((dest, raw_items));
+    if let Some(times) = &mut times {
+        let rating_segs: Vec<Option<&mut [f32]>> = match &mut ratings {
+            Some(r) => segments_mut(r, &start).into_iter().map(Some).collect(),
+            None => (0..n_users).map(|_| None).collect(),
+        };
+        segments_mut(times, &start)
+            .into_par_iter()
+            .zip(segments_mut(&mut items, &start))
+            .zip(rating_segs)
+            .for_each_init(SortScratch::default, |scratch, ((t, i), r)| scratch.sort_segment(t, i, r));
     }
-    for u in 1..=n_users + 1 {
-        indptr[u] += indptr[u - 1];
+
+    let mut indptr = vec![0i64; n_users + 2];
+    for (u, &s) in start.iter().enumerate() {
+        indptr[u + 1] = s as i64;
     }
     let (train_end, valid, test) = leave_one_out(&indptr, &items);
     Ok(Dataset { indptr, items, times, ratings, train_end, valid, test, user_ids, item_ids, report })
@@ -416,8 +396,9 @@ mod tests {
     fn chronological_stable_and_remapped() {
         let l = log(&[("10", "b", 5), ("2", "a", 1), ("10", "a", 1), ("10", "c", 1), ("2", "c", 0)]);
         let d = build(l, &Filters::default()).unwrap();
-        assert_eq!(d.user_ids, vec!["", "2", "10"]);
-        assert_eq!(d.item_ids, vec!["", "a", "b", "c"]);
+        assert_eq!(d.user_ids.iter().collect::<Vec<_>>(), vec!["2", "10"]);
+        assert_eq!(d.item_ids.iter().collect::<Vec<_>>(), vec!["a", "b", "c"]);
+        assert_eq!(d.item_ids.get(3), "c");
         assert_eq!(d.indptr, vec![0, 0, 2, 5]);
         // user "2": c@0, a@1; user "10": a@1, c@1 (tie keeps input order), b@5
         assert_eq!(d.items, vec![3, 1, 1, 3, 2]);

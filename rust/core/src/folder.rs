@@ -13,6 +13,7 @@
 
 use crate::dataset::Dataset;
 use crate::error::{Error, Result};
+use crate::intern::IdList;
 use crate::items::ItemMeta;
 use crate::npy::{self, NpyElement};
 use crate::reader::SourceInfo;
@@ -54,11 +55,11 @@ fn write_json(dir: &Path, name: &str, v: &Value) -> Result<()> {
 }
 
 /// `[null, "id1", "id2", ...]`, streamed (millions of ids need no intermediate JSON tree).
-fn write_id_list(dir: &Path, name: &str, ids: &[String]) -> Result<()> {
+fn write_id_list(dir: &Path, name: &str, ids: &IdList) -> Result<()> {
     let io = |e: std::io::Error| Error::io(dir.join(name).display().to_string(), e);
     let mut w = create(dir, name)?;
     w.write_all(b"[null").map_err(io)?;
-    for id in &ids[1..] {
+    for id in ids.iter() {
         w.write_all(b",\n").map_err(io)?;
         serde_json::to_writer(&mut w, id).map_err(|e| io(e.into()))?;
     }
@@ -69,7 +70,7 @@ fn write_items_jsonl(dir: &Path, ds: &Dataset, items_meta: &FxHashMap<String, It
     let io = |e: std::io::Error| Error::io(dir.join("items.jsonl").display().to_string(), e);
     let mut with_text = 0u64;
     let mut w = create(dir, "items.jsonl")?;
-    for (id, raw) in ds.item_ids.iter().enumerate().skip(1) {
+    for (id, raw) in (1..).zip(ds.item_ids.iter()) {
         let m = items_meta.get(raw);
         with_text += u64::from(m.is_some());
         let m = m.cloned().unwrap_or_default();

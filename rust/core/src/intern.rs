@@ -34,11 +34,54 @@ impl<'a> Key<'a> {
             None => Key::Text(token),
         }
     }
+    /// Appends the id as text.
+    pub fn write_to(&self, out: &mut String) {
+        match self {
+            Key::Num(v) => {
+                use std::fmt::Write;
+                let _ = write!(out, "{v}");
+            }
+            Key::Text(t) => out.push_str(&String::from_utf8_lossy(t)),
+        }
+    }
     pub fn to_text(&self) -> String {
         match self {
             Key::Num(v) => v.to_string(),
             Key::Text(t) => String::from_utf8_lossy(t).into_owned(),
         }
+    }
+}
+
+/// Raw ids by new id (1..=len), in one buffer: millions of small strings would each be an allocation.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct IdList {
+    text: String,
+    /// `ends[i]` is where id `i` ends; `ends[0] = 0` stands for the padding id 0.
+    ends: Vec<usize>,
+}
+
+impl IdList {
+    pub fn new() -> Self {
+        IdList { text: String::new(), ends: vec![0] }
+    }
+    pub fn push(&mut self, key: &Key) {
+        key.write_to(&mut self.text);
+        self.ends.push(self.text.len());
+    }
+    /// Number of ids (padding excluded).
+    pub fn len(&self) -> usize {
+        self.ends.len() - 1
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// The raw id of new id `id` (1-based).
+    pub fn get(&self, id: usize) -> &str {
+        &self.text[self.ends[id - 1]..self.ends[id]]
+    }
+    /// Raw ids of ids 1, 2, ...
+    pub fn iter(&self) -> impl Iterator<Item = &str> {
+        self.ends.windows(2).map(|w| &self.text[w[0]..w[1]])
     }
 }
 
@@ -151,32 +194,39 @@ pub fn intern_raw(raw: &[RawId], text_codes: &[u32], global: &mut Interner, out:
     }));
 }
 
-/// Rank of every key in the natural order of ids: numeric when every key is an unsigned integer,
+/// Codes sorted in the natural order of their ids: numeric when every key is an unsigned integer,
 /// bytewise otherwise (ties of equal numbers such as "01" and "1" broken bytewise).
-pub fn key_ranks(keys: &[Key]) -> Vec<u32> {
-    let numeric: Option<Vec<u128>> = keys
+pub fn key_order(keys: &[Key]) -> Vec<u32> {
+    let numeric: Option<Vec<(u128, u32)>> = keys
         .iter()
-        .map(|k| match k {
-            Key::Num(v) => Some(*v as u128),
-            Key::Text(t) => parse_uint(t),
+        .zip(0u32..)
+        .map(|(k, code)| match k {
+            Key::Num(v) => Some((*v as u128, code)),
+            Key::Text(t) => parse_uint(t).map(|v| (v, code)),
         })
         .collect();
-    let mut order: Vec<u32> = (0..keys.len() as u32).collect();
     match numeric {
-        Some(values) => order.sort_unstable_by(|&a, &b| {
-            let (ka, kb) = (&keys[a as usize], &keys[b as usize]);
-            values[a as usize].cmp(&values[b as usize]).then_with(|| ka.to_text().cmp(&kb.to_text()))
-        }),
+        Some(mut pairs) => {
+            // Sorting (value, code) pairs directly is cache-friendly; equal values ("01", "1") are
+            // rare and are then ordered bytewise.
+            pairs.sort_unstable();
+            let mut order: Vec<u32> = pairs.iter().map(|&(_, c)| c).collect();
+            let mut first = 0;
+            for run in pairs.chunk_by(|a, b| a.0 == b.0) {
+                if run.len() > 1 {
+                    order[first..first + run.len()].sort_by_key(|&c| keys[c as usize].to_text());
+                }
+                first += run.len();
+            }
+            order
+        }
         None => {
             let text: Vec<String> = keys.iter().map(Key::to_text).collect();
-            order.sort_unstable_by(|&a, &b| text[a as usize].as_bytes().cmp(text[b as usize].as_bytes()))
+            let mut order: Vec<u32> = (0..keys.len() as u32).collect();
+            order.sort_unstable_by(|&a, &b| text[a as usize].as_bytes().cmp(text[b as usize].as_bytes()));
+            order
         }
     }
-    let mut rank = vec![0u32; keys.len()];
-    for (r, &code) in order.iter().enumerate() {
-        rank[code as usize] = r as u32;
-    }
-    rank
 }
 
 fn parse_uint(s: &[u8]) -> Option<u128> {
@@ -196,9 +246,9 @@ mod tests {
 
     #[test]
     fn ranks_numeric_and_text() {
-        assert_eq!(key_ranks(&keys(&["10", "9", "100"])), vec![1, 0, 2]);
-        assert_eq!(key_ranks(&keys(&["b", "a", "10"])), vec![2, 1, 0]);
-        assert_eq!(key_ranks(&keys(&["01", "1", "0", "99999999999999999999"])), vec![1, 2, 0, 3]);
+        assert_eq!(key_order(&keys(&["10", "9", "100"])), vec![1, 0, 2]);
+        assert_eq!(key_order(&keys(&["b", "a", "10"])), vec![2, 1, 0]);
+        assert_eq!(key_order(&keys(&["01", "1", "0", "99999999999999999999"])), vec![2, 0, 1, 3]);
     }
 
     #[test]

@@ -31,7 +31,7 @@ pub fn prepare(opts: &PrepareOptions, out: &Path, progress: Progress) -> Result<
     let table = if opts.item_files.is_empty() {
         ItemTable::default()
     } else {
-        let wanted: FxHashSet<&str> = ds.item_ids[1..].iter().map(String::as_str).collect();
+        let wanted: FxHashSet<&str> = ds.item_ids.iter().collect();
         items::read_items(&opts.item_files, opts.item_key.as_deref(), &wanted, opts.ingest.skip_bad_lines, progress)?
     };
     if !progress("write", 0, 1) {
