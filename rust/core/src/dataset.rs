@@ -4,7 +4,7 @@
 
 use crate::error::{Error, Result};
 use crate::ingest::RawLog;
-use crate::intern::{key_order, IdList, Key};
+use crate::intern::{IdList, Interner};
 use rayon::prelude::*;
 use serde::Serialize;
 
@@ -239,11 +239,11 @@ fn renumber(order: &[u32], counts: &[u32]) -> (Vec<u32>, usize) {
 }
 
 /// The raw ids of the surviving codes, by new id (`order` lists codes in id order).
-fn id_names(keys: &[Key], order: &[u32], new: &[u32]) -> IdList {
+fn id_names(keys: &Interner, order: &[u32], new: &[u32]) -> IdList {
     let mut out = IdList::new();
     for &code in order {
         if new[code as usize] > 0 {
-            out.push(&keys[code as usize]);
+            out.push_with(|text| keys.write_key(code, text));
         }
     }
     out
@@ -313,13 +313,11 @@ pub fn build(mut log: RawLog, filters: &Filters) -> Result<Dataset> {
     }
 
     // New ids: surviving users and items in raw-id order, from 1.
-    let (uorder, iorder) = rayon::join(|| key_order(log.user_keys.keys()), || key_order(log.item_keys.keys()));
+    let (uorder, iorder) = rayon::join(|| log.user_keys.order(), || log.item_keys.order());
     let (new_user, n_users) = renumber(&uorder, &user_count);
     let (new_item, _) = renumber(&iorder, &item_count);
-    let (user_ids, item_ids) = rayon::join(
-        || id_names(log.user_keys.keys(), &uorder, &new_user),
-        || id_names(log.item_keys.keys(), &iorder, &new_item),
-    );
+    let (user_ids, item_ids) =
+        rayon::join(|| id_names(&log.user_keys, &uorder, &new_user), || id_names(&log.item_keys, &iorder, &new_item));
 
     // Rows grouped by new user id (stable), columns moved straight to their final place, then each
     // user's rows ordered by time (ties keep input order).
@@ -381,12 +379,15 @@ pub fn leave_one_out(indptr: &[i64], items: &[i32]) -> (Vec<i64>, Vec<i32>, Vec<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::intern::TextInterner;
 
     fn log(rows: &[(&str, &str, i64)]) -> RawLog {
         let mut l = RawLog { times: Some(Vec::new()), ..Default::default() };
         for (u, i, t) in rows {
-            l.users.push(l.user_keys.intern(&Key::new(u.as_bytes().into())));
-            l.items.push(l.item_keys.intern(&Key::new(i.as_bytes().into())));
+            let (mut ut, mut it) = (TextInterner::default(), TextInterner::default());
+            let (ur, ir) = ([ut.raw_id(u.as_bytes())], [it.raw_id(i.as_bytes())]);
+            l.user_keys.intern_rows(&ur, &ut, &mut l.users);
+            l.item_keys.intern_rows(&ir, &it, &mut l.items);
             l.times.as_mut().unwrap().push(*t);
         }
         l

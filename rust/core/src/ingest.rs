@@ -3,7 +3,7 @@
 
 use crate::error::{Error, Result};
 use crate::formats::{self, Chunk, ColumnSpec, Format, RecordParser};
-use crate::intern::{intern_raw, Interner};
+use crate::intern::Interner;
 use crate::reader::{head_lines, utf8_error_in, Block, InputFile, SourceInfo};
 use rayon::prelude::*;
 
@@ -75,10 +75,8 @@ fn parse_block(
 
 impl RawLog {
     fn merge(&mut self, c: &mut Chunk) {
-        let utext = c.user_keys.merge_into(&mut self.user_keys);
-        let itext = c.item_keys.merge_into(&mut self.item_keys);
-        intern_raw(&c.users, &utext, &mut self.user_keys, &mut self.users);
-        intern_raw(&c.items, &itext, &mut self.item_keys, &mut self.items);
+        self.user_keys.intern_rows(&c.users, &c.user_keys, &mut self.users);
+        self.item_keys.intern_rows(&c.items, &c.item_keys, &mut self.items);
         if let Some(t) = &mut self.times {
             t.extend_from_slice(&c.times);
         }
@@ -237,7 +235,7 @@ mod tests {
         assert_eq!(big.users, small.users);
         assert_eq!(big.items, small.items);
         assert_eq!(big.times, small.times);
-        assert_eq!(big.user_keys.keys(), small.user_keys.keys());
+        assert_eq!(big.user_keys.order(), small.user_keys.order());
     }
 
     #[test]

@@ -64,8 +64,9 @@ impl IdList {
     pub fn new() -> Self {
         IdList { text: String::new(), ends: vec![0] }
     }
-    pub fn push(&mut self, key: &Key) {
-        key.write_to(&mut self.text);
+    /// Appends one id, written by `write` into the buffer.
+    pub fn push_with(&mut self, write: impl FnOnce(&mut String)) {
+        write(&mut self.text);
         self.ends.push(self.text.len());
     }
     /// Number of ids (padding excluded).
@@ -87,28 +88,88 @@ impl IdList {
 
 /// Ids below this are interned through a direct-address table instead of a hash map.
 const DENSE_LIMIT: u64 = 1 << 24;
+
 const ABSENT: u32 = u32::MAX;
 
-/// Maps keys to codes in order of first appearance (the whole log's ids).
-#[derive(Default, Debug)]
+/// Numeric ids used as their own codes stay below this and below twice the number of rows.
+const IDENTITY_LIMIT: u64 = 1 << 20;
+
+/// Maps the whole log's ids to dense codes.
+///
+/// While every id is a canonical number of modest size (the common case), an id's code is the
+/// number itself: no hashing, and code order is id order. The first text id, or a number too large
+/// for that, switches to interning in order of first appearance (and recodes the rows seen so far).
+#[derive(Debug)]
 pub struct Interner {
+    /// `Some(1 + largest id)` while codes are the ids themselves.
+    identity: Option<usize>,
     dense: Vec<u32>,
     nums: FxHashMap<u64, u32>,
     texts: FxHashMap<Box<[u8]>, u32>,
     keys: Vec<Key<'static>>,
 }
 
+impl Default for Interner {
+    fn default() -> Self {
+        Interner {
+            identity: Some(0),
+            dense: Vec::new(),
+            nums: FxHashMap::default(),
+            texts: FxHashMap::default(),
+            keys: Vec::new(),
+        }
+    }
+}
+
 impl Interner {
+    /// Size of the code space (codes without rows included).
     pub fn len(&self) -> usize {
-        self.keys.len()
+        self.identity.unwrap_or(self.keys.len())
     }
     pub fn is_empty(&self) -> bool {
-        self.keys.is_empty()
+        self.len() == 0
     }
-    pub fn keys(&self) -> &[Key<'static>] {
-        &self.keys
+    /// All codes, sorted in the natural order of their ids (see [`key_order`]).
+    pub fn order(&self) -> Vec<u32> {
+        match self.identity {
+            Some(n) => (0..n as u32).collect(),
+            None => key_order(&self.keys),
+        }
     }
-    pub fn intern_num(&mut self, v: u64) -> u32 {
+    /// Appends the id of `code` as text.
+    pub fn write_key(&self, code: u32, out: &mut String) {
+        match self.identity {
+            Some(_) => Key::Num(code as u64).write_to(out),
+            None => self.keys[code as usize].write_to(out),
+        }
+    }
+
+    /// Codes of a block's raw ids, appended to `rows` (the log's column of codes so far).
+    pub fn intern_rows(&mut self, raw: &[RawId], text: &TextInterner, rows: &mut Vec<u32>) {
+        if let Some(n) = self.identity {
+            let max = raw.iter().copied().max().unwrap_or(0);
+            let limit = IDENTITY_LIMIT.max(2 * (rows.len() + raw.len()) as u64);
+            if max < limit {
+                self.identity = Some(n.max(max as usize + 1));
+                rows.extend(raw.iter().map(|&r| r as u32));
+                return;
+            }
+            self.identity = None;
+            for code in rows.iter_mut() {
+                *code = self.intern_num(*code as u64);
+            }
+        }
+        let text_codes: Vec<u32> = text.keys.iter().map(|k| self.intern_text(k)).collect();
+        rows.extend(raw.iter().map(|&r| {
+            if r & TEXT_TAG != 0 {
+                text_codes[(r & !TEXT_TAG) as usize]
+            } else {
+                self.intern_num(r)
+            }
+        }));
+    }
+
+    fn intern_num(&mut self, v: u64) -> u32 {
         let next = self.keys.len() as u32;
         if v < DENSE_LIMIT {
             let i = v as usize;
@@ -128,7 +189,8 @@ impl Interner {
         self.keys.push(Key::Num(v));
         next
     }
-    pub fn intern_text(&mut self, t: &[u8]) -> u32 {
+
+    fn intern_text(&mut self, t: &[u8]) -> u32 {
         if let Some(&c) = self.texts.get(t) {
             return c;
         }
@@ -136,12 +198,6 @@ impl Interner {
         self.texts.insert(t.into(), next);
         self.keys.push(Key::Text(Cow::Owned(t.to_vec())));
         next
-    }
-    pub fn intern(&mut self, key: &Key) -> u32 {
-        match key {
-            Key::Num(v) => self.intern_num(*v),
-            Key::Text(t) => self.intern_text(t),
-        }
     }
 }
 
@@ -177,21 +233,6 @@ impl TextInterner {
         };
         TEXT_TAG | code as u64
     }
-    /// Global code of each of this block's text keys.
-    pub fn merge_into(&self, global: &mut Interner) -> Vec<u32> {
-        self.keys.iter().map(|k| global.intern_text(k)).collect()
-    }
-}
-
-/// Global codes of a block's raw ids, in row order.
-pub fn intern_raw(raw: &[RawId], text_codes: &[u32], global: &mut Interner, out: &mut Vec<u32>) {
-    out.extend(raw.iter().map(|&r| {
-        if r & TEXT_TAG != 0 {
-            text_codes[(r & !TEXT_TAG) as usize]
-        } else {
-            global.intern_num(r)
-        }
-    }));
 }
 
 /// Codes sorted in the natural order of their ids: numeric when every key is an unsigned integer,
@@ -251,20 +292,29 @@ mod tests {
         assert_eq!(key_order(&keys(&["01", "1", "0", "99999999999999999999"])), vec![2, 0, 1, 3]);
     }
 
+    fn codes(g: &mut Interner, ids: &[&str], rows: &mut Vec<u32>) {
+        let mut t = TextInterner::default();
+        let raw: Vec<RawId> = ids.iter().map(|s| t.raw_id(s.as_bytes())).collect();
+        g.intern_rows(&raw, &t, rows);
+    }
+
     #[test]
-    fn raw_ids_merge() {
+    fn identity_codes_then_interning() {
         let mut g = Interner::default();
-        g.intern_text(b"x");
-        let mut l = TextInterner::default();
-        let raw: Vec<RawId> =
-            ["7", "x", "07", "7", "99999999999999999999", "20000000"].iter().map(|t| l.raw_id(t.as_bytes())).collect();
-        assert_eq!(raw[0], 7);
-        let codes = l.merge_into(&mut g);
-        let mut out = Vec::new();
-        intern_raw(&raw, &codes, &mut g, &mut out);
-        assert_eq!(out, vec![3, 0, 1, 3, 2, 4]);
-        assert_eq!(g.keys()[3], Key::Num(7));
-        assert_eq!(g.intern(&Key::Num(20000000)), 4);
+        let mut rows = Vec::new();
+        codes(&mut g, &["7", "3", "7"], &mut rows);
+        assert_eq!((rows.clone(), g.len()), (vec![7, 3, 7], 8)); // codes are the ids
+        codes(&mut g, &["x", "07", "3", "99999999999999999999"], &mut rows);
+        // Switched to interning: first appearance order, rows seen before recoded.
+        assert_eq!(rows, vec![0, 1, 0, 2, 3, 1, 4]);
         assert_eq!(g.len(), 5);
+        let mut s = String::new();
+        g.write_key(3, &mut s);
+        assert_eq!(s, "07");
+        assert_eq!(g.order(), vec![3, 1, 0, 4, 2]); // bytewise: a text id is present
+        let mut big = Interner::default();
+        let mut rows = Vec::new();
+        codes(&mut big, &["5000000"], &mut rows); // too large for identity codes in a tiny log
+        assert_eq!((rows, big.len()), (vec![0], 1));
     }
 }

@@ -4,6 +4,7 @@
 //! related (the next item of a series), so both sequence models and text embeddings have signal.
 
 use crate::ingest::RawLog;
+use crate::intern::TextInterner;
 use crate::items::ItemMeta;
 use crate::rng::Rng;
 use rustc_hash::FxHashMap;
@@ -327,6 +328,7 @@ pub fn generate(cfg: &SyntheticConfig) -> Result<(RawLog, FxHashMap<String, Item
 
     let mut log =
         RawLog { times: Some(Vec::new()), ratings: Some(Vec::new()), format: Some("synthetic"), ..Default::default() };
+    let (mut raw_users, mut raw_items) = (Vec::new(), Vec::new());
     for u in 0..cfg.n_users {
         let mut r = Rng::new(cfg.seed, 1 + u as u64);
         let n_interests = 1 + usize::from(r.uniform() < 0.3);
@@ -354,8 +356,8 @@ pub fn generate(cfg: &SyntheticConfig) -> Result<(RawLog, FxHashMap<String, Item
                 _ => all[r.pick_cumulative(&all_cum)],
             };
             t += 3600 + r.below(30 * 86400) as i64;
-            log.users.push(log.user_keys.intern_num(u as u64 + 1));
-            log.items.push(log.item_keys.intern_num(item as u64 + 1));
+            raw_users.push(u as u64 + 1);
+            raw_items.push(item as u64 + 1);
             if let Some(v) = log.times.as_mut() {
                 v.push(t);
             }
@@ -366,6 +368,9 @@ pub fn generate(cfg: &SyntheticConfig) -> Result<(RawLog, FxHashMap<String, Item
             prev = Some(item);
         }
     }
+    let no_text = TextInterner::default();
+    log.user_keys.intern_rows(&raw_users, &no_text, &mut log.users);
+    log.item_keys.intern_rows(&raw_items, &no_text, &mut log.items);
     Ok((log, meta))
 }
 
