@@ -45,18 +45,35 @@ pub struct Block {
 
 impl Block {
     /// The block's non-blank lines with their line numbers, without `\n` / `\r\n`.
-    pub fn lines(&self) -> impl Iterator<Item = (u64, &[u8])> {
-        let data = &self.data[..];
-        let ends =
-            memchr::memchr_iter(b'\n', data).chain((!data.ends_with(b"\n") && !data.is_empty()).then_some(data.len()));
-        let mut start = 0;
-        ends.enumerate()
-            .map(move |(k, end)| {
-                let line = &data[start..end];
-                start = end + 1;
-                (self.first_line + k as u64, line.strip_suffix(b"\r").unwrap_or(line))
-            })
-            .filter(|(_, l)| !l.iter().all(u8::is_ascii_whitespace))
+    pub fn lines(&self) -> Lines<'_> {
+        Lines { data: &self.data, pos: 0, line_no: self.first_line }
+    }
+}
+
+/// Iterator over a block's non-blank lines (see [`Block::lines`]).
+pub struct Lines<'a> {
+    data: &'a [u8],
+    pos: usize,
+    line_no: u64,
+}
+
+impl<'a> Iterator for Lines<'a> {
+    type Item = (u64, &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        while self.pos < self.data.len() {
+            let rest = &self.data[self.pos..];
+            let len = memchr::memchr(b'\n', rest).unwrap_or(rest.len());
+            let line = &rest[..len];
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            let line_no = self.line_no;
+            self.pos += len + 1;
+            self.line_no += 1;
+            if !line.iter().all(u8::is_ascii_whitespace) {
+                return Some((line_no, line));
+            }
+        }
+        None
     }
 }
 
