@@ -2,7 +2,7 @@
 //! own id interner, and merged in file order, so the result never depends on the thread count.
 
 use crate::error::{Error, Result};
-use crate::formats::{self, Chunk, ColumnSpec, Format, RecordParser};
+use crate::formats::{self, Chunk, ColumnSpec, Format, MAX_BAD_EXAMPLES};
 use crate::intern::Interner;
 use crate::reader::{head_lines, utf8_error_in, Block, InputFile, SourceInfo};
 use rayon::prelude::*;
@@ -38,39 +38,6 @@ impl Default for IngestOptions {
     fn default() -> Self {
         IngestOptions { format: None, columns: ColumnSpec::default(), skip_bad_lines: false, block_bytes: 4 << 20 }
     }
-}
-
-const MAX_BAD_EXAMPLES: usize = 5;
-
-/// Parses one block into `chunk` (a recycled one: its memory is reused).
-fn parse_block(
-    block: &Block,
-    mut chunk: Chunk,
-    parser: &dyn RecordParser,
-    skip: usize,
-    path: &str,
-    skip_bad: bool,
-) -> Result<Chunk> {
-    chunk.reset();
-    let lines = memchr::memchr_iter(b'\n', &block.data).count() + 1;
-    chunk.reserve(lines, parser.has_time(), parser.has_rating());
-    let all_utf8 = std::str::from_utf8(&block.data).is_ok();
-    for (line_no, line) in block.lines().skip(skip) {
-        let res = match (!all_utf8).then(|| utf8_error_in(line)).flatten() {
-            Some(e) => Err(e),
-            None => parser.parse(line, &mut chunk),
-        };
-        if let Err(msg) = res {
-            if !skip_bad {
-                return Err(Error::Parse { file: path.to_string(), line: line_no, msg });
-            }
-            chunk.skipped += 1;
-            if chunk.bad_lines.len() < MAX_BAD_EXAMPLES {
-                chunk.bad_lines.push(format!("{path}:{line_no}: {msg}"));
-            }
-        }
-    }
-    Ok(chunk)
 }
 
 impl RawLog {
@@ -178,7 +145,9 @@ pub fn ingest(paths: &[String], opts: &IngestOptions, progress: Progress) -> Res
                             .enumerate()
                             .map(|(i, (b, chunk))| {
                                 let skip = if i == 0 { skip } else { 0 };
-                                parse_block(b, chunk, parser.as_ref(), skip, path, opts.skip_bad_lines)
+                                let mut chunk = chunk;
+                                chunk.reset();
+                                parser.parse_block(b, &mut chunk, skip, path, opts.skip_bad_lines).map(|_| chunk)
                             })
                             .collect::<Result<Vec<Chunk>>>()
                     },

@@ -13,18 +13,10 @@ pub enum Key<'a> {
 }
 
 fn canonical_u64(t: &[u8]) -> Option<u64> {
-    if t.is_empty() || t.len() > 19 || (t.len() > 1 && t[0] == b'0') {
+    if t.len() > 1 && t[0] == b'0' {
         return None;
     }
-    let mut v = 0u64;
-    for &d in t {
-        let digit = d.wrapping_sub(b'0');
-        if digit > 9 {
-            return None;
-        }
-        v = v * 10 + digit as u64;
-    }
-    Some(v)
+    crate::swar::parse_digits(t)
 }
 
 impl<'a> Key<'a> {

@@ -13,6 +13,7 @@ pub mod prepare;
 pub mod pyliteral;
 pub mod reader;
 pub mod rng;
+pub mod swar;
 pub mod synthetic;
 pub mod time;
 

@@ -5,6 +5,7 @@ mod json;
 
 use crate::error::{Error, Result};
 use crate::intern::{RawId, TextInterner};
+use crate::reader::{utf8_error_in, Block};
 
 pub use delimited::{split_fields, Delimited, Sep};
 pub use json::{AmazonReviews, YelpReviews};
@@ -134,7 +135,34 @@ pub trait RecordParser: Sync {
     }
     /// Parses one line (valid UTF-8, no line end) into `out`; on error pushes nothing.
     fn parse(&self, line: &[u8], out: &mut Chunk) -> std::result::Result<(), String>;
+
+    /// Parses a block's lines (after `skip` header lines) into `chunk`. A default method, so each
+    /// format gets its own copy of the loop with `parse` called statically (and inlined).
+    fn parse_block(&self, block: &Block, chunk: &mut Chunk, skip: usize, path: &str, skip_bad: bool) -> Result<()> {
+        let lines = memchr::memchr_iter(b'\n', &block.data).count() + 1;
+        chunk.reserve(lines, self.has_time(), self.has_rating());
+        let all_utf8 = std::str::from_utf8(&block.data).is_ok();
+        for (line_no, line) in block.lines().skip(skip) {
+            let res = match (!all_utf8).then(|| utf8_error_in(line)).flatten() {
+                Some(e) => Err(e),
+                None => self.parse(line, chunk),
+            };
+            if let Err(msg) = res {
+                if !skip_bad {
+                    return Err(Error::Parse { file: path.to_string(), line: line_no, msg });
+                }
+                chunk.skipped += 1;
+                if chunk.bad_lines.len() < MAX_BAD_EXAMPLES {
+                    chunk.bad_lines.push(format!("{path}:{line_no}: {msg}"));
+                }
+            }
+        }
+        Ok(())
+    }
 }
+
+/// How many skipped lines are quoted in the summary and meta.json.
+pub const MAX_BAD_EXAMPLES: usize = 5;
 
 /// Validates an id token: non-empty, and for integer-id formats a decimal that fits in 64 bits.
 pub fn check_id(what: &str, t: &[u8], integer: bool) -> std::result::Result<(), String> {
@@ -155,18 +183,10 @@ pub fn check_id(what: &str, t: &[u8], integer: bool) -> std::result::Result<(), 
 
 /// A plain decimal integer of at most 18 digits (the common case, parsed without UTF-8 checks).
 fn small_uint(tok: &[u8]) -> Option<i64> {
-    if tok.is_empty() || tok.len() > 18 {
+    if tok.len() > 18 {
         return None;
     }
-    let mut v = 0i64;
-    for &d in tok {
-        let digit = d.wrapping_sub(b'0');
-        if digit > 9 {
-            return None;
-        }
-        v = v * 10 + digit as i64;
-    }
-    Some(v)
+    crate::swar::parse_digits(tok).map(|v| v as i64)
 }
 
 pub fn parse_rating(tok: &[u8]) -> std::result::Result<f32, String> {
