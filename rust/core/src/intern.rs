@@ -206,6 +206,10 @@ pub struct TextInterner {
 }
 
 impl TextInterner {
+    #[cfg(test)]
+    pub fn keys_for_test(&self) -> &[Box<[u8]>] {
+        &self.keys
+    }
     pub fn clear(&mut self) {
         self.map.clear();
         self.keys.clear();

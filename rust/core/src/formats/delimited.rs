@@ -2,7 +2,7 @@
 //! the original LLM-ESR `inter.txt`, and sequence-per-line files.
 
 use super::{check_id, parse_rating, parse_time, Chunk, ColumnSpec, RecordParser};
-use crate::swar;
+use crate::intern::{TextInterner, TEXT_TAG};
 use std::borrow::Cow;
 
 #[derive(Clone, Copy, Debug)]
@@ -246,55 +246,18 @@ impl RecordParser for Delimited {
         usize::from(self.header)
     }
     fn parse(&self, line: &[u8], out: &mut Chunk) -> Result<(), String> {
-        // Fast path: one separator byte, no quotes, few columns: the field ends are found eight
-        // bytes at a time (lines are short, where memchr's set-up costs more than it saves).
         if let Sep::Byte(sep) = self.sep {
-            if self.ncols <= MAX_FAST_FIELDS {
-                let mut ends = [0u32; MAX_FAST_FIELDS];
-                let (mut n, mut quote) = (0usize, 0u64);
-                let mut mark = |pos: usize| {
-                    if n < MAX_FAST_FIELDS {
-                        ends[n] = pos as u32;
-                    }
-                    n += 1;
-                };
-                let mut i = 0;
-                while i + 8 <= line.len() {
-                    let word = swar::load(&line[i..]);
-                    quote |= swar::eq_mask(word, b'"');
-                    let mut seps = swar::eq_mask(word, sep);
-                    while seps != 0 {
-                        mark(i + (seps.trailing_zeros() / 8) as usize);
-                        seps &= seps - 1;
-                    }
-                    i += 8;
-                }
-                for (j, &c) in line[i..].iter().enumerate() {
-                    if c == sep {
-                        mark(i + j);
-                    }
-                    quote |= u64::from(c == b'"');
-                }
-                let quote = quote != 0;
-                if !(quote && self.quoted) {
-                    if n < MAX_FAST_FIELDS {
-                        ends[n] = line.len() as u32;
-                    }
-                    self.check_count(n + 1)?;
-                    let field = |i: usize| {
-                        let start = if i == 0 { 0 } else { ends[i - 1] as usize + 1 };
-                        trim(&line[start..ends[i] as usize])
-                    };
-                    return self.push_row(
-                        field(self.user),
-                        field(self.item),
-                        self.time.map(field),
-                        self.rating.map(field),
-                        out,
-                    );
-                }
+            if let Some(done) = self.parse_fast(line, sep, out) {
+                return done;
             }
         }
+        self.parse_general(line, out)
+    }
+}
+
+impl Delimited {
+    /// Any separator, quoted fields: the reference the fast path is tested against.
+    fn parse_general(&self, line: &[u8], out: &mut Chunk) -> Result<(), String> {
         let (mut user, mut item, mut time, mut rating) = (None, None, None, None);
         let n = for_each_field(line, self.sep, self.quoted, |i, f| {
             if i == self.user {
@@ -313,9 +276,94 @@ impl RecordParser for Delimited {
     }
 }
 
-const MAX_FAST_FIELDS: usize = 16;
+const MAX_FAST_FIELDS: usize = 12;
+
+/// One field as the fused scan saw it: its span and, for a plain run of digits, their value.
+#[derive(Clone, Copy, Default)]
+struct ScannedField {
+    start: u32,
+    end: u32,
+    value: u64,
+    digits: u32,
+    numeric: bool,
+}
+
+/// An id resolved without interning (interning waits until the whole line is known to be good).
+enum Id<'a> {
+    Num(u64),
+    Text(&'a [u8]),
+}
 
 impl Delimited {
+    /// The fast path for one separator byte: a single pass finds the fields and computes the value
+    /// of every all-digit field on the way, so plain numeric ids, times and ratings are never
+    /// looked at twice. `None` where the line needs the general path (quotes, many columns).
+    fn parse_fast(&self, line: &[u8], sep: u8, out: &mut Chunk) -> Option<Result<(), String>> {
+        if self.ncols > MAX_FAST_FIELDS {
+            return None;
+        }
+        let mut fields = [ScannedField::default(); MAX_FAST_FIELDS];
+        let (mut n, mut start, mut value, mut digits, mut numeric, mut quote) = (0usize, 0u32, 0u64, 0u32, true, false);
+        for (i, &c) in line.iter().enumerate() {
+            let d = c.wrapping_sub(b'0');
+            if d <= 9 {
+                value = value.wrapping_mul(10).wrapping_add(d as u64);
+                digits += 1;
+            } else if c == sep {
+                if n < MAX_FAST_FIELDS {
+                    fields[n] = ScannedField { start, end: i as u32, value, digits, numeric };
+                }
+                n += 1;
+                (start, value, digits, numeric) = (i as u32 + 1, 0, 0, true);
+            } else {
+                numeric = false;
+                quote |= c == b'"';
+            }
+        }
+        if quote && self.quoted {
+            return None;
+        }
+        if n < MAX_FAST_FIELDS {
+            fields[n] = ScannedField { start, end: line.len() as u32, value, digits, numeric };
+        }
+        Some(self.check_count(n + 1).and_then(|_| self.push_scanned(line, &fields, out)))
+    }
+
+    fn push_scanned(&self, line: &[u8], fields: &[ScannedField], out: &mut Chunk) -> Result<(), String> {
+        let text = |f: &ScannedField| trim(&line[f.start as usize..f.end as usize]);
+        let id = |what: &str, f: &ScannedField| -> Result<Id, String> {
+            // Canonical decimals (no leading zero) below 2^63 are numeric ids, as `raw_id` decides.
+            let canonical =
+                f.numeric && (1..=19).contains(&f.digits) && (f.digits == 1 || line[f.start as usize] != b'0');
+            if canonical && f.value < TEXT_TAG {
+                return Ok(Id::Num(f.value));
+            }
+            let tok = text(f);
+            check_id(what, tok, self.integer_ids)?;
+            Ok(Id::Text(tok))
+        };
+        let user = id("user", &fields[self.user])?;
+        let item = id("item", &fields[self.item])?;
+        let time = match self.time.map(|i| &fields[i]) {
+            Some(f) if f.numeric && (1..=18).contains(&f.digits) => Some(f.value as i64),
+            Some(f) => Some(parse_time(text(f))?),
+            None => None,
+        };
+        let rating = match self.rating.map(|i| &fields[i]) {
+            Some(f) if f.numeric && (1..=7).contains(&f.digits) => Some(f.value as f32), // exact below 2^24
+            Some(f) => Some(parse_rating(text(f))?),
+            None => None,
+        };
+        let raw = |id: Id, keys: &mut TextInterner| match id {
+            Id::Num(v) => v,
+            Id::Text(t) => keys.raw_id(t),
+        };
+        let user = raw(user, &mut out.user_keys);
+        let item = raw(item, &mut out.item_keys);
+        out.push_raw(user, item, time, rating);
+        Ok(())
+    }
+
     fn check_count(&self, n: usize) -> Result<(), String> {
         if n == self.ncols {
             return Ok(());
@@ -412,5 +460,42 @@ mod tests {
         SeqLines.parse(b"7 1 2 3", &mut c).unwrap();
         assert_eq!(c.items.len(), 3);
         assert!(SeqLines.parse(b"7", &mut c).is_err());
+    }
+
+    #[test]
+    fn fast_path_matches_general_path() {
+        let mut r = crate::rng::Rng::new(9, 0);
+        let pieces = [
+            "0",
+            "7",
+            "007",
+            "42",
+            "123456",
+            "9999999999999999999",
+            "99999999999999999999",
+            "a",
+            "x1",
+            " 5",
+            "5 ",
+            "",
+            "2020-01-02",
+            "4.5",
+            "-3",
+            "1e3",
+        ];
+        let spec = ColumnSpec::default();
+        let d = Delimited::from_header(Sep::Byte(b','), true, b"user,item,time,rating", &spec).unwrap();
+        for _ in 0..20_000 {
+            let n = 3 + r.below(3); // sometimes missing or extra columns
+            let line: Vec<&str> = (0..n).map(|_| pieces[r.below(pieces.len())]).collect();
+            let line = line.join(",");
+            let (mut fast, mut general) = (Chunk::new(), Chunk::new());
+            let a = d.parse_fast(line.as_bytes(), b',', &mut fast).expect("no quotes: fast path applies");
+            let b = d.parse_general(line.as_bytes(), &mut general);
+            assert_eq!(a, b, "{line}");
+            assert_eq!((fast.users, fast.items, fast.times), (general.users, general.items, general.times), "{line}");
+            assert_eq!(fast.ratings, general.ratings, "{line}");
+            assert_eq!(fast.user_keys.keys_for_test(), general.user_keys.keys_for_test(), "{line}");
+        }
     }
 }

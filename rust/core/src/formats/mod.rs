@@ -109,8 +109,13 @@ impl Chunk {
         self.bad_lines.clear();
     }
     pub fn push(&mut self, user: &[u8], item: &[u8], time: Option<i64>, rating: Option<f32>) {
-        self.users.push(self.user_keys.raw_id(user));
-        self.items.push(self.item_keys.raw_id(item));
+        let (u, i) = (self.user_keys.raw_id(user), self.item_keys.raw_id(item));
+        self.push_raw(u, i, time, rating);
+    }
+    /// Pushes ids already turned into [`RawId`]s.
+    pub fn push_raw(&mut self, user: RawId, item: RawId, time: Option<i64>, rating: Option<f32>) {
+        self.users.push(user);
+        self.items.push(item);
         if let Some(t) = time {
             self.times.push(t);
         }
