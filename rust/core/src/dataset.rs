@@ -212,17 +212,17 @@ fn drop_consecutive_repeats(log: &RawLog, keep: &mut [bool]) -> u64 {
     removed
 }
 
-/// Interaction counts of every user and item code over the kept rows.
+/// Interaction counts of every user and item code over the kept rows (users and items counted in
+/// parallel).
 fn count_kept(log: &RawLog, keep: &[bool]) -> (Vec<u32>, Vec<u32>) {
-    let mut users = vec![0u32; log.user_keys.len()];
-    let mut items = vec![0u32; log.item_keys.len()];
-    for ((&u, &i), &k) in log.users.iter().zip(&log.items).zip(keep) {
-        if k {
-            users[u as usize] += 1;
-            items[i as usize] += 1;
+    let count = |codes: &[u32], n: usize| {
+        let mut counts = vec![0u32; n];
+        for (&c, &k) in codes.iter().zip(keep) {
+            counts[c as usize] += u32::from(k);
         }
-    }
-    (users, items)
+        counts
+    };
+    rayon::join(|| count(&log.users, log.user_keys.len()), || count(&log.items, log.item_keys.len()))
 }
 
 /// New ids 1..N for the codes with a positive count, in key order; 0 for the others.
@@ -326,14 +326,13 @@ pub fn build(mut log: RawLog, filters: &Filters) -> Result<Dataset> {
     let m = start[n_users];
     let raw_items = std::mem::take(&mut log.items);
     let (raw_times, raw_ratings) = (log.times.take(), log.ratings.take());
-    let ((mut items, mut times), mut ratings) = rayon::join(
+    // Two balanced halves: 8-byte times on one side, 4-byte items and ratings on the other.
+    let ((mut items, mut ratings), mut times) = rayon::join(
         || {
-            rayon::join(
-                || scatter(&raw_items, &dest, m, |i| new_item[i as usize] as i32),
-                || raw_times.map(|t| scatter(&t, &dest, m, |x| x)),
-            )
+            let items = scatter(&raw_items, &dest, m, |i| new_item[i as usize] as i32);
+            (items, raw_ratings.map(|r| scatter(&r, &dest, m, |x| x)))
         },
-        || raw_ratings.map(|r| scatter(&r, &dest, m, |x| x)),
+        || raw_times.map(|t| scatter(&t, &dest, m, |x| x)),
     );
     drop((dest, raw_items));
     if let Some(times) = &mut times {
