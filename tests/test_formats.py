@@ -87,7 +87,15 @@ def test_amazon_reviews_and_metadata(tmp_path, gz):
     assert text["B1"]["price"] == "9.5" and text["B1"]["brand"] == "Acme"
     assert text["B2"]["categories"] == ["Beauty", "Hair"] and text["B2"]["price"] == "$4"
     assert ds.meta["items_with_metadata"] == 2
-    assert len(ds.meta["sources"][0]["sha256"]) == 64
+    assert len(ds.meta["sources"][0]["blake3"]) == 64
+
+
+def test_source_hashes_identify_file_content(tmp_path):
+    a = write(tmp_path / "a.txt", "1 2 3\n")
+    b = write(tmp_path / "b.txt", "1 2 3\n")
+    c = write(tmp_path / "c.txt", "1 2 4\n")
+    hashes = [prepare([p], tmp_path / f"out_{p.stem}").meta["sources"][0]["blake3"] for p in (a, b, c)]
+    assert hashes[0] == hashes[1] != hashes[2]
 
 
 def test_yelp_reviews_and_business(tmp_path):

@@ -2,7 +2,7 @@
 //!
 //! | file | content |
 //! |---|---|
-//! | `meta.json` | counts, filters, sources with SHA-256, package version, format version |
+//! | `meta.json` | counts, filters, sources with BLAKE3, package version, format version |
 //! | `indptr.npy` | int64 `[n_users + 2]`, CSR offsets; user `u`'s history is `items[indptr[u]:indptr[u+1]]` |
 //! | `items.npy` | int32 `[n_interactions]`, item ids 1..n_items, oldest first within each user |
 //! | `timestamps.npy`, `ratings.npy` | int64 Unix seconds / float32, aligned with `items.npy` (when the input has them) |

@@ -1,9 +1,8 @@
-//! Input files: plain or gzip (detected by magic bytes), hashed (SHA-256 of the bytes on disk) while
+//! Input files: plain or gzip (detected by magic bytes), hashed (BLAKE3 of the bytes on disk) while
 //! they are read, and cut into blocks of whole lines for parallel parsing.
 
 use crate::error::{Error, Result};
 use flate2::read::MultiGzDecoder;
-use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::{self, BufReader, Read};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,12 +13,13 @@ use std::sync::{Arc, Mutex};
 pub struct SourceInfo {
     pub path: String,
     pub bytes: u64,
-    pub sha256: String,
+    /// BLAKE3 of the file as stored (`b3sum FILE` prints the same).
+    pub blake3: String,
 }
 
 #[derive(Default)]
 struct HashState {
-    hasher: Sha256,
+    hasher: blake3::Hasher,
 }
 
 struct HashingReader {
@@ -179,8 +179,8 @@ impl InputFile {
         let mut sink = [0u8; 1 << 16];
         while self.inner.read(&mut sink).map_err(|e| Error::io(&self.path, e))? > 0 {}
         let st = std::mem::take(&mut *self.state.lock().unwrap_or_else(|e| e.into_inner()));
-        let sha256 = st.hasher.finalize().iter().map(|b| format!("{b:02x}")).collect();
-        Ok(SourceInfo { bytes: self.bytes_read(), path: self.path, sha256 })
+        let blake3 = st.hasher.finalize().to_hex().to_string();
+        Ok(SourceInfo { bytes: self.bytes_read(), path: self.path, blake3 })
     }
 }
 
@@ -229,7 +229,7 @@ mod tests {
         assert!(seen.iter().all(|(n, l)| *l == format!("line {}", n - 1)));
         let info = f.finish().unwrap();
         assert_eq!(info.bytes, text.len() as u64);
-        assert_eq!(info.sha256.len(), 64);
+        assert_eq!(info.blake3, blake3::hash(text.as_bytes()).to_hex().to_string());
     }
 
     #[test]
