@@ -9,7 +9,10 @@ fn main() {
     let path = args.first().expect("usage: profile_prepare FILE [MIN_CORE]").clone();
     let k: u32 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(5);
     let t = Instant::now();
-    let log = ingest::ingest(&[path], &IngestOptions::default(), &mut |_, _, _| true).expect("ingest");
+    let block_bytes =
+        std::env::var("BLOCK_KB").ok().and_then(|v| v.parse::<usize>().ok()).map_or(1 << 20, |kb| kb << 10);
+    let opts = IngestOptions { block_bytes, ..Default::default() };
+    let log = ingest::ingest(&[path], &opts, &mut |_, _, _| true).expect("ingest");
     let read = t.elapsed().as_secs_f64();
     let t = Instant::now();
     let ds = dataset::build(log, &Filters { min_user: k, min_item: k, ..Default::default() }).expect("build");

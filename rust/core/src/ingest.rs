@@ -31,12 +31,13 @@ pub struct IngestOptions {
     pub format: Option<Format>,
     pub columns: ColumnSpec,
     pub skip_bad_lines: bool,
+    /// Bytes per parse block: 1 MiB measured fastest here (a block and its rows stay in cache).
     pub block_bytes: usize,
 }
 
 impl Default for IngestOptions {
     fn default() -> Self {
-        IngestOptions { format: None, columns: ColumnSpec::default(), skip_bad_lines: false, block_bytes: 4 << 20 }
+        IngestOptions { format: None, columns: ColumnSpec::default(), skip_bad_lines: false, block_bytes: 1 << 20 }
     }
 }
 
