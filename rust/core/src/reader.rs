@@ -117,22 +117,14 @@ impl InputFile {
     }
 
     fn fill(&mut self, want: usize) -> Result<()> {
-        while !self.eof && self.carry.len() < want {
-            let old = self.carry.len();
-            let grow = (want - old).max(1 << 16);
-            self.carry.resize(old + grow, 0);
-            let n = self.inner.read(&mut self.carry[old..]).map_err(|e| Error::io(&self.path, e));
-            let n = match n {
-                Ok(n) => n,
-                Err(e) => {
-                    self.carry.truncate(old);
-                    return Err(e);
-                }
-            };
-            self.carry.truncate(old + n);
-            if n == 0 {
-                self.eof = true;
-            }
+        if self.eof || self.carry.len() >= want {
+            return Ok(());
+        }
+        // read_to_end through `take` reads into the spare capacity without zeroing it first.
+        let need = (want - self.carry.len()) as u64;
+        let n = (&mut self.inner).take(need).read_to_end(&mut self.carry).map_err(|e| Error::io(&self.path, e))?;
+        if (n as u64) < need {
+            self.eof = true;
         }
         Ok(())
     }

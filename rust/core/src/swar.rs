@@ -1,8 +1,17 @@
-//! Word-at-a-time digit parsing (SIMD within a register): eight ASCII digits converted at once.
-//! Tested against the plain parse.
+//! Word-at-a-time byte tricks (SIMD within a register): finding a byte value and converting eight
+//! ASCII digits at once. Each is tested against the plain computation.
 
 const LO: u64 = 0x0101_0101_0101_0101;
 const HI: u64 = 0x8080_8080_8080_8080;
+const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+
+/// 0x80 in every byte of `word` equal to `b`, 0 elsewhere (exact: no false positives).
+#[inline]
+pub fn eq_mask(word: u64, b: u8) -> u64 {
+    let x = word ^ (LO * b as u64);
+    let t = (x & LOW7).wrapping_add(LOW7);
+    !(t | x | LOW7)
+}
 
 /// Value of eight ASCII digits, the first one most significant; `None` if any byte is not a digit.
 #[inline]
@@ -66,5 +75,17 @@ mod tests {
             assert_eq!(parse_digits(&[b]), reference(&[b]), "byte {b}");
         }
         assert_eq!(parse_digits(b"9999999999999999999"), Some(9_999_999_999_999_999_999));
+    }
+
+    #[test]
+    fn eq_mask_is_exact() {
+        let mut r = Rng::new(2, 0);
+        for _ in 0..100_000 {
+            let bytes: [u8; 8] = std::array::from_fn(|_| [0u8, 1, b',', b'"', 0x80, 0xff, 0x2b, 0x2d][r.below(8)]);
+            let m = eq_mask(u64::from_le_bytes(bytes), b',');
+            for (i, &b) in bytes.iter().enumerate() {
+                assert_eq!((m >> (8 * i)) & 0xff == 0x80, b == b',', "{bytes:?}");
+            }
+        }
     }
 }
