@@ -1,7 +1,17 @@
 # Hand-written stub of the Rust extension (checked against the module by mypy's stubtest in CI).
 from collections.abc import Callable
 
-__all__ = ["_panic_for_test", "detect_format", "parse_timestamp", "prepare_dataset", "prepare_synthetic", "DataError"]
+import numpy as np
+
+__all__ = [
+    "_panic_for_test",
+    "detect_format",
+    "parse_timestamp",
+    "prepare_dataset",
+    "prepare_synthetic",
+    "similar_users",
+    "DataError",
+]
 
 class DataError(ValueError):
     """Malformed or unusable input data."""
@@ -41,6 +51,9 @@ def prepare_synthetic(
     min_item: int = 0,
     version: str = "",
 ) -> str: ...
+def similar_users(
+    embeddings: np.ndarray, k: int, progress: Callable[[str, int, int], object] | None = None
+) -> np.ndarray: ...
 def parse_timestamp(text: str) -> int | None: ...
 def detect_format(path: str) -> str: ...
 def _panic_for_test() -> None: ...

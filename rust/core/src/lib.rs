@@ -12,6 +12,7 @@ pub mod npy;
 pub mod prepare;
 pub mod pyliteral;
 pub mod reader;
+pub mod retrieval;
 pub mod rng;
 pub mod swar;
 pub mod synthetic;

@@ -7,6 +7,7 @@ use llmesr_core::ingest::IngestOptions;
 use llmesr_core::prepare::{self, PrepareOptions};
 use llmesr_core::synthetic::SyntheticConfig;
 use llmesr_core::Error;
+use numpy::{PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray2, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyFileNotFoundError, PyKeyboardInterrupt, PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -166,6 +167,25 @@ fn prepare_synthetic(
     result.map(|v| v.to_string()).map_err(|e| to_py_err(e, None))
 }
 
+/// For every row, the `k` most cosine-similar other rows (best first, ties to the lower index).
+#[pyfunction]
+#[pyo3(signature = (embeddings, k, progress=None))]
+fn similar_users<'py>(
+    py: Python<'py>,
+    embeddings: PyReadonlyArray2<'py, f32>,
+    k: usize,
+    progress: Option<Py<PyAny>>,
+) -> PyResult<Bound<'py, PyArray2<i32>>> {
+    let (n, dim) = (embeddings.shape()[0], embeddings.shape()[1]);
+    let values = embeddings.as_slice().map_err(|_| PyValueError::new_err("embeddings must be C-contiguous"))?;
+    let reporter = Reporter { callback: progress, pending: Mutex::new(None) };
+    let result = run_detached(py, || {
+        llmesr_core::retrieval::similar(values, n, dim, k, &mut |s, d, t| reporter.report(s, d, t))
+    })?;
+    let out = reporter.finish(result)?;
+    PyArray1::from_vec(py, out).reshape([n, k])
+}
+
 /// Unix seconds of a number or a date (`YYYY-MM-DD[ HH:MM:SS]`, ISO 8601, `MM DD, YYYY`); None if neither.
 #[pyfunction]
 fn parse_timestamp(text: &str) -> Option<i64> {
@@ -191,5 +211,7 @@ fn _panic_for_test(py: Python<'_>) -> PyResult<()> {
 #[pymodule]
 mod _native {
     #[pymodule_export]
-    use super::{_panic_for_test, detect_format, parse_timestamp, prepare_dataset, prepare_synthetic, DataError};
+    use super::{
+        _panic_for_test, detect_format, parse_timestamp, prepare_dataset, prepare_synthetic, similar_users, DataError,
+    };
 }
