@@ -39,3 +39,24 @@ def test_movielens_with_ratings_times_and_titles(shared_data, tmp_path):
     filtered = prepare([ml / "u.data"], tmp_path / "ml4", min_rating=4, min_user=5, min_item=5)
     assert filtered.n_interactions < 55_375  # ratings >= 4 only, then the 5-core
     assert filtered.lengths[1:].min() >= 5 and filtered.train_popularity.sum() > 0
+
+
+def test_yelp_prepare_and_embed_pipeline(shared_data, tmp_path):
+    import subprocess
+    import sys
+
+    from llmesr.embed import load_embeddings
+
+    yelp = shared_data / "yelp"
+    out = tmp_path / "yelp"
+    for cmd in (
+        ["llmesr.cli.prepare", str(yelp / "sequences.txt"), "--items", str(yelp / "items.jsonl"), "--out", str(out)],
+        ["llmesr.cli.embed", str(out), "--encoder", "hashing", "-k", "10", "--no-cache"],
+    ):
+        run = subprocess.run([sys.executable, "-m", *cmd, "-q"], capture_output=True, text=True)
+        assert run.returncode == 0, run.stderr
+    t = load_embeddings(out)
+    assert t["item_emb"].shape[0] == 20_034 and t["item_pca"].shape == (20_034, 64)
+    assert t["user_emb"].shape[0] == 30_432 and t["similar_users"].shape == (30_432, 10)
+    sim = t["similar_users"][1:]
+    assert sim.min() >= 1 and sim.max() <= 30_431 and (sim != np.arange(1, 30_432)[:, None]).all()
