@@ -102,3 +102,39 @@ def test_similar_users_vs_faiss_and_original(benchmark):
     benchmark.extra_info.update(result)
     (bench_dir() / f"retrieval_{USERS}.json").write_text(json.dumps(result, indent=2))
     print("\n" + json.dumps(result, indent=2))
+
+
+APPROX_USERS = int(os.environ.get("LLMESR_BENCH_APPROX_USERS", "1000000"))
+
+
+def test_approximate_similar_users_recall(benchmark):
+    """Approximate search at LLMESR_BENCH_APPROX_USERS (default 1,000,000) x 384: recall@10 against
+    exact search on 1,000 sampled users, and the time of the whole search."""
+    emb = clustered(APPROX_USERS, seed=1)
+    t = time.perf_counter()
+    approx = benchmark.pedantic(similar_users, args=(emb, 10), kwargs={"approximate": True}, rounds=1, iterations=1)
+    approx_s = time.perf_counter() - t
+    rng = np.random.default_rng(2)
+    sample = rng.choice(APPROX_USERS, size=min(1000, APPROX_USERS), replace=False)
+    unit = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+    sims = unit[sample] @ unit.T
+    sims[np.arange(len(sample)), sample] = -np.inf
+    exact = np.argsort(-sims, axis=1)[:, :10]
+    recall = float(np.mean([len(np.intersect1d(a, e)) / 10 for a, e in zip(approx[sample], exact, strict=True)]))
+    from llmesr import _native
+
+    lists, probe = _native.default_ivf_settings(APPROX_USERS)
+    result = {
+        "users": APPROX_USERS,
+        "dims": DIM,
+        "k": 10,
+        "lists": lists,
+        "probe": probe,
+        "approximate_s": round(approx_s, 1),
+        "recall_at_10": round(recall, 4),
+        "sampled_queries": len(sample),
+    }
+    benchmark.extra_info.update(result)
+    (bench_dir() / f"retrieval_approx_{APPROX_USERS}.json").write_text(json.dumps(result, indent=2))
+    print("\n" + json.dumps(result, indent=2))
+    assert recall >= 0.95

@@ -180,12 +180,13 @@ def test_cli(dataset, tmp_path):
             "5",
             "--cache",
             str(tmp_path / "c"),
+            "--approximate",
         ],
         capture_output=True,
         text=True,
     )
     assert run.returncode == 0, run.stderr
-    assert re.search(r"similar users\s+7\n", run.stdout)
+    assert re.search(r"similar users\s+7 \(approximate\)\n", run.stdout)
     assert np.load(dataset.path / "similar_users.npy").shape == (dataset.n_users + 1, 7)
     run = subprocess.run(
         [sys.executable, "-m", "llmesr.cli.embed", str(dataset.path), "--encoder", "precomputed"],

@@ -62,3 +62,23 @@ def test_shape_errors():
         similar_users(np.ones(5), 1)
     with pytest.raises(DataError, match="do not make"):
         similar_users(np.ones((4, 0)), 1)
+
+
+def test_approximate_exact_when_probing_everything():
+    rng = np.random.default_rng(3)
+    emb = rng.choice([-1.0, 1.0], size=(900, 4)).astype(np.float32)
+    got = similar_users(emb, 5, approximate=True, lists=10, probe=10)
+    np.testing.assert_array_equal(got, brute_force(emb, 5))
+
+
+def test_approximate_recall_and_determinism():
+    rng = np.random.default_rng(4)
+    centres = rng.normal(size=(40, 32))
+    emb = (centres[rng.integers(0, 40, 8000)] + 0.6 * rng.normal(size=(8000, 32))).astype(np.float32)
+    exact = similar_users(emb, 10)
+    approx = similar_users(emb, 10, approximate=True, seed=5)
+    recall = np.mean([len(np.intersect1d(a, e)) / 10 for a, e in zip(approx, exact, strict=True)])
+    assert recall >= 0.95
+    np.testing.assert_array_equal(approx, similar_users(emb, 10, approximate=True, seed=5))
+    with pytest.raises(ValueError, match="approximate=True"):
+        similar_users(emb, 10, lists=4)

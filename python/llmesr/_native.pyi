@@ -5,6 +5,7 @@ import numpy as np
 
 __all__ = [
     "_panic_for_test",
+    "default_ivf_settings",
     "detect_format",
     "parse_timestamp",
     "prepare_dataset",
@@ -52,8 +53,14 @@ def prepare_synthetic(
     version: str = "",
 ) -> str: ...
 def similar_users(
-    embeddings: np.ndarray, k: int, progress: Callable[[str, int, int], object] | None = None
+    embeddings: np.ndarray,
+    k: int,
+    progress: Callable[[str, int, int], object] | None = None,
+    lists: int | None = None,
+    probe: int | None = None,
+    seed: int = 0,
 ) -> np.ndarray: ...
+def default_ivf_settings(n: int) -> tuple[int, int]: ...
 def parse_timestamp(text: str) -> int | None: ...
 def detect_format(path: str) -> str: ...
 def _panic_for_test() -> None: ...

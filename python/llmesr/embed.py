@@ -106,6 +106,7 @@ def embed_dataset(
     k: int = 100,
     hidden: int = 64,
     cache_dir: str | os.PathLike[str] | None = None,
+    approximate: bool = False,
     progress: Callable[[str, int, int], object] | None = None,
 ) -> dict[str, Any]:
     """Computes and stores the semantic tables of a prepared dataset. Either an `encoder` (texts are
@@ -114,14 +115,14 @@ def embed_dataset(
     # Everything that can be checked is checked before the slow part.
     if not 1 <= k < ds.n_users:
         raise DataError(f"k must be between 1 and the number of users minus one ({ds.n_users - 1}), not {k}")
-    if hidden < 1:
-        raise DataError(f"--hidden must be positive, not {hidden}")
+    if not 1 <= hidden <= ds.n_items:
+        raise DataError(f"--hidden must be between 1 and the number of items ({ds.n_items}), not {hidden}")
     if encoder is None and (item_table is None or user_table is None):
         raise ValueError("give an encoder, or both precomputed tables")
     check_template(item_template, ITEM_FIELDS)
     check_template(user_template, ("titles",))
     report = progress or (lambda *_: None)
-    info: dict[str, Any] = {"k": k, "hidden": hidden}
+    info: dict[str, Any] = {"k": k, "hidden": hidden, "retrieval": "approximate" if approximate else "exact"}
     t0 = time.perf_counter()
     if encoder is not None:
         cache = EmbeddingCache(cache_dir, encoder.name) if cache_dir is not None else None
@@ -147,7 +148,7 @@ def embed_dataset(
 
     t1 = time.perf_counter()
     item_pca = pca(items, hidden)
-    neighbours = similar_users(users, k, progress=progress) + 1  # rows are users 1..n
+    neighbours = similar_users(users, k, approximate=approximate, progress=progress) + 1  # rows: users 1..n
     info["similar_seconds"] = round(time.perf_counter() - t1, 3)
 
     folder = Path(path)

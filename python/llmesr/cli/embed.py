@@ -36,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--user-template", default=DEFAULT_USER_TEMPLATE, help="user prompt with a {titles} placeholder")
     p.add_argument("-k", "--similar", type=int, default=100, help="similar users kept per user")
     p.add_argument("--hidden", type=int, default=64, help="PCA dimension (the ID view's hidden size)")
+    p.add_argument(
+        "--approximate", action="store_true", help="approximate similar users (inverted file), for millions of users"
+    )
     p.add_argument("--cache", default=str(Path.home() / ".cache" / "llmesr" / "embeddings"), help="embedding cache")
     p.add_argument("--no-cache", action="store_true", help="encode everything, store nothing")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or summary")
@@ -83,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
                 k=args.similar,
                 hidden=args.hidden,
                 cache_dir=None if args.no_cache else args.cache,
+                approximate=args.approximate,
                 progress=bar,
             )
         finally:
@@ -92,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
                 ("encoder", info["encoder"]),
                 ("dimension", str(info["dim"])),
                 ("PCA dimension", str(args.hidden)),
-                ("similar users", str(args.similar)),
+                ("similar users", f"{args.similar} ({info['retrieval']})"),
             ]
             for what in ("items", "users"):
                 if f"{what}_texts" in info:
