@@ -67,6 +67,21 @@ def check_table(name: str, table: np.ndarray, n: int) -> np.ndarray:
     return table.astype(np.float32)
 
 
+def check_similar(table: np.ndarray, n_users: int, zero_based: bool) -> np.ndarray:
+    """A precomputed similar-users table as user ids 1..n, one row per user (row 0 = padding dropped)."""
+    table = np.asarray(table)
+    if table.ndim != 2 or not np.issubdtype(table.dtype, np.integer):
+        raise DataError(f"similar-users table: expected a 2-D integer table, found {table.dtype} {table.shape}")
+    if table.shape[0] == n_users + 1:
+        table = table[1:]
+    if table.shape[0] != n_users:
+        raise DataError(f"similar-users table: {table.shape[0]} rows, but the dataset has {n_users} users")
+    ids = table.astype(np.int64) + (1 if zero_based else 0)
+    if ids.min() < 1 or ids.max() > n_users:
+        raise DataError(f"similar-users table: ids must lie in 1..{n_users} (0..{n_users - 1} if zero-based)")
+    return ids.astype(np.int32)
+
+
 def load_table(path: str | os.PathLike[str], allow_pickle: bool = False) -> np.ndarray:
     """A precomputed table from `.npy`, or (only with `allow_pickle`) from the original LLM-ESR `.pkl`.
     Pickle runs code from the file: never use it on files you do not trust."""
@@ -101,6 +116,8 @@ def embed_dataset(
     *,
     item_table: np.ndarray | None = None,
     user_table: np.ndarray | None = None,
+    similar_table: np.ndarray | None = None,
+    similar_zero_based: bool = False,
     item_template: str = DEFAULT_ITEM_TEMPLATE,
     user_template: str = DEFAULT_USER_TEMPLATE,
     k: int = 100,
@@ -110,7 +127,9 @@ def embed_dataset(
     progress: Callable[[str, int, int], object] | None = None,
 ) -> dict[str, Any]:
     """Computes and stores the semantic tables of a prepared dataset. Either an `encoder` (texts are
-    built and encoded) or precomputed `item_table` and `user_table`. Returns what `embed.json` holds."""
+    built and encoded) or precomputed `item_table` and `user_table`; a precomputed `similar_table`
+    (user ids, or 0-based row numbers with `similar_zero_based`, e.g. the original's sim_user_100.pkl)
+    replaces the retrieval. Returns what `embed.json` holds."""
     ds: Dataset = load_dataset(path)
     # Everything that can be checked is checked before the slow part.
     if not 1 <= k < ds.n_users:
@@ -148,7 +167,11 @@ def embed_dataset(
 
     t1 = time.perf_counter()
     item_pca = pca(items, hidden)
-    neighbours = similar_users(users, k, approximate=approximate, progress=progress) + 1  # rows: users 1..n
+    if similar_table is not None:
+        neighbours = check_similar(similar_table, ds.n_users, similar_zero_based)
+        info.update(k=int(neighbours.shape[1]), retrieval="precomputed")
+    else:
+        neighbours = similar_users(users, k, approximate=approximate, progress=progress) + 1  # rows: users 1..n
     info["similar_seconds"] = round(time.perf_counter() - t1, 3)
 
     folder = Path(path)

@@ -31,6 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
     p.add_argument("--item-table", help="precomputed item table (.npy, or the original's .pkl with --allow-pickle)")
     p.add_argument("--user-table", help="precomputed user table (.npy, or .pkl with --allow-pickle)")
+    p.add_argument("--similar-table", help="precomputed similar users (.npy, or the original's sim_user_100.pkl)")
+    p.add_argument("--similar-zero-based", action="store_true", help="--similar-table holds 0-based row numbers")
     p.add_argument("--allow-pickle", action="store_true", help="UNSAFE for untrusted files: read .pkl tables")
     p.add_argument("--item-template", default=DEFAULT_ITEM_TEMPLATE, help="item prompt with {field} placeholders")
     p.add_argument("--user-template", default=DEFAULT_USER_TEMPLATE, help="user prompt with a {titles} placeholder")
@@ -75,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
                 "item_table": load_table(args.item_table, args.allow_pickle),
                 "user_table": load_table(args.user_table, args.allow_pickle),
             }
+        if args.similar_table:
+            tables["similar_table"] = load_table(args.similar_table, args.allow_pickle)
         bar = StageProgress(enabled=not args.quiet)
         try:
             info = embed_dataset(
@@ -87,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
                 hidden=args.hidden,
                 cache_dir=None if args.no_cache else args.cache,
                 approximate=args.approximate,
+                similar_zero_based=args.similar_zero_based,
                 progress=bar,
             )
         finally:
