@@ -159,7 +159,9 @@ def test_precomputed_tables_and_pickle_gate(dataset, tmp_path):
     with pytest.raises(DataError, match="k must be between 1 and the number of users minus one"):
         embed_dataset(dataset.path, HashingEncoder(), k=dataset.n_users)
     sim = np.tile(np.arange(3), (dataset.n_users, 1))  # 0-based, as the original's sim_user_100.pkl
-    info = embed_dataset(dataset.path, item_table=items, user_table=users, similar_table=sim, similar_zero_based=True, hidden=4)
+    info = embed_dataset(
+        dataset.path, item_table=items, user_table=users, similar_table=sim, similar_zero_based=True, hidden=4
+    )
     assert info["retrieval"] == "precomputed" and info["k"] == 3
     np.testing.assert_array_equal(load_embeddings(dataset.path)["similar_users"][1:], sim + 1)
     with pytest.raises(DataError, match=r"ids must lie in 1\.\."):

@@ -25,10 +25,17 @@ def build_parser() -> argparse.ArgumentParser:
         default="sentence-transformers",
         help="where the vectors come from (hashing: a bag-of-words baseline without a language model)",
     )
-    p.add_argument("--model", help="sentence-transformers model folder (default: the offline MiniLM), or the API model")
+    p.add_argument(
+        "--model",
+        default=os.environ.get("LLMESR_EMBED_MODEL"),
+        help="sentence-transformers model folder (default: the offline MiniLM), or the API's model name",
+    )
     p.add_argument("--device", help="sentence-transformers device (default: GPU when present)")
     p.add_argument("--base-url", default=os.environ.get("OPENAI_BASE_URL"), help="OpenAI-compatible API base URL")
-    p.add_argument("--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key")
+    p.add_argument(
+        "--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key (preferred)"
+    )
+    p.add_argument("--api-key", help="the API key itself (visible to other users in the process list)")
     p.add_argument("--item-table", help="precomputed item table (.npy, or the original's .pkl with --allow-pickle)")
     p.add_argument("--user-table", help="precomputed user table (.npy, or .pkl with --allow-pickle)")
     p.add_argument("--similar-table", help="precomputed similar users (.npy, or the original's sim_user_100.pkl)")
@@ -57,7 +64,7 @@ def make_encoder(args: argparse.Namespace):
 
         if not args.base_url or not args.model:
             raise ValueError("--encoder openai needs --base-url (or OPENAI_BASE_URL) and --model")
-        return OpenAIEncoder(args.base_url, args.model, api_key=os.environ.get(args.api_key_env))
+        return OpenAIEncoder(args.base_url, args.model, api_key=args.api_key or os.environ.get(args.api_key_env))
     if args.encoder == "hashing":
         from llmesr.encoders import HashingEncoder
 

@@ -288,13 +288,23 @@ pub fn build(mut log: RawLog, filters: &Filters) -> Result<Dataset> {
     if filters.min_user > 1 || filters.min_item > 1 {
         loop {
             report.core_rounds += 1;
-            let mut removed = 0;
-            for ((&u, &i), k) in log.users.iter().zip(&log.items).zip(keep.iter_mut()) {
-                if *k && (user_count[u as usize] < filters.min_user || item_count[i as usize] < filters.min_item) {
-                    *k = false;
-                    removed += 1;
-                }
-            }
+            let chunk = (1 << 16).max(n / (4 * rayon::current_num_threads().max(1)));
+            let removed: u64 = keep
+                .par_chunks_mut(chunk)
+                .zip(log.users.par_chunks(chunk).zip(log.items.par_chunks(chunk)))
+                .map(|(keep, (users, items))| {
+                    let mut removed = 0;
+                    for ((&u, &i), k) in users.iter().zip(items).zip(keep.iter_mut()) {
+                        if *k
+                            && (user_count[u as usize] < filters.min_user || item_count[i as usize] < filters.min_item)
+                        {
+                            *k = false;
+                            removed += 1;
+                        }
+                    }
+                    removed
+                })
+                .sum();
             report.by_core += removed;
             if removed == 0 {
                 break;
