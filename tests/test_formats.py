@@ -168,3 +168,13 @@ def test_folder_roundtrip_and_zero_copy(tmp_path):
 def test_detect_format(tmp_path):
     assert _native.detect_format(str(write(tmp_path / "x.txt", "1 2 3\n"))) == "seqlines"
     assert _native.detect_format(str(write(tmp_path / "r.dat", "1::2::3::4\n"))) == "movielens"
+
+
+def test_train_popularity_counts_training_interactions_only(tmp_path):
+    ds = prepare([write(tmp_path / "s.txt", "1 1 2 3 4\n2 2 3\n3 4 4 1\n")], tmp_path / "out")
+    expected = np.zeros(ds.n_items + 1, dtype=np.int64)
+    for u in range(1, ds.n_users + 1):
+        for i in ds.train_history(u):
+            expected[i] += 1
+    np.testing.assert_array_equal(ds.train_popularity, expected)
+    assert expected.tolist() == [0, 1, 2, 1, 1]

@@ -156,10 +156,12 @@ class Dataset:
     @cached_property
     def train_popularity(self) -> np.ndarray:
         """Number of training interactions of each item, `[n_items + 1]`."""
-        pos = np.arange(len(self.items))
-        user_of = np.repeat(np.arange(self.n_users + 1), self.lengths)
-        in_train = pos < self.train_end[user_of]
-        return np.bincount(self.items[in_train], minlength=self.n_items + 1)
+        # Everything that is not a held-out validation or test item is training.
+        counts = np.bincount(self.items, minlength=self.n_items + 1)
+        for held_out in (self.valid, self.test):
+            counts -= np.bincount(held_out[1:], minlength=self.n_items + 1)
+        counts[0] = 0
+        return counts
 
     def user_ids(self) -> list[str | None]:
         """Raw user id of each user (entry 0 is None)."""

@@ -44,6 +44,12 @@ class StageProgress:
             self.bar = None
 
 
+def format_rows(rows: list[tuple[str, str]]) -> str:
+    """A two-column summary table, labels aligned."""
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)
+
+
 def run_command(main: Callable[[], Any]) -> int:
     """Runs a command body; expected failures print one clear line instead of a traceback."""
     try:

@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from llmesr.cli.common import StageProgress, run_command
+from llmesr.cli.common import StageProgress, format_rows, run_command
 from llmesr.embed import embed_dataset, load_table
 from llmesr.text import DEFAULT_ITEM_TEMPLATE, DEFAULT_USER_TEMPLATE
 
@@ -124,8 +124,7 @@ def main(argv: list[str] | None = None) -> int:
                 ("encoding time", f"{info['encode_seconds']:.1f} s"),
                 ("retrieval time", f"{info['similar_seconds']:.1f} s"),
             ]
-            width = max(len(k) for k, _ in rows)
-            print("\n".join(f"  {k:<{width}}  {v}" for k, v in rows))
+            print(format_rows(rows))
 
     return run_command(body)
 

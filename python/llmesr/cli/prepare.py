@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from llmesr import _native
-from llmesr.cli.common import StageProgress, run_command
+from llmesr.cli.common import StageProgress, format_rows, run_command
 from llmesr.data import FORMATS, Dataset, prepare, prepare_synthetic, summarize
 
 
@@ -82,8 +82,7 @@ def format_summary(ds: Dataset, s: dict) -> str:
         ("items with text", f"{ds.meta.get('items_with_metadata', 0):,}"),
         ("skipped lines", f"{s['skipped_lines']:,}"),
     ]
-    width = max(len(k) for k, _ in rows)
-    return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)
+    return format_rows(rows)
 
 
 def main(argv: list[str] | None = None) -> int:

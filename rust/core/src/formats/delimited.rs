@@ -373,6 +373,7 @@ impl Delimited {
         Err(format!("{what}: expected {} fields, found {n}", self.ncols))
     }
 
+    /// The general path's conversions, through `Chunk::push`: the reference for `push_fields`.
     fn push_row(
         &self,
         user: &[u8],
