@@ -7,9 +7,11 @@ __all__ = [
     "_panic_for_test",
     "default_ivf_settings",
     "detect_format",
+    "eval_negatives",
     "parse_timestamp",
     "prepare_dataset",
     "prepare_synthetic",
+    "sasrec_batch",
     "similar_users",
     "DataError",
 ]
@@ -61,6 +63,19 @@ def similar_users(
     seed: int = 0,
 ) -> np.ndarray: ...
 def default_ivf_settings(n: int) -> tuple[int, int]: ...
+def eval_negatives(
+    indptr: np.ndarray, train_end: np.ndarray, items: np.ndarray, n_items: int, n_neg: int, seed: int
+) -> np.ndarray: ...
+def sasrec_batch(
+    users: np.ndarray,
+    indptr: np.ndarray,
+    train_end: np.ndarray,
+    items: np.ndarray,
+    n_items: int,
+    max_len: int,
+    seed: int,
+    epoch: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
 def parse_timestamp(text: str) -> int | None: ...
 def detect_format(path: str) -> str: ...
 def _panic_for_test() -> None: ...

@@ -14,6 +14,7 @@ pub mod pyliteral;
 pub mod reader;
 pub mod retrieval;
 pub mod rng;
+pub mod sampling;
 pub mod swar;
 pub mod synthetic;
 pub mod time;

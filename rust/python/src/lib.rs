@@ -5,9 +5,10 @@ use llmesr_core::dataset::{CoreMode, Filters};
 use llmesr_core::formats::{ColumnSpec, Format};
 use llmesr_core::ingest::IngestOptions;
 use llmesr_core::prepare::{self, PrepareOptions};
+use llmesr_core::sampling::Sequences;
 use llmesr_core::synthetic::SyntheticConfig;
 use llmesr_core::Error;
-use numpy::{PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray2, PyUntypedArrayMethods};
+use numpy::{PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
 use pyo3::exceptions::{PyFileNotFoundError, PyKeyboardInterrupt, PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -206,6 +207,71 @@ fn default_ivf_settings(n: usize) -> (usize, usize) {
     (s.lists, s.probe)
 }
 
+fn sequences<'a>(
+    indptr: &'a PyReadonlyArray1<'_, i64>,
+    train_end: &'a PyReadonlyArray1<'_, i64>,
+    items: &'a PyReadonlyArray1<'_, i32>,
+    n_items: usize,
+) -> PyResult<Sequences<'a>> {
+    let contiguous = |what: &str| PyValueError::new_err(format!("{what} must be C-contiguous"));
+    let seqs = Sequences {
+        indptr: indptr.as_slice().map_err(|_| contiguous("indptr"))?,
+        train_end: train_end.as_slice().map_err(|_| contiguous("train_end"))?,
+        items: items.as_slice().map_err(|_| contiguous("items"))?,
+        n_items,
+    };
+    let ok = seqs.indptr.len() == seqs.train_end.len() + 1
+        && seqs.indptr.last().is_some_and(|&e| e as usize == seqs.items.len())
+        && seqs.indptr.windows(2).all(|w| 0 <= w[0] && w[0] <= w[1]);
+    if !ok {
+        return Err(DataError::new_err("indptr, train_end and items do not describe one dataset"));
+    }
+    Ok(seqs)
+}
+
+/// Negatives for the sampled evaluation protocol: `[n_users + 1, n_neg]` (row 0 zeros).
+#[pyfunction]
+fn eval_negatives<'py>(
+    py: Python<'py>,
+    indptr: PyReadonlyArray1<'py, i64>,
+    train_end: PyReadonlyArray1<'py, i64>,
+    items: PyReadonlyArray1<'py, i32>,
+    n_items: usize,
+    n_neg: usize,
+    seed: u64,
+) -> PyResult<Bound<'py, PyArray2<i32>>> {
+    let seqs = sequences(&indptr, &train_end, &items, n_items)?;
+    let out = run_detached(py, || llmesr_core::sampling::eval_negatives(seqs, n_neg, seed))?
+        .map_err(|e| to_py_err(e, None))?;
+    PyArray1::from_vec(py, out).reshape([seqs.train_end.len(), n_neg])
+}
+
+/// One SASRec-style training batch: `(inputs, targets, negatives)`, each `[len(users), len]`.
+#[pyfunction]
+#[allow(clippy::too_many_arguments, clippy::type_complexity)]
+fn sasrec_batch<'py>(
+    py: Python<'py>,
+    users: PyReadonlyArray1<'py, u32>,
+    indptr: PyReadonlyArray1<'py, i64>,
+    train_end: PyReadonlyArray1<'py, i64>,
+    items: PyReadonlyArray1<'py, i32>,
+    n_items: usize,
+    max_len: usize,
+    seed: u64,
+    epoch: u64,
+) -> PyResult<(Bound<'py, PyArray2<i32>>, Bound<'py, PyArray2<i32>>, Bound<'py, PyArray2<i32>>)> {
+    let seqs = sequences(&indptr, &train_end, &items, n_items)?;
+    let users = users.as_slice().map_err(|_| PyValueError::new_err("users must be C-contiguous"))?;
+    let b = run_detached(py, || llmesr_core::sampling::sasrec_batch(seqs, users, max_len, seed, epoch))?
+        .map_err(|e| to_py_err(e, None))?;
+    let shape = [users.len(), b.len];
+    Ok((
+        PyArray1::from_vec(py, b.inputs).reshape(shape)?,
+        PyArray1::from_vec(py, b.targets).reshape(shape)?,
+        PyArray1::from_vec(py, b.negatives).reshape(shape)?,
+    ))
+}
+
 /// Unix seconds of a number or a date (`YYYY-MM-DD[ HH:MM:SS]`, ISO 8601, `MM DD, YYYY`); None if neither.
 #[pyfunction]
 fn parse_timestamp(text: &str) -> Option<i64> {
@@ -232,7 +298,7 @@ fn _panic_for_test(py: Python<'_>) -> PyResult<()> {
 mod _native {
     #[pymodule_export]
     use super::{
-        _panic_for_test, default_ivf_settings, detect_format, parse_timestamp, prepare_dataset, prepare_synthetic,
-        similar_users, DataError,
+        _panic_for_test, default_ivf_settings, detect_format, eval_negatives, parse_timestamp, prepare_dataset,
+        prepare_synthetic, sasrec_batch, similar_users, DataError,
     };
 }

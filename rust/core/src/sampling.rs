@@ -1,0 +1,200 @@
+//! Seeded sampling for training and evaluation: negatives a user never interacted with, and the
+//! padded next-item training batches of SASRec-style models. Every row draws from its own stream
+//! (seed, purpose, epoch, user), so results do not depend on thread count or batch composition.
+
+use crate::error::{Error, Result};
+use crate::rng::Rng;
+use rayon::prelude::*;
+
+/// Stream purposes, so evaluation and training never share random numbers.
+const EVAL_STREAM: u64 = 0xE7A1;
+const TRAIN_STREAM: u64 = 0x7A1E;
+
+fn stream(seed: u64, purpose: u64, epoch: u64, user: usize) -> Rng {
+    Rng::new(seed ^ purpose.rotate_left(48) ^ epoch.rotate_left(24), user as u64)
+}
+
+/// `count` distinct items in 1..=n_items outside `history` (sorted, deduplicated), or an error when
+/// there are not enough.
+fn draw_outside(history: &[i32], n_items: usize, count: usize, rng: &mut Rng, out: &mut Vec<i32>) -> bool {
+    let free = n_items - history.len();
+    if free < count {
+        return false;
+    }
+    out.clear();
+    if count * 4 < free {
+        // Sparse: rejection sampling (expected < 4/3 draws per item).
+        while out.len() < count {
+            let item = 1 + rng.below(n_items) as i32;
+            if history.binary_search(&item).is_err() && !out.contains(&item) {
+                out.push(item);
+            }
+        }
+    } else {
+        // Dense: list the free items and take a partial shuffle.
+        let mut pool: Vec<i32> = (1..=n_items as i32).filter(|i| history.binary_search(i).is_err()).collect();
+        for k in 0..count {
+            let j = k + rng.below(pool.len() - k);
+            pool.swap(k, j);
+        }
+        out.extend_from_slice(&pool[..count]);
+    }
+    true
+}
+
+/// A dataset's interaction sequences (see the dataset folder format).
+#[derive(Clone, Copy)]
+pub struct Sequences<'a> {
+    pub indptr: &'a [i64],
+    pub train_end: &'a [i64],
+    pub items: &'a [i32],
+    pub n_items: usize,
+}
+
+impl Sequences<'_> {
+    fn n_users(&self) -> usize {
+        self.train_end.len().saturating_sub(1)
+    }
+    fn history(&self, u: usize) -> &[i32] {
+        &self.items[self.indptr[u] as usize..self.indptr[u + 1] as usize]
+    }
+    fn train(&self, u: usize) -> &[i32] {
+        &self.items[self.indptr[u] as usize..self.train_end[u] as usize]
+    }
+}
+
+fn sorted_history(items: &[i32]) -> Vec<i32> {
+    let mut h = items.to_vec();
+    h.sort_unstable();
+    h.dedup();
+    h
+}
+
+/// For the sampled evaluation protocol: `n_neg` distinct items per user that the user never
+/// interacted with (whole history, validation and test included). `[(n_users + 1) * n_neg]`, row 0
+/// zeros. The same seed gives the same candidates, so every model is ranked against the same ones.
+pub fn eval_negatives(seqs: Sequences, n_neg: usize, seed: u64) -> Result<Vec<i32>> {
+    let n_users = seqs.n_users();
+    let mut out = vec![0i32; (n_users + 1) * n_neg];
+    let short: Option<usize> = out
+        .par_chunks_mut(n_neg.max(1))
+        .enumerate()
+        .skip(1)
+        .map_init(Vec::new, |buf, (u, row)| {
+            let history = sorted_history(seqs.history(u));
+            let mut rng = stream(seed, EVAL_STREAM, 0, u);
+            if !draw_outside(&history, seqs.n_items, n_neg, &mut rng, buf) {
+                return Some(u);
+            }
+            row.copy_from_slice(buf);
+            None
+        })
+        .find_first(|bad| bad.is_some())
+        .flatten();
+    match short {
+        Some(u) => Err(Error::Input(format!("user {u} has interacted with too many items to draw {n_neg} negatives"))),
+        None => Ok(out),
+    }
+}
+
+/// A training batch: rows of `len` positions each, row-major.
+#[derive(Debug)]
+pub struct Batch {
+    pub len: usize,
+    pub inputs: Vec<i32>,
+    pub targets: Vec<i32>,
+    pub negatives: Vec<i32>,
+}
+
+/// One SASRec-style training batch: for each user, the training history without its last item as
+/// the input and the history shifted by one as the targets, both keeping the last `len` positions and
+/// left-padded with 0, and one negative per target position (an item the user never interacted
+/// with in training). `len` is the longest input of the batch, at most `max_len` (no work on padding
+/// beyond it).
+pub fn sasrec_batch(seqs: Sequences, users: &[u32], max_len: usize, seed: u64, epoch: u64) -> Result<Batch> {
+    let n_users = seqs.n_users();
+    if let Some(&bad) = users.iter().find(|&&u| u == 0 || u as usize > n_users) {
+        return Err(Error::Input(format!("user {bad} is not in 1..={n_users}")));
+    }
+    let train = |u: u32| seqs.train(u as usize);
+    let len = users.iter().map(|&u| train(u).len().saturating_sub(1)).max().unwrap_or(0).min(max_len).max(1);
+    let mut inputs = vec![0i32; users.len() * len];
+    let mut targets = vec![0i32; users.len() * len];
+    let mut negatives = vec![0i32; users.len() * len];
+    inputs
+        .par_chunks_mut(len)
+        .zip(targets.par_chunks_mut(len))
+        .zip(negatives.par_chunks_mut(len))
+        .zip(users.par_iter())
+        .try_for_each_init(Vec::new, |buf, (((inp, tgt), neg), &u)| {
+            let seq = train(u);
+            if seq.len() < 2 {
+                return Ok(()); // nothing to predict: an all-padding row
+            }
+            let take = (seq.len() - 1).min(len);
+            let start = len - take;
+            inp[start..].copy_from_slice(&seq[seq.len() - 1 - take..seq.len() - 1]);
+            tgt[start..].copy_from_slice(&seq[seq.len() - take..]);
+            let history = sorted_history(seq);
+            let mut rng = stream(seed, TRAIN_STREAM, epoch, u as usize);
+            // One negative per position, drawn independently (repeats across positions allowed).
+            for slot in neg[start..].iter_mut() {
+                if !draw_outside(&history, seqs.n_items, 1, &mut rng, buf) {
+                    return Err(Error::Input(format!("user {u} has interacted with every item: no negative exists")));
+                }
+                *slot = buf[0];
+            }
+            Ok(())
+        })?;
+    Ok(Batch { len, inputs, targets, negatives })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn eval_negatives_are_outside_history_distinct_and_seeded() {
+        let indptr = [0i64, 0, 3, 5, 105];
+        let mut items = vec![1, 2, 3, 4, 4];
+        items.extend(1..=100); // user 3 touched items 1..=100 of 110: the dense path
+        let train_end = [0i64, 3, 5, 105];
+        let seqs = Sequences { indptr: &indptr, train_end: &train_end, items: &items, n_items: 110 };
+        let a = eval_negatives(seqs, 8, 7).unwrap();
+        assert_eq!(a, eval_negatives(seqs, 8, 7).unwrap());
+        assert_ne!(a, eval_negatives(seqs, 8, 8).unwrap());
+        assert!(a[..8].iter().all(|&x| x == 0));
+        for u in 1..4 {
+            let row = &a[u * 8..(u + 1) * 8];
+            let hist = &items[indptr[u] as usize..indptr[u + 1] as usize];
+            assert!(row.iter().all(|x| !hist.contains(x) && (1..=110).contains(x)));
+            let mut d = row.to_vec();
+            d.sort();
+            d.dedup();
+            assert_eq!(d.len(), 8);
+        }
+        assert!(eval_negatives(seqs, 11, 7).unwrap_err().to_string().contains("user 3"));
+    }
+
+    #[test]
+    fn sasrec_batch_shapes_and_padding() {
+        // user 1: 1 2 3 4 5 (train 1 2 3), user 2: 6 7 (train 6 7), user 3: 8 9 10 (train 8)
+        let indptr = [0i64, 0, 5, 7, 10];
+        let train_end = [0i64, 3, 7, 8];
+        let items = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10];
+        let seqs = Sequences { indptr: &indptr, train_end: &train_end, items: &items, n_items: 20 };
+        let Batch { len, inputs: inp, targets: tgt, negatives: neg } =
+            sasrec_batch(seqs, &[1, 2, 3], 50, 1, 0).unwrap();
+        assert_eq!(len, 2);
+        assert_eq!(inp, vec![1, 2, 0, 6, 0, 0]);
+        assert_eq!(tgt, vec![2, 3, 0, 7, 0, 0]);
+        assert!(neg[..2].iter().all(|x| ![1, 2, 3].contains(x) && *x >= 1));
+        assert_eq!(neg[2], 0);
+        assert!(neg[3] != 6 && neg[3] != 7 && neg[3] >= 1);
+        assert_eq!(&neg[4..], &[0, 0]);
+        let b = sasrec_batch(seqs, &[1], 1, 1, 0).unwrap();
+        let (len, inp) = (b.len, b.inputs);
+        assert_eq!((len, inp), (1, vec![2])); // max_len keeps the most recent positions
+        assert!(sasrec_batch(seqs, &[4], 5, 1, 0).is_err());
+    }
+}

@@ -1,0 +1,64 @@
+"""Evaluation negatives and training batches against straightforward Python constructions."""
+
+import numpy as np
+import pytest
+
+from llmesr import DataError, prepare_synthetic
+from llmesr.sampling import eval_negatives, sasrec_batch
+
+
+@pytest.fixture(scope="module")
+def ds(tmp_path_factory):
+    return prepare_synthetic(tmp_path_factory.mktemp("d") / "syn", n_users=300, n_items=120, seed=2)
+
+
+def test_eval_negatives(ds):
+    neg = eval_negatives(ds, 50, seed=3)
+    assert neg.shape == (ds.n_users + 1, 50) and neg.dtype == np.int32 and not neg[0].any()
+    for u in range(1, ds.n_users + 1):
+        row = neg[u]
+        assert len(set(row.tolist())) == 50
+        assert not set(row.tolist()) & set(ds.history(u).tolist())  # never touched, test item included
+        assert row.min() >= 1 and row.max() <= ds.n_items
+    np.testing.assert_array_equal(neg, eval_negatives(ds, 50, seed=3))
+    assert (neg != eval_negatives(ds, 50, seed=4)).any()
+    # Uniform over the items a user never touched: every item shows up about equally often.
+    counts = np.bincount(eval_negatives(ds, 100, seed=5)[1:].ravel(), minlength=ds.n_items + 1)[1:]
+    assert counts.min() > 0.5 * counts.mean()
+    with pytest.raises(DataError, match="too many items"):
+        eval_negatives(ds, ds.n_items, seed=0)
+
+
+def reference_batch(ds, users, max_len):
+    trains = [ds.train_history(u) for u in users]
+    length = max(1, min(max_len, max(len(t) - 1 for t in trains)))
+    inputs = np.zeros((len(users), length), np.int32)
+    targets = np.zeros((len(users), length), np.int32)
+    for row, t in enumerate(trains):
+        if len(t) >= 2:
+            x, y = t[:-1][-length:], t[1:][-length:]
+            inputs[row, length - len(x) :] = x
+            targets[row, length - len(y) :] = y
+    return inputs, targets
+
+
+@pytest.mark.parametrize("max_len", [1, 5, 200])
+def test_sasrec_batch_matches_reference(ds, max_len):
+    users = np.array([5, 1, 77, 300, 12])
+    inputs, targets, negatives = sasrec_batch(ds, users, max_len=max_len, seed=9, epoch=1)
+    ref_inputs, ref_targets = reference_batch(ds, users, max_len)
+    np.testing.assert_array_equal(inputs, ref_inputs)
+    np.testing.assert_array_equal(targets, ref_targets)
+    assert ((negatives == 0) == (targets == 0)).all()  # a negative exactly where there is a target
+    for row, u in enumerate(users):
+        assert not set(negatives[row][negatives[row] > 0].tolist()) & set(ds.train_history(u).tolist())
+
+
+def test_sasrec_batch_rows_do_not_depend_on_batch_composition(ds):
+    alone = sasrec_batch(ds, np.array([42]), max_len=500, seed=1, epoch=3)[2]
+    together = sasrec_batch(ds, np.array([7, 42, 99]), max_len=500, seed=1, epoch=3)[2]
+    np.testing.assert_array_equal(together[1, -alone.shape[1] :], alone[0])
+    other_epoch = sasrec_batch(ds, np.array([42]), max_len=500, seed=1, epoch=4)[2]
+    assert (other_epoch != alone).any()
+    with pytest.raises(DataError, match="user 0 is not in"):
+        sasrec_batch(ds, np.array([0]))
