@@ -94,9 +94,10 @@ fn segments_mut<'a, T>(mut data: &'a mut [T], offsets: &[usize]) -> Vec<&'a mut 
 }
 
 /// Stable counting sort of the kept rows by `group(user)`: the destination of every row
-/// (`u32::MAX` if dropped) and the start of every group. Histograms and fills run in parallel chunks.
+/// (`u32::MAX` if dropped; written over `users`) and the start of every group. Histograms and fills
+/// run in parallel chunks.
 fn group_positions(
-    users: &[u32],
+    mut users: Vec<u32>,
     group: impl Fn(u32) -> u32 + Sync,
     keep: &[bool],
     n_groups: usize,
@@ -126,32 +127,34 @@ fn group_positions(
         }
     }
     start[n_groups] = next;
-    let mut dest = vec![u32::MAX; users.len()];
-    dest.par_chunks_mut(chunk)
-        .zip(users.par_chunks(chunk))
-        .zip(keep.par_chunks(chunk))
-        .zip(offsets.par_iter_mut())
-        .for_each(|(((d, us), ks), off)| {
-            for ((d, &u), &k) in d.iter_mut().zip(us).zip(ks) {
-                if k {
-                    let g = group(u) as usize;
-                    *d = off[g];
-                    off[g] += 1;
-                }
-            }
-        });
-    (dest, start)
+    // The destinations overwrite the user column in place (no fresh memory for another column).
+    users.par_chunks_mut(chunk).zip(keep.par_chunks(chunk)).zip(offsets.par_iter_mut()).for_each(|((us, ks), off)| {
+        for (u, &k) in us.iter_mut().zip(ks) {
+            *u = if k {
+                let g = group(*u) as usize;
+                off[g] += 1;
+                off[g] - 1
+            } else {
+                u32::MAX
+            };
+        }
+    });
+    (users, start)
 }
 
 /// Moves every kept row's value to its destination, converted by `f`.
 fn scatter<T: Copy, U: Copy + Default>(col: &[T], dest: &[u32], len: usize, f: impl Fn(T) -> U) -> Vec<U> {
     let mut out = vec![U::default(); len];
+    scatter_into(col, dest, &mut out, f);
+    out
+}
+
+fn scatter_into<T: Copy, U: Copy>(col: &[T], dest: &[u32], out: &mut [U], f: impl Fn(T) -> U) {
     for (&x, &d) in col.iter().zip(dest) {
         if d != u32::MAX {
             out[d as usize] = f(x);
         }
     }
-    out
 }
 
 #[derive(Default)]
@@ -189,7 +192,7 @@ impl SortScratch {
 /// Clears `keep` for rows that repeat the user's previous item (in chronological order); returns
 /// how many it cleared.
 fn drop_consecutive_repeats(log: &RawLog, keep: &mut [bool]) -> u64 {
-    let (dest, start) = group_positions(&log.users, |u| u, keep, log.user_keys.len());
+    let (dest, start) = group_positions(log.users.clone(), |u| u, keep, log.user_keys.len());
     let mut rows = vec![0u32; start[start.len() - 1]];
     for (r, &d) in dest.iter().enumerate() {
         if d != u32::MAX {
@@ -331,8 +334,8 @@ pub fn build(mut log: RawLog, filters: &Filters) -> Result<Dataset> {
 
     // Rows grouped by new user id (stable), columns moved straight to their final place, then each
     // user's rows ordered by time (ties keep input order).
-    let (dest, start) = group_positions(&log.users, |u| new_user[u as usize] - 1, &keep, n_users);
-    drop((keep, std::mem::take(&mut log.users)));
+    let (dest, start) = group_positions(std::mem::take(&mut log.users), |u| new_user[u as usize] - 1, &keep, n_users);
+    drop(keep);
     let m = start[n_users];
     let raw_items = std::mem::take(&mut log.items);
     let (raw_times, raw_ratings) = (log.times.take(), log.ratings.take());
@@ -340,11 +343,19 @@ pub fn build(mut log: RawLog, filters: &Filters) -> Result<Dataset> {
     let ((mut items, mut ratings), mut times) = rayon::join(
         || {
             let items = scatter(&raw_items, &dest, m, |i| new_item[i as usize] as i32);
-            (items, raw_ratings.map(|r| scatter(&r, &dest, m, |x| x)))
+            // The raw item column is free now: the ratings land in its memory (no fresh pages), as
+            // bits, converted in place (same size) afterwards.
+            let ratings = raw_ratings.map(|r| {
+                let mut buf = raw_items;
+                scatter_into(&r, &dest, &mut buf[..m], f32::to_bits);
+                buf.truncate(m);
+                buf.into_iter().map(f32::from_bits).collect::<Vec<f32>>()
+            });
+            (items, ratings)
         },
         || raw_times.map(|t| scatter(&t, &dest, m, |x| x)),
     );
-    drop((dest, raw_items));
+    drop(dest);
     if let Some(times) = &mut times {
         let rating_segs: Vec<Option<&mut [f32]>> = match &mut ratings {
             Some(r) => segments_mut(r, &start).into_iter().map(Some).collect(),
