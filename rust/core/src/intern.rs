@@ -21,7 +21,7 @@ fn canonical_u64(t: &[u8]) -> Option<u64> {
 
 impl<'a> Key<'a> {
     pub fn new(token: Cow<'a, [u8]>) -> Self {
-        match canonical_u64(&token).filter(|v| *v < TEXT_TAG) {
+        match canonical_u64(&token).filter(|v| *v < TEXT_TAG as u64) {
             Some(v) => Key::Num(v),
             None => Key::Text(token),
         }
@@ -141,9 +141,9 @@ impl Interner {
         if let Some(n) = self.identity {
             let max = raw.iter().copied().max().unwrap_or(0);
             let limit = IDENTITY_LIMIT.max(2 * (rows.len() + raw.len()) as u64);
-            if max < limit {
+            if (max as u64) < limit {
                 self.identity = Some(n.max(max as usize + 1));
-                rows.extend(raw.iter().map(|&r| r as u32));
+                rows.extend_from_slice(raw); // the ids are the codes
                 return;
             }
             self.identity = None;
@@ -156,7 +156,7 @@ impl Interner {
             if r & TEXT_TAG != 0 {
                 text_codes[(r & !TEXT_TAG) as usize]
             } else {
-                self.intern_num(r)
+                self.intern_num(r as u64)
             }
         }));
     }
@@ -193,10 +193,12 @@ impl Interner {
     }
 }
 
-/// A raw id as parsed in a block: a number below 2^63, or (high bit set) the code of a text key in
-/// the block's [`TextInterner`]. Numbers skip hashing in the parallel parse; the merge interns them.
-pub type RawId = u64;
-pub const TEXT_TAG: u64 = 1 << 63;
+/// A raw id as parsed in a block: a canonical number below 2^31, or (high bit set) the code of a text
+/// key in the block's [`TextInterner`] (larger numbers are kept as text, and still sort as numbers).
+/// Numbers skip hashing in the parallel parse, and while they are the codes themselves the merge is
+/// a copy.
+pub type RawId = u32;
+pub const TEXT_TAG: RawId = 1 << 31;
 
 /// Interns the non-numeric ids of one block (owned, so a parsed block can outlive its text).
 #[derive(Default)]
@@ -215,8 +217,8 @@ impl TextInterner {
         self.keys.clear();
     }
     pub fn raw_id(&mut self, token: &[u8]) -> RawId {
-        if let Some(v) = canonical_u64(token).filter(|v| *v < TEXT_TAG) {
-            return v;
+        if let Some(v) = canonical_u64(token).filter(|v| *v < TEXT_TAG as u64) {
+            return v as RawId;
         }
         let code = match self.map.get(token) {
             Some(&c) => c,
@@ -227,7 +229,7 @@ impl TextInterner {
                 c
             }
         };
-        TEXT_TAG | code as u64
+        TEXT_TAG | code
     }
 }
 

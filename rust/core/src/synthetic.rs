@@ -271,6 +271,9 @@ pub fn generate(cfg: &SyntheticConfig) -> Result<(RawLog, FxHashMap<String, Item
     if cfg.n_users < 2 || cfg.n_items < 10 {
         return Err("the synthetic dataset needs at least 2 users and 10 items".into());
     }
+    if cfg.n_users >= 1 << 30 || cfg.n_items >= 1 << 30 {
+        return Err("the synthetic dataset is limited to 2^30 users and items".into());
+    }
     if cfg.n_topics == 0 || cfg.n_topics > TOPICS.len() {
         return Err(format!("n_topics must be between 1 and {}", TOPICS.len()));
     }
@@ -356,8 +359,8 @@ pub fn generate(cfg: &SyntheticConfig) -> Result<(RawLog, FxHashMap<String, Item
                 _ => all[r.pick_cumulative(&all_cum)],
             };
             t += 3600 + r.below(30 * 86400) as i64;
-            raw_users.push(u as u64 + 1);
-            raw_items.push(item as u64 + 1);
+            raw_users.push(u as u32 + 1);
+            raw_items.push(item as u32 + 1);
             if let Some(v) = log.times.as_mut() {
                 v.push(t);
             }

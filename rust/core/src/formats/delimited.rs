@@ -2,7 +2,7 @@
 //! the original LLM-ESR `inter.txt`, and sequence-per-line files.
 
 use super::{check_id, parse_rating, parse_time, Chunk, ColumnSpec, RecordParser};
-use crate::intern::{TextInterner, TEXT_TAG};
+use crate::intern::{RawId, TextInterner, TEXT_TAG};
 use crate::swar;
 use std::borrow::Cow;
 
@@ -281,7 +281,7 @@ const MAX_FAST_FIELDS: usize = 12;
 
 /// An id resolved without interning (interning waits until the whole line is known to be good).
 enum Id<'a> {
-    Num(u64),
+    Num(RawId),
     Text(&'a [u8]),
 }
 
@@ -331,11 +331,11 @@ impl Delimited {
         }))
     }
 
-    /// Canonical decimals (no leading zero) below 2^63 are numeric ids, as `raw_id` decides.
+    /// Canonical decimals (no leading zero) below 2^31 are numeric ids, as `raw_id` decides.
     fn classify_id<'a>(&self, what: &str, f: &'a [u8]) -> Result<Id<'a>, String> {
         if f.len() == 1 || f.first() != Some(&b'0') {
-            if let Some(v) = swar::parse_digits(f).filter(|v| *v < TEXT_TAG) {
-                return Ok(Id::Num(v));
+            if let Some(v) = swar::parse_digits(f).filter(|v| *v < TEXT_TAG as u64) {
+                return Ok(Id::Num(v as RawId));
             }
         }
         let tok = trim(f);
