@@ -1,0 +1,113 @@
+"""Ranking metrics for next-item evaluation: HR, NDCG and MRR at several cut-offs, overall and by
+long-tail group, kept as sums and counts so that shards (DDP ranks, batches) add up exactly.
+
+Ties are counted pessimistically: a candidate scoring exactly as high as the target ranks above it, so
+a model that scores everything equally gets the worst rank, not the best.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from llmesr.data import Dataset, pareto_threshold
+
+CUTOFFS = (5, 10, 20)
+
+
+def target_ranks(scores: np.ndarray, target: np.ndarray | int = 0) -> np.ndarray:
+    """1-based rank of each row's target among the row's candidates, ties counted against the target.
+
+    `scores` is `[rows, candidates]`; `target` the target's column (one per row, or the same for all;
+    the sampled protocol puts it in column 0). Candidates to ignore (e.g. items of the user's history in
+    the full protocol) should be scored `-inf` by the caller."""
+    scores = np.asarray(scores)
+    rows = np.arange(scores.shape[0])
+    target = np.broadcast_to(np.asarray(target), rows.shape)
+    t = scores[rows, target][:, None]
+    at_least = (scores >= t).sum(axis=1)  # includes the target itself
+    return at_least.astype(np.int64)
+
+
+@dataclass
+class MetricSums:
+    """Sums of HR@k, NDCG@k and MRR@k over evaluated rows, and their count."""
+
+    cutoffs: tuple[int, ...] = CUTOFFS
+    sums: dict[str, float] = field(default_factory=dict)
+    count: int = 0
+
+    def add(self, ranks: np.ndarray) -> None:
+        ranks = np.asarray(ranks)
+        for k in self.cutoffs:
+            hit = ranks <= k
+            values = {
+                f"HR@{k}": hit.sum(),
+                f"NDCG@{k}": (hit / np.log2(ranks + 1.0)).sum(),
+                f"MRR@{k}": (hit / ranks).sum(),
+            }
+            for name, v in values.items():
+                self.sums[name] = self.sums.get(name, 0.0) + float(v)
+        self.count += int(ranks.size)
+
+    def merge(self, other: MetricSums) -> None:
+        for name, v in other.sums.items():
+            self.sums[name] = self.sums.get(name, 0.0) + v
+        self.count += other.count
+
+    def means(self) -> dict[str, float]:
+        return {name: (v / self.count if self.count else float("nan")) for name, v in sorted(self.sums.items())}
+
+
+@dataclass(frozen=True)
+class Groups:
+    """Long-tail groups: tail users have a history shorter than `tail_user_len`; tail items fewer than
+    `tail_item_pop` training interactions (both default to the Pareto rule of `pareto_threshold`)."""
+
+    tail_user_len: int
+    tail_item_pop: int
+    user_length: np.ndarray  # [n_users + 1]
+    item_popularity: np.ndarray  # [n_items + 1]
+
+    @classmethod
+    def of(cls, ds: Dataset, tail_user_len: int | None = None, tail_item_pop: int | None = None) -> Groups:
+        lengths, pop = ds.lengths, ds.train_popularity
+        return cls(
+            tail_user_len=pareto_threshold(lengths[1:]) if tail_user_len is None else tail_user_len,
+            tail_item_pop=pareto_threshold(pop[1:]) if tail_item_pop is None else tail_item_pop,
+            user_length=lengths,
+            item_popularity=pop,
+        )
+
+    def masks(self, users: np.ndarray, targets: np.ndarray) -> dict[str, np.ndarray]:
+        tail_user = self.user_length[users] < self.tail_user_len
+        tail_item = self.item_popularity[targets] < self.tail_item_pop
+        return {
+            "overall": np.ones(len(users), dtype=bool),
+            "tail_user": tail_user,
+            "head_user": ~tail_user,
+            "tail_item": tail_item,
+            "head_item": ~tail_item,
+        }
+
+
+class GroupedMetrics:
+    """`MetricSums` per long-tail group; `add` takes the evaluated users, their targets and ranks."""
+
+    def __init__(self, groups: Groups, cutoffs: tuple[int, ...] = CUTOFFS) -> None:
+        self.groups = groups
+        self.by_group = {
+            g: MetricSums(cutoffs) for g in ("overall", "tail_user", "head_user", "tail_item", "head_item")
+        }
+
+    def add(self, users: np.ndarray, targets: np.ndarray, ranks: np.ndarray) -> None:
+        for name, mask in self.groups.masks(np.asarray(users), np.asarray(targets)).items():
+            self.by_group[name].add(np.asarray(ranks)[mask])
+
+    def merge(self, other: GroupedMetrics) -> None:
+        for name, sums in other.by_group.items():
+            self.by_group[name].merge(sums)
+
+    def result(self) -> dict[str, dict[str, float]]:
+        return {name: sums.means() | {"count": sums.count} for name, sums in self.by_group.items()}
