@@ -145,46 +145,53 @@ class EmbeddingCache:
         self.dir = Path(folder) / hashlib.sha256(model_name.encode()).hexdigest()[:16]
         self.dir.mkdir(parents=True, exist_ok=True)
         (self.dir / "model.json").write_text(json.dumps({"model": model_name}))
-        self.rows: dict[str, int] = {}
-        self.vectors = np.zeros((0, 0), dtype=np.float32)
+        self.rows: dict[str, tuple[int, int]] = {}
+        self.blocks: list[np.ndarray] = []
+        self.n_rows = 0
+        self.dim = 0
         keys_path, vec_path = self.dir / "keys.txt", self.dir / "vectors.f32"
         if keys_path.exists() and vec_path.exists():
             keys = keys_path.read_text().split()
             meta = self.dir / "dim.txt"
-            dim = int(meta.read_text()) if meta.exists() else 0
+            self.dim = int(meta.read_text()) if meta.exists() else 0
             raw = np.fromfile(vec_path, dtype=np.float32)
-            n = min(len(keys), len(raw) // dim) if dim else 0
-            self.vectors = raw[: n * dim].reshape(n, dim) if dim else self.vectors
-            self.rows = {k: i for i, k in enumerate(keys[:n])}
-            if n < len(keys) or n * dim < len(raw):  # a killed write: drop the partial tail
-                self._rewrite(keys[:n])
+            n = min(len(keys), len(raw) // self.dim) if self.dim else 0
+            if n:
+                self.blocks = [raw[: n * self.dim].reshape(n, self.dim)]
+                self.rows = {k: (0, i) for i, k in enumerate(keys[:n])}
+                self.n_rows = n
+            if n < len(keys) or n * self.dim < len(raw):  # a killed write: drop the partial tail
+                self._rewrite(keys[:n], raw[: n * self.dim])
 
     @staticmethod
     def key(text: str) -> str:
         return hashlib.sha256(text.encode()).hexdigest()
 
-    def _rewrite(self, keys: list[str]) -> None:
-        self.vectors.tofile(self.dir / "vectors.f32")
+    def _rewrite(self, keys: list[str], vectors: np.ndarray) -> None:
+        vectors.tofile(self.dir / "vectors.f32")
         (self.dir / "keys.txt").write_text("".join(k + "\n" for k in keys))
 
     def get(self, key: str) -> np.ndarray | None:
-        row = self.rows.get(key)
-        return None if row is None else self.vectors[row]
+        where = self.rows.get(key)
+        return None if where is None else self.blocks[where[0]][where[1]]
 
     def add(self, keys: list[str], vectors: np.ndarray) -> None:
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        if self.vectors.size == 0:
-            (self.dir / "dim.txt").write_text(str(vectors.shape[1]))
-            self.vectors = np.zeros((0, vectors.shape[1]), dtype=np.float32)
+        if self.n_rows == 0:
+            self.dim = vectors.shape[1]
+            (self.dir / "dim.txt").write_text(str(self.dim))
+        elif vectors.shape[1] != self.dim:
+            raise ValueError(f"{self.dir}: cached vectors are {self.dim}-d, new ones {vectors.shape[1]}-d")
         with open(self.dir / "vectors.f32", "ab") as f:
             f.write(vectors.tobytes())
             f.flush()
             os.fsync(f.fileno())
         with open(self.dir / "keys.txt", "a") as f:
             f.write("".join(k + "\n" for k in keys))
-        start = len(self.vectors)
-        self.vectors = np.concatenate([self.vectors, vectors])
-        self.rows.update({k: start + i for i, k in enumerate(keys)})
+        # Blocks, not one growing array: appending stays linear in the number of vectors.
+        self.blocks.append(vectors)
+        self.rows.update({k: (len(self.blocks) - 1, i) for i, k in enumerate(keys)})
+        self.n_rows += len(keys)
 
 
 def encode_all(
