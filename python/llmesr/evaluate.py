@@ -1,0 +1,79 @@
+"""Leave-one-out evaluation of a trained model, both protocols:
+
+- `full`: the target is ranked among all items, the items of the user's own history (the model input)
+  excluded, except the target itself when the user had consumed it before;
+- `sampled` (the paper's): the target is ranked against the user's stored negatives
+  (`llmesr.sampling.eval_negatives`, drawn once per seed so every model sees the same candidates).
+
+Ties count against the target (see `llmesr.metrics`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from llmesr.data import Dataset
+from llmesr.metrics import GroupedMetrics, Groups, target_ranks
+
+
+def eval_inputs(ds: Dataset, users: np.ndarray, split: str, max_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """Left-padded input sequences and targets: the training history predicts the validation item;
+    the training history plus the validation item predicts the test item."""
+    if split not in ("valid", "test"):
+        raise ValueError(f"split must be 'valid' or 'test', not {split!r}")
+    seqs = np.zeros((len(users), max_len), dtype=np.int64)
+    for row, u in enumerate(users):
+        history = ds.items[ds.indptr[u] : ds.train_end[u] + (1 if split == "test" else 0)][-max_len:]
+        seqs[row, max_len - len(history) :] = history
+    targets = (ds.valid if split == "valid" else ds.test)[users].astype(np.int64)
+    return seqs, targets
+
+
+@torch.no_grad()
+def evaluate(
+    model: torch.nn.Module,
+    ds: Dataset,
+    *,
+    split: str = "test",
+    protocol: str = "full",
+    negatives: np.ndarray | None = None,
+    users: np.ndarray | None = None,
+    groups: Groups | None = None,
+    max_len: int = 200,
+    batch_size: int = 256,
+) -> GroupedMetrics:
+    """Metrics of `model` (anything with `user_vector(sequences)` and `item_vectors(items)`) over
+    `users` (default: every user with a validation and test item), as mergeable sums."""
+    if protocol not in ("full", "sampled"):
+        raise ValueError(f"protocol must be 'full' or 'sampled', not {protocol!r}")
+    if protocol == "sampled" and negatives is None:
+        raise ValueError("the sampled protocol needs the stored negatives (llmesr.sampling.eval_negatives)")
+    if users is None:
+        users = np.flatnonzero(ds.test > 0)
+    result = GroupedMetrics(groups or Groups.of(ds))
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    all_items = model.item_vectors(torch.arange(ds.n_items + 1, device=device)) if protocol == "full" else None
+    for start in range(0, len(users), batch_size):
+        batch = np.asarray(users[start : start + batch_size])
+        seqs, targets = eval_inputs(ds, batch, split, max_len)
+        seq_t = torch.from_numpy(seqs).to(device)
+        vectors = model.user_vector(seq_t)
+        if protocol == "full":
+            scores = vectors @ all_items.T
+            target_t = torch.from_numpy(targets).to(device)[:, None]
+            target_scores = scores.gather(1, target_t)
+            scores[:, 0] = -torch.inf
+            scores.scatter_(1, seq_t, -torch.inf)  # the input history is not a candidate...
+            scores.scatter_(1, target_t, target_scores)  # ...but a target seen before still is
+            scores = scores.cpu().numpy()
+            ranks = target_ranks(scores, targets)
+        else:
+            candidates = torch.from_numpy(np.concatenate([targets[:, None], negatives[batch]], axis=1)).to(device)
+            scores = (vectors[:, None, :] * model.item_vectors(candidates)).sum(-1).cpu().numpy()
+            ranks = target_ranks(scores, 0)
+        result.add(batch, targets, ranks)
+    model.train(was_training)
+    return result
