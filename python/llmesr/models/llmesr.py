@@ -97,3 +97,25 @@ class LLMESR(nn.Module):
             b, k, length = similar.shape
             teacher = self.user_vector(similar.reshape(b * k, length)).reshape(b, k, -1).mean(dim=1)
         return F.mse_loss(student, teacher)
+
+
+class SASRec(LLMESR):
+    """The ID-only baseline (`--method base`): the same encoder and loss, a randomly initialised item
+    table, no semantic view and no distillation."""
+
+    def __init__(
+        self, n_items: int, hidden: int = 64, max_len: int = 200, layers: int = 2, heads: int = 1, dropout: float = 0.5
+    ):
+        nn.Module.__init__(self)
+        self.item_id = nn.Embedding(n_items + 1, hidden, padding_idx=0)
+        nn.init.normal_(self.item_id.weight, std=hidden**-0.5)
+        with torch.no_grad():
+            self.item_id.weight[0].zero_()
+        self.encoder = SequenceEncoder(hidden, max_len, layers, heads, dropout, causal=True)
+        self.drop = nn.Dropout(dropout)
+
+    def item_vectors(self, items: torch.Tensor) -> torch.Tensor:
+        return self.item_id(items)
+
+    def user_states(self, sequences: torch.Tensor) -> torch.Tensor:
+        return self.encoder(self.drop(self.item_id(sequences)), sequences != 0)
