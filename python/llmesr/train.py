@@ -79,7 +79,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:
 
     with atomic_dir(cfg.out, overwrite=True) as run:
         (run / "config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
-        log = open(run / "log.txt", "w")
+        (run / "log.txt").write_text("")
         best, best_epoch, waited, history = -1.0, 0, 0, []
         for epoch in range(1, cfg.epochs + 1):
             model.train()
@@ -110,8 +110,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:
             line = (
                 f"epoch {epoch}: loss {np.mean(losses):.4f}, valid NDCG@10 {ndcg:.4f}, {len(order) / seconds:.0f} seq/s"
             )
-            log.write(line + "\n")
-            log.flush()
+            with open(run / "log.txt", "a") as log:
+                log.write(line + "\n")
             if progress:
                 tqdm.write(line)
             if ndcg > best:
@@ -123,7 +123,6 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:
                 waited += 1
                 if waited >= cfg.patience:
                     break
-        log.close()
         model.load_state_dict(load_file(run / "best.safetensors"), strict=False)
         metrics: dict[str, Any] = {
             "test": {},
