@@ -8,9 +8,10 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("safetensors")
 
 from llmesr import prepare_synthetic  # noqa: E402
+from llmesr.config import TrainConfig  # noqa: E402
 from llmesr.embed import embed_dataset  # noqa: E402
 from llmesr.encoders import HashingEncoder  # noqa: E402
-from llmesr.train import TrainConfig, train  # noqa: E402
+from llmesr.train import train  # noqa: E402
 
 
 @pytest.fixture(scope="module")

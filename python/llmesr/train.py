@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
+from llmesr.config import TrainConfig
 from llmesr.data import load_dataset
 from llmesr.embed import load_embeddings
 from llmesr.evaluate import eval_inputs, evaluate
@@ -21,29 +22,6 @@ from llmesr.io import atomic_dir
 from llmesr.metrics import Groups
 from llmesr.models import LLMESR, SASRec
 from llmesr.sampling import eval_negatives, sasrec_batch
-
-
-@dataclass
-class TrainConfig:
-    data: str
-    out: str
-    method: str = "llmesr"  # or "base"
-    epochs: int = 200
-    patience: int = 20
-    seed: int = 42
-    device: str = "auto"
-    max_len: int = 200
-    hidden: int = 64
-    layers: int = 2
-    heads: int = 1
-    dropout: float = 0.5
-    batch_size: int = 128
-    lr: float = 1e-3
-    alpha: float = 0.1  # weight of the self-distillation loss
-    n_similar: int = 10
-    n_negatives: int = 100  # sampled protocol
-    tail_user_len: int | None = None
-    tail_item_pop: int | None = None
 
 
 def build_model(cfg: TrainConfig, n_items: int, tables: dict[str, np.ndarray] | None) -> torch.nn.Module:

@@ -57,6 +57,9 @@ def run_command(main: Callable[[], Any]) -> int:
     except (DataError, FileNotFoundError, FileExistsError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except ImportError as e:
+        print(f'error: {e} (the models and encoders need: pip install "llmesr[embed]")', file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted; nothing was written", file=sys.stderr)
         return 130

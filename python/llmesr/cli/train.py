@@ -8,11 +8,10 @@ from dataclasses import fields
 from pathlib import Path
 
 from llmesr.cli.common import format_rows, run_command
+from llmesr.config import TrainConfig
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from llmesr.train import TrainConfig
-
     p = argparse.ArgumentParser(
         prog="llmesr-train",
         description="Train LLM-ESR-SASRec (or the SASRec baseline) and test it with both protocols by group.",
@@ -32,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def body() -> None:
-        from llmesr.train import TrainConfig, train
+        from llmesr.train import train
 
         data = args.data
         if data is None:
