@@ -101,7 +101,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:
                 waited += 1
                 if waited >= cfg.patience:
                     break
-        model.load_state_dict(load_file(run / "best.safetensors"), strict=False)
+        model.load_state_dict(load_file(run / "best.safetensors"))
         metrics: dict[str, Any] = {
             "test": {},
             "valid": {},
