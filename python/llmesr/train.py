@@ -51,8 +51,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:
     similar = np.array(tables["similar_users"])[:, : cfg.n_similar] if tables is not None else None
     negatives = eval_negatives(ds, cfg.n_negatives, seed=cfg.seed)
     groups = Groups.of(ds, cfg.tail_user_len, cfg.tail_item_pop)
-    train_users = np.flatnonzero((ds.train_end - ds.indptr[:-1]) >= 2).astype(np.uint32)
-    train_users = train_users[train_users > 0]
+    train_users = np.flatnonzero((ds.train_end - ds.indptr[:-1]) >= 2).astype(np.uint32)  # user 0 has none
     valid_users = np.flatnonzero(ds.valid > 0)
 
     with atomic_dir(cfg.out, overwrite=True) as run:

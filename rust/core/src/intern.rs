@@ -12,17 +12,20 @@ pub enum Key<'a> {
     Text(Cow<'a, [u8]>),
 }
 
-fn canonical_u64(t: &[u8]) -> Option<u64> {
+/// The rule that makes an id numeric: a canonical decimal (no sign, no leading zero) below 2^31.
+/// Every other token is a text id (larger numbers still sort as numbers, see [`key_order`]).
+pub fn numeric_id(t: &[u8]) -> Option<RawId> {
     if t.len() > 1 && t[0] == b'0' {
         return None;
     }
-    crate::swar::parse_digits(t)
+    crate::swar::parse_digits(t).filter(|v| *v < TEXT_TAG as u64).map(|v| v as RawId)
 }
 
 impl<'a> Key<'a> {
+    #[cfg(test)]
     pub fn new(token: Cow<'a, [u8]>) -> Self {
-        match canonical_u64(&token).filter(|v| *v < TEXT_TAG as u64) {
-            Some(v) => Key::Num(v),
+        match numeric_id(&token) {
+            Some(v) => Key::Num(v as u64),
             None => Key::Text(token),
         }
     }
@@ -217,8 +220,8 @@ impl TextInterner {
         self.keys.clear();
     }
     pub fn raw_id(&mut self, token: &[u8]) -> RawId {
-        if let Some(v) = canonical_u64(token).filter(|v| *v < TEXT_TAG as u64) {
-            return v as RawId;
+        if let Some(v) = numeric_id(token) {
+            return v;
         }
         let code = match self.map.get(token) {
             Some(&c) => c,

@@ -2,7 +2,7 @@
 //! the original LLM-ESR `inter.txt`, and sequence-per-line files.
 
 use super::{check_id, parse_rating, parse_time, Chunk, ColumnSpec, RecordParser};
-use crate::intern::{RawId, TextInterner, TEXT_TAG};
+use crate::intern::{numeric_id, RawId, TextInterner};
 use crate::swar;
 use std::borrow::Cow;
 
@@ -331,12 +331,10 @@ impl Delimited {
         }))
     }
 
-    /// Canonical decimals (no leading zero) below 2^31 are numeric ids, as `raw_id` decides.
+    /// Numeric ids by the same rule as `raw_id` ([`numeric_id`]), text ids validated and trimmed.
     fn classify_id<'a>(&self, what: &str, f: &'a [u8]) -> Result<Id<'a>, String> {
-        if f.len() == 1 || f.first() != Some(&b'0') {
-            if let Some(v) = swar::parse_digits(f).filter(|v| *v < TEXT_TAG as u64) {
-                return Ok(Id::Num(v as RawId));
-            }
+        if let Some(v) = numeric_id(f) {
+            return Ok(Id::Num(v));
         }
         let tok = trim(f);
         check_id(what, tok, self.integer_ids)?;
