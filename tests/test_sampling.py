@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from llmesr import DataError, prepare_synthetic
-from llmesr.sampling import eval_negatives, sasrec_batch
+from llmesr.sampling import bert4rec_batch, eval_negatives, histories, sasrec_batch
 
 
 @pytest.fixture(scope="module")
@@ -62,3 +62,32 @@ def test_sasrec_batch_rows_do_not_depend_on_batch_composition(ds):
     assert (other_epoch != alone).any()
     with pytest.raises(DataError, match="user 0 is not in"):
         sasrec_batch(ds, np.array([0]))
+
+
+@pytest.mark.parametrize("split, max_len", [("train", 200), ("test", 200), ("test", 3)])
+def test_histories_match_reference(ds, split, max_len):
+    users = np.array([3, 250, 1, 99])
+    rows = [ds.items[ds.indptr[u] : ds.train_end[u] + (split == "test")][-max_len:] for u in users]
+    ref = np.zeros((len(users), max(len(r) for r in rows)), np.int32)
+    for i, r in enumerate(rows):
+        ref[i, ref.shape[1] - len(r) :] = r
+    np.testing.assert_array_equal(histories(ds, users, split, max_len), ref)
+    with pytest.raises(ValueError, match="split must be"):
+        histories(ds, users, "nope")
+
+
+def test_bert4rec_batch_masks_about_mask_prob(ds):
+    users = np.arange(1, ds.n_users + 1)
+    inputs, targets, negatives = bert4rec_batch(ds, users, max_len=200, mask_prob=0.6, seed=4, epoch=2)
+    plain = histories(ds, users, "train", 200)
+    masked = targets != 0
+    mask_token = ds.n_items + 1
+    np.testing.assert_array_equal(inputs == mask_token, masked)
+    np.testing.assert_array_equal(np.where(masked, targets, inputs), plain)  # unmasked items unchanged
+    assert masked.any(axis=1).all()  # every row trains on something
+    assert 0.55 < masked.sum() / (plain != 0).sum() < 0.65
+    np.testing.assert_array_equal(negatives != 0, masked)
+    for row, u in enumerate(users[:50]):
+        assert not set(negatives[row][masked[row]].tolist()) & set(ds.train_history(u).tolist())
+    again = bert4rec_batch(ds, users, max_len=200, mask_prob=0.6, seed=4, epoch=2)
+    np.testing.assert_array_equal(again[0], inputs)

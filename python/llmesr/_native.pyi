@@ -5,9 +5,11 @@ import numpy as np
 
 __all__ = [
     "_panic_for_test",
+    "bert4rec_batch",
     "default_ivf_settings",
     "detect_format",
     "eval_negatives",
+    "histories",
     "parse_timestamp",
     "prepare_dataset",
     "prepare_synthetic",
@@ -76,6 +78,26 @@ def sasrec_batch(
     seed: int,
     epoch: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
+def bert4rec_batch(
+    users: np.ndarray,
+    indptr: np.ndarray,
+    train_end: np.ndarray,
+    items: np.ndarray,
+    n_items: int,
+    max_len: int,
+    mask_prob: float,
+    seed: int,
+    epoch: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
+def histories(
+    users: np.ndarray,
+    indptr: np.ndarray,
+    train_end: np.ndarray,
+    items: np.ndarray,
+    n_items: int,
+    extra: int,
+    max_len: int,
+) -> np.ndarray: ...
 def parse_timestamp(text: str) -> int | None: ...
 def detect_format(path: str) -> str: ...
 def _panic_for_test() -> None: ...

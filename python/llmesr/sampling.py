@@ -1,6 +1,7 @@
-"""Seeded sampling over a prepared dataset, in the Rust core: evaluation negatives and training
-batches. One seed gives the same numbers whatever the thread count or batch composition (every user
-draws from its own stream)."""
+"""Seeded sampling over a prepared dataset, in the Rust core: evaluation negatives, model inputs and
+training batches. One seed gives the same numbers whatever the thread count or batch composition
+(every user draws from its own stream). Every array is left-padded with item 0 and only as wide as
+the longest row it holds (at most `max_len`), so no work is spent on padding beyond that."""
 
 from __future__ import annotations
 
@@ -10,6 +11,10 @@ from llmesr import _native
 from llmesr.data import Dataset
 
 
+def _users(users: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(users, dtype=np.uint32)
+
+
 def eval_negatives(ds: Dataset, n_neg: int = 100, seed: int = 0) -> np.ndarray:
     """For the sampled evaluation protocol: `n_neg` distinct items per user that the user never
     interacted with, as int32 `[n_users + 1, n_neg]` (row 0 = padding). Drawn once per seed, so every
@@ -17,13 +22,39 @@ def eval_negatives(ds: Dataset, n_neg: int = 100, seed: int = 0) -> np.ndarray:
     return _native.eval_negatives(ds.indptr, ds.train_end, ds.items, ds.n_items, int(n_neg), int(seed))
 
 
+def histories(ds: Dataset, users: np.ndarray, split: str = "train", max_len: int = 200) -> np.ndarray:
+    """Model inputs, int32 `[len(users), L]`: the training history (`split="train"`: the input that
+    predicts the validation item), or the training history plus the validation item (`"test"`)."""
+    extra = {"train": 0, "valid": 0, "test": 1}.get(split)
+    if extra is None:
+        raise ValueError(f"split must be 'train', 'valid' or 'test', not {split!r}")
+    return _native.histories(_users(users), ds.indptr, ds.train_end, ds.items, ds.n_items, extra, int(max_len))
+
+
 def sasrec_batch(
     ds: Dataset, users: np.ndarray, max_len: int = 200, seed: int = 0, epoch: int = 0
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Next-item training rows for `users`: inputs (training history without its last item), targets
-    (shifted by one) and one negative per target, int32 `[len(users), L]`, left-padded with 0, where L
-    is the longest input of the batch capped at `max_len` (no padding beyond what the batch needs)."""
-    users = np.ascontiguousarray(users, dtype=np.uint32)
+    (shifted by one) and one negative per target, int32 `[len(users), L]`."""
     return _native.sasrec_batch(
-        users, ds.indptr, ds.train_end, ds.items, ds.n_items, int(max_len), int(seed), int(epoch)
+        _users(users), ds.indptr, ds.train_end, ds.items, ds.n_items, int(max_len), int(seed), int(epoch)
+    )
+
+
+def bert4rec_batch(
+    ds: Dataset, users: np.ndarray, max_len: int = 200, mask_prob: float = 0.6, seed: int = 0, epoch: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Masked-item training rows for `users`: the training history with each item replaced by the
+    mask token `n_items + 1` with probability `mask_prob` (at least one per row), the masked items as
+    targets (0 elsewhere) and one negative per target, int32 `[len(users), L]`."""
+    return _native.bert4rec_batch(
+        _users(users),
+        ds.indptr,
+        ds.train_end,
+        ds.items,
+        ds.n_items,
+        int(max_len),
+        float(mask_prob),
+        int(seed),
+        int(epoch),
     )

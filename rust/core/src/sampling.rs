@@ -112,10 +112,7 @@ pub struct Batch {
 /// with in training). `len` is the longest input of the batch, at most `max_len` (no work on padding
 /// beyond it).
 pub fn sasrec_batch(seqs: Sequences, users: &[u32], max_len: usize, seed: u64, epoch: u64) -> Result<Batch> {
-    let n_users = seqs.n_users();
-    if let Some(&bad) = users.iter().find(|&&u| u == 0 || u as usize > n_users) {
-        return Err(Error::Input(format!("user {bad} is not in 1..={n_users}")));
-    }
+    check_users(&seqs, users)?;
     let train = |u: u32| seqs.train(u as usize);
     let len = users.iter().map(|&u| train(u).len().saturating_sub(1)).max().unwrap_or(0).min(max_len).max(1);
     let mut inputs = vec![0i32; users.len() * len];
@@ -143,6 +140,86 @@ pub fn sasrec_batch(seqs: Sequences, users: &[u32], max_len: usize, seed: u64, e
                     return Err(Error::Input(format!("user {u} has interacted with every item: no negative exists")));
                 }
                 *slot = buf[0];
+            }
+            Ok(())
+        })?;
+    Ok(Batch { len, inputs, targets, negatives })
+}
+
+fn check_users(seqs: &Sequences, users: &[u32]) -> Result<()> {
+    let n_users = seqs.n_users();
+    match users.iter().find(|&&u| u == 0 || u as usize > n_users) {
+        Some(bad) => Err(Error::Input(format!("user {bad} is not in 1..={n_users}"))),
+        None => Ok(()),
+    }
+}
+
+/// Model inputs for `users`: each training history followed by its next `extra` items (1 gives
+/// the test input: training history plus the validation item), keeping the last `max_len`,
+/// left-padded with 0 to the longest row (at least 1 position). Row-major `[users.len(), len]`.
+pub fn histories(seqs: Sequences, users: &[u32], extra: usize, max_len: usize) -> Result<(usize, Vec<i32>)> {
+    check_users(&seqs, users)?;
+    let row = |u: u32| {
+        let end = (seqs.train_end[u as usize] as usize + extra).min(seqs.indptr[u as usize + 1] as usize);
+        &seqs.items[seqs.indptr[u as usize] as usize..end]
+    };
+    let len = users.iter().map(|&u| row(u).len()).max().unwrap_or(0).min(max_len).max(1);
+    let mut out = vec![0i32; users.len() * len];
+    out.par_chunks_mut(len).zip(users.par_iter()).for_each(|(dst, &u)| {
+        let seq = row(u);
+        let take = seq.len().min(len);
+        dst[len - take..].copy_from_slice(&seq[seq.len() - take..]);
+    });
+    Ok((len, out))
+}
+
+/// One Bert4Rec training batch: each user's training history (last `max_len` items, left-padded)
+/// with every item replaced by `n_items + 1` (the mask token) with probability `mask_prob`, at least
+/// one per row (the last item when the draw masked none); `targets` holds the masked items (0
+/// elsewhere) and `negatives` one item outside the training history per masked position.
+pub fn bert4rec_batch(
+    seqs: Sequences,
+    users: &[u32],
+    max_len: usize,
+    mask_prob: f64,
+    seed: u64,
+    epoch: u64,
+) -> Result<Batch> {
+    check_users(&seqs, users)?;
+    if !(0.0..=1.0).contains(&mask_prob) {
+        return Err(Error::Input(format!("mask_prob must be in [0, 1], not {mask_prob}")));
+    }
+    let mask_token = seqs.n_items as i32 + 1;
+    let (len, mut inputs) = histories(seqs, users, 0, max_len)?;
+    let mut targets = vec![0i32; inputs.len()];
+    let mut negatives = vec![0i32; inputs.len()];
+    inputs
+        .par_chunks_mut(len)
+        .zip(targets.par_chunks_mut(len))
+        .zip(negatives.par_chunks_mut(len))
+        .zip(users.par_iter())
+        .try_for_each_init(Vec::new, |buf, (((inp, tgt), neg), &u)| {
+            let history = sorted_history(seqs.train(u as usize));
+            let mut rng = stream(seed, TRAIN_STREAM, epoch, u as usize);
+            let first = inp.iter().position(|&x| x != 0).unwrap_or(len);
+            for i in first..len {
+                if rng.uniform() < mask_prob {
+                    tgt[i] = inp[i];
+                }
+            }
+            if first < len && tgt[first..].iter().all(|&t| t == 0) {
+                tgt[len - 1] = inp[len - 1];
+            }
+            for i in first..len {
+                if tgt[i] != 0 {
+                    inp[i] = mask_token;
+                    if !draw_outside(&history, seqs.n_items, 1, &mut rng, buf) {
+                        return Err(Error::Input(format!(
+                            "user {u} has interacted with every item: no negative exists"
+                        )));
+                    }
+                    neg[i] = buf[0];
+                }
             }
             Ok(())
         })?;
@@ -196,5 +273,32 @@ mod tests {
         let (len, inp) = (b.len, b.inputs);
         assert_eq!((len, inp), (1, vec![2])); // max_len keeps the most recent positions
         assert!(sasrec_batch(seqs, &[4], 5, 1, 0).is_err());
+    }
+
+    #[test]
+    fn histories_and_bert4rec_masks() {
+        // user 1: 1 2 3 4 5 (train 1 2 3), user 2: 6 7 (train 6 7), user 3: 8 9 10 (train 8)
+        let indptr = [0i64, 0, 5, 7, 10];
+        let train_end = [0i64, 3, 7, 8];
+        let items = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10];
+        let seqs = Sequences { indptr: &indptr, train_end: &train_end, items: &items, n_items: 20 };
+        assert_eq!(histories(seqs, &[1, 3], 0, 9).unwrap(), (3, vec![1, 2, 3, 0, 0, 8]));
+        assert_eq!(histories(seqs, &[1, 3], 1, 2).unwrap(), (2, vec![3, 4, 8, 9]));
+        assert_eq!(histories(seqs, &[2], 1, 9).unwrap(), (2, vec![6, 7])); // no item after the history
+        assert!(histories(seqs, &[0], 0, 9).is_err());
+
+        let b = bert4rec_batch(seqs, &[1, 2, 3], 50, 0.0, 1, 0).unwrap();
+        assert_eq!(b.len, 3);
+        // mask_prob 0 still masks the last item of every row
+        assert_eq!(b.inputs, vec![1, 2, 21, 0, 6, 21, 0, 0, 21]);
+        assert_eq!(b.targets, vec![0, 0, 3, 0, 0, 7, 0, 0, 8]);
+        let masked: Vec<bool> = b.targets.iter().map(|&t| t != 0).collect();
+        for (i, &n) in b.negatives.iter().enumerate() {
+            assert_eq!(n != 0, masked[i]);
+        }
+        let all = bert4rec_batch(seqs, &[1, 2, 3], 50, 1.0, 1, 0).unwrap();
+        assert_eq!(all.inputs, vec![21, 21, 21, 0, 21, 21, 0, 0, 21]);
+        assert_eq!(all.targets, vec![1, 2, 3, 0, 6, 7, 0, 0, 8]);
+        assert!(bert4rec_batch(seqs, &[1], 50, 1.5, 1, 0).is_err());
     }
 }

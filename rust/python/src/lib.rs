@@ -248,7 +248,7 @@ fn eval_negatives<'py>(
 
 /// One SASRec-style training batch: `(inputs, targets, negatives)`, each `[len(users), len]`.
 #[pyfunction]
-#[allow(clippy::too_many_arguments, clippy::type_complexity)]
+#[allow(clippy::too_many_arguments)]
 fn sasrec_batch<'py>(
     py: Python<'py>,
     users: PyReadonlyArray1<'py, u32>,
@@ -259,17 +259,69 @@ fn sasrec_batch<'py>(
     max_len: usize,
     seed: u64,
     epoch: u64,
-) -> PyResult<(Bound<'py, PyArray2<i32>>, Bound<'py, PyArray2<i32>>, Bound<'py, PyArray2<i32>>)> {
+) -> PyResult<BatchArrays<'py>> {
     let seqs = sequences(&indptr, &train_end, &items, n_items)?;
-    let users = users.as_slice().map_err(|_| PyValueError::new_err("users must be C-contiguous"))?;
+    let users = user_slice(&users)?;
     let b = run_detached(py, || llmesr_core::sampling::sasrec_batch(seqs, users, max_len, seed, epoch))?
         .map_err(|e| to_py_err(e, None))?;
-    let shape = [users.len(), b.len];
+    batch_arrays(py, users.len(), b)
+}
+
+fn user_slice<'a>(users: &'a PyReadonlyArray1<'_, u32>) -> PyResult<&'a [u32]> {
+    users.as_slice().map_err(|_| PyValueError::new_err("users must be C-contiguous"))
+}
+
+type BatchArrays<'py> = (Bound<'py, PyArray2<i32>>, Bound<'py, PyArray2<i32>>, Bound<'py, PyArray2<i32>>);
+
+fn batch_arrays<'py>(py: Python<'py>, rows: usize, b: llmesr_core::sampling::Batch) -> PyResult<BatchArrays<'py>> {
+    let shape = [rows, b.len];
     Ok((
         PyArray1::from_vec(py, b.inputs).reshape(shape)?,
         PyArray1::from_vec(py, b.targets).reshape(shape)?,
         PyArray1::from_vec(py, b.negatives).reshape(shape)?,
     ))
+}
+
+/// One Bert4Rec training batch: `(inputs, targets, negatives)`, each `[len(users), len]`.
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+fn bert4rec_batch<'py>(
+    py: Python<'py>,
+    users: PyReadonlyArray1<'py, u32>,
+    indptr: PyReadonlyArray1<'py, i64>,
+    train_end: PyReadonlyArray1<'py, i64>,
+    items: PyReadonlyArray1<'py, i32>,
+    n_items: usize,
+    max_len: usize,
+    mask_prob: f64,
+    seed: u64,
+    epoch: u64,
+) -> PyResult<BatchArrays<'py>> {
+    let seqs = sequences(&indptr, &train_end, &items, n_items)?;
+    let users = user_slice(&users)?;
+    let b = run_detached(py, || llmesr_core::sampling::bert4rec_batch(seqs, users, max_len, mask_prob, seed, epoch))?
+        .map_err(|e| to_py_err(e, None))?;
+    batch_arrays(py, users.len(), b)
+}
+
+/// Left-padded histories (training items plus the next `extra`): `[len(users), len]`.
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+fn histories<'py>(
+    py: Python<'py>,
+    users: PyReadonlyArray1<'py, u32>,
+    indptr: PyReadonlyArray1<'py, i64>,
+    train_end: PyReadonlyArray1<'py, i64>,
+    items: PyReadonlyArray1<'py, i32>,
+    n_items: usize,
+    extra: usize,
+    max_len: usize,
+) -> PyResult<Bound<'py, PyArray2<i32>>> {
+    let seqs = sequences(&indptr, &train_end, &items, n_items)?;
+    let users = user_slice(&users)?;
+    let (len, out) = run_detached(py, || llmesr_core::sampling::histories(seqs, users, extra, max_len))?
+        .map_err(|e| to_py_err(e, None))?;
+    PyArray1::from_vec(py, out).reshape([users.len(), len])
 }
 
 /// Unix seconds of a number or a date (`YYYY-MM-DD[ HH:MM:SS]`, ISO 8601, `MM DD, YYYY`); None if neither.
@@ -298,7 +350,7 @@ fn _panic_for_test(py: Python<'_>) -> PyResult<()> {
 mod _native {
     #[pymodule_export]
     use super::{
-        _panic_for_test, default_ivf_settings, detect_format, eval_negatives, parse_timestamp, prepare_dataset,
-        prepare_synthetic, sasrec_batch, similar_users, DataError,
+        _panic_for_test, bert4rec_batch, default_ivf_settings, detect_format, eval_negatives, histories,
+        parse_timestamp, prepare_dataset, prepare_synthetic, sasrec_batch, similar_users, DataError,
     };
 }
