@@ -6,7 +6,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from llmesr import prepare_synthetic  # noqa: E402
-from llmesr.evaluate import eval_inputs, evaluate  # noqa: E402
+from llmesr.evaluate import evaluate  # noqa: E402
 from llmesr.metrics import MetricSums  # noqa: E402
 from llmesr.models import LLMESR  # noqa: E402
 from llmesr.sampling import eval_negatives  # noqa: E402
@@ -16,19 +16,8 @@ from llmesr.sampling import eval_negatives  # noqa: E402
 def setup(tmp_path_factory):
     ds = prepare_synthetic(tmp_path_factory.mktemp("d") / "s", n_users=60, n_items=40, seed=4)
     torch.manual_seed(0)
-    model = LLMESR(torch.randn(ds.n_items + 1, 16), hidden=8, max_len=20, dropout=0.0)
+    model = LLMESR(ds.n_items, torch.randn(ds.n_items + 1, 16), hidden=8, max_len=20, dropout=0.0)
     return ds, model
-
-
-def test_inputs_hold_out_the_right_items(setup):
-    ds, _ = setup
-    users = np.array([1, 2])
-    seqs, targets = eval_inputs(ds, users, "valid", 30)
-    for row, u in enumerate(users):
-        assert targets[row] == ds.valid[u]
-        assert seqs[row][seqs[row] > 0].tolist() == ds.train_history(u).tolist()
-    seqs, targets = eval_inputs(ds, users, "test", 30)
-    assert seqs[0][-1] == ds.valid[1] and targets[0] == ds.test[1]
 
 
 @pytest.mark.parametrize("protocol", ["full", "sampled"])

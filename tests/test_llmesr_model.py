@@ -11,7 +11,7 @@ def model(seed=0, dropout=0.0):
     torch.manual_seed(seed)
     semantic = torch.randn(31, 24)
     semantic[0] = 0
-    return LLMESR(semantic, hidden=8, max_len=12, dropout=dropout)
+    return LLMESR(30, semantic, hidden=8, max_len=12, dropout=dropout)
 
 
 def sequences(seed=1):
@@ -35,12 +35,13 @@ def test_adapter_once_per_item_equals_per_position():
 
 def test_teacher_without_autograd_gives_the_same_loss_and_gradients():
     m = model()
-    seq, similar = sequences(1), torch.stack([sequences(s) for s in (2, 3, 4)], dim=1)
-    loss = m.distillation_loss(seq, similar)
+    seq = sequences(1)
+    similar = torch.stack([sequences(s) for s in (2, 3, 4)], dim=1).reshape(12, 10)  # 3 per user
+    student = m.user_vector(seq)
+    loss = m.distillation_loss(student, similar)
     grads = torch.autograd.grad(loss, list(m.parameters()), allow_unused=True)
     # The straightforward way: the teacher with autograd, then detached.
-    b, k, length = similar.shape
-    teacher = m.user_vector(similar.reshape(b * k, length)).reshape(b, k, -1).mean(1).detach()
+    teacher = m.user_vector(similar).reshape(4, 3, -1).mean(1).detach()
     slow = torch.nn.functional.mse_loss(m.user_vector(seq), teacher)
     slow_grads = torch.autograd.grad(slow, list(m.parameters()), allow_unused=True)
     torch.testing.assert_close(loss, slow)
@@ -60,10 +61,124 @@ def test_padding_positions_do_not_count_and_training_lowers_the_loss():
     first = None
     for _ in range(30):
         opt.zero_grad()
-        loss = m.sequence_loss(seq, targets, negatives)
+        loss = m.training_loss(seq, targets, negatives)
         loss.backward()
         opt.step()
         first = first if first is not None else loss.item()
     assert loss.item() < 0.5 * first
     assert not m.semantic.requires_grad  # the language-model table stays frozen
     assert m.user_vector(seq).shape == (4, 16)  # [u_id; u_llm]
+
+
+def batch_for(backbone, seed=5, n_items=30, b=4, length=9):
+    g = torch.Generator().manual_seed(seed)
+    inputs = torch.randint(1, n_items + 1, (b, length), generator=g)
+    inputs[0, :5] = 0
+    inputs[2, :8] = 0
+    targets = torch.roll(inputs, -1, dims=1) * (inputs != 0)
+    targets[:, -1] = torch.randint(1, n_items + 1, (b,), generator=g)
+    if backbone == "bert4rec":
+        masked = (torch.rand(inputs.shape, generator=g) < 0.5) & (inputs != 0)
+        masked[:, -1] = True
+        targets = inputs * masked
+        inputs = torch.where(masked, torch.full_like(inputs, n_items + 1), inputs)
+    elif backbone == "gru4rec":
+        targets[:, :-1] = 0
+    negatives = torch.randint(1, n_items + 1, inputs.shape, generator=g) * (targets != 0)
+    similar = torch.randint(0, n_items + 1, (b * 3, 7), generator=g)
+    similar[:, :3] = 0
+    similar[1, :6] = 0
+    return inputs, targets, negatives, similar
+
+
+@pytest.mark.parametrize(
+    "backbone, kw",
+    [
+        ("sasrec", {}),
+        ("sasrec", {"cross_attention": True}),
+        ("sasrec", {"shared_encoder": False, "heads": 2}),
+        ("sasrec", {"views": "semantic"}),
+        ("bert4rec", {"cross_attention": True}),
+        ("gru4rec", {"cross_attention": True}),
+        ("gru4rec", {"views": "id"}),
+    ],
+)
+@pytest.mark.parametrize("distill, beta", [("kd", 0.0), ("cl", 0.5)])
+def test_fast_training_loss_equals_the_straightforward_one(backbone, kw, distill, beta):
+    from llmesr.models import reference
+
+    torch.manual_seed(0)
+    semantic = torch.randn(31, 24)
+    semantic[0] = 0
+    m = LLMESR(
+        30, None if kw.get("views") == "id" else semantic, backbone=backbone, hidden=8, max_len=12, dropout=0.0, **kw
+    )
+    inputs, targets, negatives, similar = batch_for(backbone)
+    opts = dict(alpha=0.3, distill=distill, beta=beta, temperature=0.7)
+    fast = m.training_loss(inputs, targets, negatives, similar, **opts)
+    slow = reference.training_loss(m, inputs, targets, negatives, similar, **opts)
+    torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-6)
+    params = [p for p in m.parameters() if p.requires_grad]
+    for a, b in zip(
+        torch.autograd.grad(fast, params, allow_unused=True),
+        torch.autograd.grad(slow, params, allow_unused=True),
+        strict=True,
+    ):
+        if a is None or b is None:
+            assert a is None and b is None
+        else:
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    with torch.no_grad():
+        torch.testing.assert_close(m.user_vector(similar), reference.user_vector(m, similar), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("backbone", ["sasrec", "gru4rec"])
+def test_cross_attention_never_sees_later_items(backbone):
+    torch.manual_seed(0)
+    semantic = torch.randn(31, 24)
+    m = LLMESR(30, semantic, backbone=backbone, hidden=8, max_len=12, dropout=0.0, cross_attention=True).eval()
+    seq = torch.tensor([[0, 0, 3, 4, 5, 6, 7]])
+    later = seq.clone()
+    later[0, -1] = 20
+    with torch.no_grad():
+        a, b = m.user_states(seq), m.user_states(later)
+    torch.testing.assert_close(a[0, :-1], b[0, :-1])
+    assert not torch.allclose(a[0, -1], b[0, -1])
+
+
+def test_compat_original_attends_to_padding_and_the_future():
+    torch.manual_seed(0)
+    semantic = torch.randn(31, 24)
+    correct = LLMESR(30, semantic, hidden=8, max_len=12, dropout=0.0).eval()
+    compat = LLMESR(30, semantic, hidden=8, max_len=12, dropout=0.0, compat=True).eval()
+    compat.load_state_dict(correct.state_dict())
+    seq = torch.tensor([[0, 0, 3, 4, 5, 6, 7]])
+    later = seq.clone()
+    later[0, -1] = 20
+    with torch.no_grad():
+        assert not torch.allclose(compat.user_states(seq)[0, -3], compat.user_states(later)[0, -3])
+        # The original's results depend on max_len (its padding is attended to); ours do not.
+        short = LLMESR(30, semantic, hidden=8, max_len=7, dropout=0.0, compat=True).eval()
+        short.load_state_dict(
+            {k: v[:7] if k.endswith("position.weight") else v for k, v in compat.state_dict().items()}
+        )
+        assert not torch.allclose(compat.user_vector(seq), short.user_vector(seq))
+        ours_short = LLMESR(30, semantic, hidden=8, max_len=7, dropout=0.0).eval()
+        ours_short.load_state_dict(short.state_dict())
+        torch.testing.assert_close(correct.user_vector(seq), ours_short.user_vector(seq))
+
+
+def test_gru_reads_real_items_only():
+    from llmesr.models import GRUEncoder
+
+    torch.manual_seed(0)
+    enc = GRUEncoder(hidden=6, layers=2, dropout=0.0).eval()
+    emb = torch.randn(3, 5, 6)
+    valid = torch.tensor([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1], [0, 0, 0, 0, 0]], dtype=torch.bool)
+    with torch.no_grad():
+        out = enc(emb, valid)
+        for row in range(2):
+            real = emb[row][valid[row]][None]
+            expected = enc.gru(real)[0][0]  # the GRU over the real items alone, from a zero state
+            torch.testing.assert_close(out[row][valid[row]], expected)
+    assert not out[2].any() and not out[0, :2].any()

@@ -5,7 +5,7 @@ import math
 import numpy as np
 
 from llmesr import prepare_synthetic
-from llmesr.metrics import GroupedMetrics, Groups, MetricSums, target_ranks
+from llmesr.metrics import GroupedMetrics, Groups, MetricSums, quantile_edges, target_ranks
 
 
 def test_ranks_count_ties_against_the_target():
@@ -56,3 +56,18 @@ def test_groups(tmp_path):
     expected = MetricSums()
     expected.add(ranks[tail])
     assert result["tail_user"]["HR@10"] == expected.means()["HR@10"]
+    # The five-group breakdowns: a partition, ordered by length / popularity, about a fifth each.
+    for kind, values in (("length", ds.lengths[users]), ("popularity", ds.train_popularity[targets])):
+        counts = [result[f"{kind}_{i}"]["count"] for i in range(1, 6)]
+        assert sum(counts) == ds.n_users
+        members = [values[groups.masks(users, targets)[f"{kind}_{i}"]] for i in range(1, 6)]
+        nonempty = [m for m in members if len(m)]
+        assert all(a.max() < b.min() for a, b in zip(nonempty, nonempty[1:], strict=False))
+    assert max(result[f"length_{i}"]["count"] for i in range(1, 6)) < 0.5 * ds.n_users
+    empty = MetricSums()
+    assert empty.means()["HR@10"] is None  # JSON has no NaN
+
+
+def test_quantile_edges():
+    assert quantile_edges(np.arange(1, 101)) == [21, 41, 61, 81]
+    assert quantile_edges(np.array([], dtype=int)) == [0, 0, 0, 0]

@@ -1,4 +1,5 @@
-"""A short training run end to end: run folder, metrics layout, reproducibility for a seed."""
+"""Short training runs end to end: run folder, metrics layout, every backbone, reproducibility for a
+seed, exact resume of a killed run, the command line with a TOML config."""
 
 import json
 
@@ -8,9 +9,11 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("safetensors")
 
 from llmesr import prepare_synthetic  # noqa: E402
+from llmesr.cli import train as train_cli  # noqa: E402
 from llmesr.config import TrainConfig  # noqa: E402
 from llmesr.embed import embed_dataset  # noqa: E402
 from llmesr.encoders import HashingEncoder  # noqa: E402
+from llmesr.metrics import GROUPS  # noqa: E402
 from llmesr.train import train  # noqa: E402
 
 
@@ -23,37 +26,90 @@ def data(tmp_path_factory):
 
 
 def config(data, out, **kw):
-    return TrainConfig(
-        data=str(data),
-        out=str(out),
-        epochs=2,
-        patience=5,
-        hidden=8,
-        max_len=20,
-        batch_size=32,
-        dropout=0.2,
-        n_negatives=20,
-        **kw,
-    )
+    settings = dict(epochs=2, patience=5, hidden=8, max_len=20, batch_size=32, dropout=0.2, n_negatives=20)
+    return TrainConfig(data=str(data), out=str(out), **(settings | kw))
 
 
-@pytest.mark.parametrize("method", ["llmesr", "base"])
-def test_run_folder_and_metrics(data, tmp_path, method):
-    metrics = train(config(data, tmp_path / "run", method=method), progress=False)
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"method": "llmesr"},
+        {"method": "base"},
+        {"backbone": "bert4rec", "distill": "cl", "beta": 0.5},
+        {"backbone": "gru4rec", "shared_encoder": False},
+        {"views": "semantic", "cross_attention": False, "compat": "original"},
+    ],
+)
+def test_run_folder_and_metrics(data, tmp_path, kw):
+    metrics = train(config(data, tmp_path / "run", **kw), progress=False)
     run = tmp_path / "run"
-    assert {p.name for p in run.iterdir()} == {"config.json", "log.txt", "best.safetensors", "metrics.json"}
+    assert {p.name for p in run.iterdir()} == {
+        "config.json",
+        "log.txt",
+        "best.safetensors",
+        "checkpoint.safetensors",
+        "metrics.json",
+        "metrics.png",
+    }
+    assert (run / "metrics.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     saved = json.loads((run / "metrics.json").read_text())
-    assert saved["best_epoch"] in (1, 2)
+    assert saved == json.loads(json.dumps(metrics))
+    assert saved["best_epoch"] in (1, 2) and saved["epochs"] == 2
     for split in ("test", "valid"):
         for protocol in ("full", "sampled"):
             groups = saved[split][protocol]
-            assert set(groups) == {"overall", "tail_user", "head_user", "tail_item", "head_item"}
+            assert set(GROUPS) <= set(groups) and len(groups) == 15  # + 5 by length, 5 by popularity
             assert 0 <= groups["overall"]["NDCG@10"] <= groups["overall"]["HR@10"] <= 1
+            assert sum(groups[f"length_{i}"]["count"] for i in range(1, 6)) == groups["overall"]["count"]
     assert metrics["test"]["full"]["overall"]["count"] == 150
-    assert json.loads((run / "config.json").read_text())["method"] == method
+    assert json.loads((run / "config.json").read_text()) | kw == json.loads((run / "config.json").read_text())
+    assert len((run / "log.txt").read_text().splitlines()) == 2
 
 
 def test_same_seed_same_metrics(data, tmp_path):
     a = train(config(data, tmp_path / "a"), progress=False)
     b = train(config(data, tmp_path / "b"), progress=False)
     assert a["test"] == b["test"]
+
+
+class Killed(Exception):
+    pass
+
+
+def test_resume_ends_like_an_uninterrupted_run(data, tmp_path):
+    whole = train(config(data, tmp_path / "whole", epochs=4), progress=False)
+
+    def kill_after_two(epoch):
+        if epoch == 2:
+            raise Killed
+
+    cfg = config(data, tmp_path / "killed", epochs=4)
+    with pytest.raises(Killed):
+        train(cfg, progress=False, on_epoch=kill_after_two)
+    assert not (tmp_path / "killed" / "metrics.json").exists()
+    with pytest.raises(FileExistsError, match="--resume"):
+        train(cfg, progress=False)
+    with pytest.raises(ValueError, match="other settings \\(lr\\)"):
+        train(config(data, tmp_path / "killed", epochs=4, lr=0.5), progress=False, resume=True)
+    resumed = train(cfg, progress=False, resume=True)
+    assert resumed["test"] == whole["test"] and resumed["valid"] == whole["valid"]
+    assert [h["epoch"] for h in resumed["history"]] == [1, 2, 3, 4]
+    assert [h["loss"] for h in resumed["history"]] == [h["loss"] for h in whole["history"]]
+
+
+def test_command_line_with_toml_config(data, tmp_path, capsys):
+    toml = tmp_path / "run.toml"
+    toml.write_text('epochs = 1\nhidden = 8\nmax-len = 20\nbatch_size = 32\nn_negatives = 20\nbackbone = "gru4rec"\n')
+    out = tmp_path / "cli"
+    rc = train_cli.main(["--data", str(data), "--out", str(out), "--config", str(toml), "--dropout", "0.1", "-q"])
+    assert rc == 0
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["backbone"] == "gru4rec" and saved["dropout"] == 0.1 and saved["epochs"] == 1
+    assert "test full tail_item" in capsys.readouterr().out
+    assert train_cli.main(["--data", str(data), "--out", str(out), "--config", str(toml), "-q"]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    toml.write_text("epoch = 3\n")
+    assert train_cli.main(["--data", str(data), "--config", str(toml)]) == 2
+    assert "unknown setting 'epoch'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        train_cli.main(["--backbone", "lstm"])

@@ -1,15 +1,41 @@
-"""Training settings (kept free of torch, so the command line can be built without it)."""
+"""Training settings (kept free of torch, so the command line can be built without it). The defaults
+are the paper's settings; `load_toml` reads the same names from a TOML file."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import tomllib
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+CHOICES = {
+    "backbone": ("sasrec", "bert4rec", "gru4rec"),
+    "method": ("llmesr", "base"),
+    "views": ("both", "id", "semantic"),
+    "id_init": ("pca", "random"),
+    "distill": ("kd", "cl"),
+    "compat": ("none", "original"),
+}
 
 
 @dataclass
 class TrainConfig:
     data: str
     out: str
-    method: str = "llmesr"  # or "base"
+    backbone: str = "sasrec"
+    method: str = "llmesr"  # "base": the backbone alone, ID view only, random ID init, no distillation
+    # LLM-ESR's parts; the ablations of the paper's Table 2 switch them off one at a time.
+    views: str = "both"  # "id": co-view only, "semantic": se-view only
+    cross_attention: bool = True
+    shared_encoder: bool = True
+    id_init: str = "pca"
+    distill: str = "kd"  # self-distillation: "kd" (MSE) or "cl" (contrastive)
+    alpha: float = 0.1  # weight of the self-distillation loss; 0 switches it off
+    n_similar: int = 10
+    beta: float = 0.0  # weight of the item regulariser (contrastive between the two item views)
+    temperature: float = 1.0  # of the contrastive losses
+    mask_prob: float = 0.6  # Bert4Rec
+    compat: str = "none"  # "original": the original code's masking (no causal mask, padding attended)
     epochs: int = 200
     patience: int = 20
     seed: int = 42
@@ -21,8 +47,47 @@ class TrainConfig:
     dropout: float = 0.5
     batch_size: int = 128
     lr: float = 1e-3
-    alpha: float = 0.1  # weight of the self-distillation loss
-    n_similar: int = 10
     n_negatives: int = 100  # sampled protocol
     tail_user_len: int | None = None
     tail_item_pop: int | None = None
+
+    def __post_init__(self) -> None:
+        for name, allowed in CHOICES.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {getattr(self, name)!r}")
+        for name in ("epochs", "max_len", "hidden", "layers", "heads", "batch_size", "n_similar", "n_negatives"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
+        if self.hidden % self.heads:
+            raise ValueError(f"hidden ({self.hidden}) must be divisible by heads ({self.heads})")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), not {self.dropout}")
+
+    @property
+    def uses_semantic(self) -> bool:
+        return self.method == "llmesr" and self.views != "id"
+
+    @property
+    def uses_similar(self) -> bool:
+        return self.method == "llmesr" and self.alpha > 0
+
+
+def field_names() -> list[str]:
+    return [f.name for f in fields(TrainConfig)]
+
+
+def load_toml(path: str | Path) -> dict[str, Any]:
+    """Settings from a TOML file: top-level keys named like the options (`max_len` or `max-len`)."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise ValueError(f"{path}: not valid TOML: {e}") from None
+    known = set(field_names())
+    out = {}
+    for key, value in raw.items():
+        name = key.replace("-", "_")
+        if name not in known:
+            raise ValueError(f"{path}: unknown setting {key!r} (known: {', '.join(sorted(known))})")
+        out[name] = value
+    return out

@@ -15,19 +15,7 @@ import torch
 
 from llmesr.data import Dataset
 from llmesr.metrics import GroupedMetrics, Groups, target_ranks
-
-
-def eval_inputs(ds: Dataset, users: np.ndarray, split: str, max_len: int) -> tuple[np.ndarray, np.ndarray]:
-    """Left-padded input sequences and targets: the training history predicts the validation item;
-    the training history plus the validation item predicts the test item."""
-    if split not in ("valid", "test"):
-        raise ValueError(f"split must be 'valid' or 'test', not {split!r}")
-    seqs = np.zeros((len(users), max_len), dtype=np.int64)
-    for row, u in enumerate(users):
-        history = ds.items[ds.indptr[u] : ds.train_end[u] + (1 if split == "test" else 0)][-max_len:]
-        seqs[row, max_len - len(history) :] = history
-    targets = (ds.valid if split == "valid" else ds.test)[users].astype(np.int64)
-    return seqs, targets
+from llmesr.sampling import histories
 
 
 @torch.no_grad()
@@ -45,6 +33,8 @@ def evaluate(
 ) -> GroupedMetrics:
     """Metrics of `model` (anything with `user_vector(sequences)` and `item_vectors(items)`) over
     `users` (default: every user with a validation and test item), as mergeable sums."""
+    if split not in ("valid", "test"):
+        raise ValueError(f"split must be 'valid' or 'test', not {split!r}")
     if protocol not in ("full", "sampled"):
         raise ValueError(f"protocol must be 'full' or 'sampled', not {protocol!r}")
     if protocol == "sampled" and negatives is None:
@@ -58,8 +48,10 @@ def evaluate(
     all_items = model.item_vectors(torch.arange(ds.n_items + 1, device=device)) if protocol == "full" else None
     for start in range(0, len(users), batch_size):
         batch = np.asarray(users[start : start + batch_size])
-        seqs, targets = eval_inputs(ds, batch, split, max_len)
-        seq_t = torch.from_numpy(seqs).to(device)
+        # The training history predicts the validation item; with the validation item, the test item.
+        seqs = histories(ds, batch, "train" if split == "valid" else "test", max_len)
+        targets = (ds.valid if split == "valid" else ds.test)[batch].astype(np.int64)
+        seq_t = torch.from_numpy(seqs.astype(np.int64)).to(device)
         vectors = model.user_vector(seq_t)
         if protocol == "full":
             scores = vectors @ all_items.T

@@ -14,6 +14,7 @@ import numpy as np
 from llmesr.data import Dataset, pareto_threshold
 
 CUTOFFS = (5, 10, 20)
+GROUPS = ("overall", "tail_user", "head_user", "tail_item", "head_item")  # the headline groups
 
 
 def target_ranks(scores: np.ndarray, target: np.ndarray | int = 0) -> np.ndarray:
@@ -38,6 +39,11 @@ class MetricSums:
     sums: dict[str, float] = field(default_factory=dict)
     count: int = 0
 
+    def __post_init__(self) -> None:
+        for k in self.cutoffs:  # every key from the start: shards always share one layout
+            for m in ("HR", "NDCG", "MRR"):
+                self.sums.setdefault(f"{m}@{k}", 0.0)
+
     def add(self, ranks: np.ndarray) -> None:
         ranks = np.asarray(ranks)
         for k in self.cutoffs:
@@ -56,19 +62,37 @@ class MetricSums:
             self.sums[name] = self.sums.get(name, 0.0) + v
         self.count += other.count
 
-    def means(self) -> dict[str, float]:
-        return {name: (v / self.count if self.count else float("nan")) for name, v in sorted(self.sums.items())}
+    def means(self) -> dict[str, float | None]:
+        """Each metric's mean; None for an empty group (JSON has no NaN)."""
+        return {name: (v / self.count if self.count else None) for name, v in sorted(self.sums.items())}
+
+
+N_BINS = 5  # the paper's finer breakdowns: five groups by history length and by item popularity
+
+
+def quantile_edges(values: np.ndarray, bins: int = N_BINS) -> list[int]:
+    """The `bins - 1` inner edges splitting `values` into groups of about equal size: value v falls in
+    group `searchsorted(edges, v, "right")` (0-based). Ties keep a value in one group, so groups of a
+    skewed distribution can be uneven, or empty."""
+    if len(values) == 0:
+        return [0] * (bins - 1)
+    return [int(np.quantile(values, q, method="higher")) for q in np.arange(1, bins) / bins]
 
 
 @dataclass(frozen=True)
 class Groups:
     """Long-tail groups: tail users have a history shorter than `tail_user_len`; tail items fewer than
-    `tail_item_pop` training interactions (both default to the Pareto rule of `pareto_threshold`)."""
+    `tail_item_pop` training interactions (both default to the Pareto rule of `pareto_threshold`).
+    Finer: `length_1..5` by the user's history length and `popularity_1..5` by the target item's
+    training popularity, split at the quintiles of all users' lengths and all items' popularities
+    (`length_edges`, `popularity_edges`; group 1 is the shortest / least popular)."""
 
     tail_user_len: int
     tail_item_pop: int
     user_length: np.ndarray  # [n_users + 1]
     item_popularity: np.ndarray  # [n_items + 1]
+    length_edges: tuple[int, ...] = ()
+    popularity_edges: tuple[int, ...] = ()
 
     @classmethod
     def of(cls, ds: Dataset, tail_user_len: int | None = None, tail_item_pop: int | None = None) -> Groups:
@@ -78,17 +102,32 @@ class Groups:
             tail_item_pop=pareto_threshold(pop[1:]) if tail_item_pop is None else tail_item_pop,
             user_length=lengths,
             item_popularity=pop,
+            length_edges=tuple(quantile_edges(lengths[1:])),
+            popularity_edges=tuple(quantile_edges(pop[1:])),
+        )
+
+    def names(self) -> list[str]:
+        return (
+            list(GROUPS)
+            + [f"length_{i}" for i in range(1, N_BINS + 1)]
+            + [f"popularity_{i}" for i in range(1, N_BINS + 1)]
         )
 
     def masks(self, users: np.ndarray, targets: np.ndarray) -> dict[str, np.ndarray]:
         tail_user = self.user_length[users] < self.tail_user_len
         tail_item = self.item_popularity[targets] < self.tail_item_pop
+        length_bin = np.searchsorted(np.array(self.length_edges, dtype=np.int64), self.user_length[users], "right")
+        pop_bin = np.searchsorted(
+            np.array(self.popularity_edges, dtype=np.int64), self.item_popularity[targets], "right"
+        )
         return {
             "overall": np.ones(len(users), dtype=bool),
             "tail_user": tail_user,
             "head_user": ~tail_user,
             "tail_item": tail_item,
             "head_item": ~tail_item,
+            **{f"length_{i + 1}": length_bin == i for i in range(N_BINS)},
+            **{f"popularity_{i + 1}": pop_bin == i for i in range(N_BINS)},
         }
 
 
@@ -97,9 +136,7 @@ class GroupedMetrics:
 
     def __init__(self, groups: Groups, cutoffs: tuple[int, ...] = CUTOFFS) -> None:
         self.groups = groups
-        self.by_group = {
-            g: MetricSums(cutoffs) for g in ("overall", "tail_user", "head_user", "tail_item", "head_item")
-        }
+        self.by_group = {g: MetricSums(cutoffs) for g in groups.names()}
 
     def add(self, users: np.ndarray, targets: np.ndarray, ranks: np.ndarray) -> None:
         for name, mask in self.groups.masks(np.asarray(users), np.asarray(targets)).items():
@@ -109,5 +146,5 @@ class GroupedMetrics:
         for name, sums in other.by_group.items():
             self.by_group[name].merge(sums)
 
-    def result(self) -> dict[str, dict[str, float]]:
+    def result(self) -> dict[str, dict[str, float | None]]:
         return {name: sums.means() | {"count": sums.count} for name, sums in self.by_group.items()}

@@ -1,125 +1,317 @@
-"""Training LLM-ESR (or the ID-only SASRec baseline) with early stopping on validation NDCG@10, then
-testing the best checkpoint with both protocols by long-tail group. A run folder holds the resolved
-config, the log, the best weights (safetensors) and metrics.json."""
+"""Training LLM-ESR (or a backbone alone) with early stopping on validation NDCG@10, then testing the
+best weights with both protocols by long-tail group.
+
+The run folder (`cfg.out`) holds the resolved config (config.json), the log (log.txt), the best
+weights (best.safetensors), the last epoch's checkpoint for `resume` (checkpoint.safetensors: weights,
+optimizer state and the loop's state in its metadata), metrics.json and a plot of the group metrics
+(metrics.png). Every file is replaced atomically, so a killed run resumes from its last epoch and ends
+with the same metrics as an uninterrupted one: every epoch draws its batches and dropout from
+(seed, epoch) alone.
+"""
 
 from __future__ import annotations
 
 import json
+import shutil
+import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, safe_open, save_file
 from tqdm import tqdm
 
+from llmesr import distributed
 from llmesr.config import TrainConfig
-from llmesr.data import load_dataset
+from llmesr.data import Dataset, load_dataset
 from llmesr.embed import load_embeddings
-from llmesr.evaluate import eval_inputs, evaluate
-from llmesr.io import atomic_dir
+from llmesr.evaluate import evaluate
+from llmesr.io import atomic_write, atomic_write_text
 from llmesr.metrics import Groups
-from llmesr.models import LLMESR, SASRec
-from llmesr.sampling import eval_negatives, sasrec_batch
+from llmesr.models import LLMESR
+from llmesr.sampling import bert4rec_batch, eval_negatives, histories, sasrec_batch
+
+CHECKPOINT, BEST = "checkpoint.safetensors", "best.safetensors"
 
 
-def build_model(cfg: TrainConfig, n_items: int, tables: dict[str, np.ndarray] | None) -> torch.nn.Module:
-    common = dict(hidden=cfg.hidden, max_len=cfg.max_len, layers=cfg.layers, heads=cfg.heads, dropout=cfg.dropout)
-    if cfg.method == "base":
-        return SASRec(n_items, **common)
-    if cfg.method != "llmesr":
-        raise ValueError(f"method must be 'llmesr' or 'base', not {cfg.method!r}")
-    assert tables is not None
-    pca = torch.from_numpy(np.array(tables["item_pca"]))
-    if pca.shape[1] != cfg.hidden:
-        raise ValueError(f"the dataset's PCA table is {pca.shape[1]}-d; run llmesr-embed --hidden {cfg.hidden}")
-    return LLMESR(torch.from_numpy(np.array(tables["item_emb"])), id_init=pca, **common)
+def resolve_device(name: str, ranks: distributed.Ranks | None = None) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and ranks is not None and ranks.active:
+        return torch.device("cuda", ranks.local_rank)
+    return torch.device(name)
 
 
-def train(cfg: TrainConfig, progress: bool = True) -> dict[str, Any]:
-    torch.manual_seed(cfg.seed)
-    device = torch.device(
-        "cuda"
-        if cfg.device == "auto" and torch.cuda.is_available()
-        else ("cpu" if cfg.device == "auto" else cfg.device)
+def build_model(cfg: TrainConfig, n_items: int, tables: dict[str, np.ndarray] | None) -> LLMESR:
+    """The model `cfg` describes; `tables` are the dataset's embedding tables (`load_embeddings`)."""
+    common: dict[str, Any] = dict(
+        backbone=cfg.backbone,
+        hidden=cfg.hidden,
+        max_len=cfg.max_len,
+        layers=cfg.layers,
+        heads=cfg.heads,
+        dropout=cfg.dropout,
+        compat=cfg.compat == "original",
     )
+    if cfg.method == "base":
+        return LLMESR(n_items, views="id", **common)
+    assert tables is not None
+    semantic = torch.from_numpy(np.array(tables["item_emb"]))
+    id_init = None
+    if cfg.id_init == "pca" and cfg.views != "semantic":
+        id_init = torch.from_numpy(np.array(tables["item_pca"]))
+        if id_init.shape[1] != cfg.hidden:
+            raise ValueError(
+                f"the dataset's PCA table is {id_init.shape[1]}-d, the model's hidden size {cfg.hidden}: "
+                f"run llmesr-embed --hidden {cfg.hidden}, or train with --id-init random"
+            )
+    return LLMESR(
+        n_items,
+        semantic,
+        views=cfg.views,
+        id_init=id_init,
+        cross_attention=cfg.cross_attention,
+        shared_encoder=cfg.shared_encoder,
+        **common,
+    )
+
+
+def training_batch(cfg: TrainConfig, ds: Dataset, users: np.ndarray, epoch: int) -> tuple[np.ndarray, ...]:
+    """(inputs, targets, negatives) for the backbone's loss: next item at every position (SASRec),
+    at the last position only (GRU4Rec), or at the masked positions (Bert4Rec)."""
+    if cfg.backbone == "bert4rec":
+        return bert4rec_batch(ds, users, cfg.max_len, cfg.mask_prob, cfg.seed, epoch)
+    inputs, targets, negatives = sasrec_batch(ds, users, cfg.max_len, cfg.seed, epoch)
+    if cfg.backbone == "gru4rec":
+        targets[:, :-1] = 0
+        negatives[:, :-1] = 0
+    return inputs, targets, negatives
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
+
+
+def save_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """Weights, optimizer state and the loop's state (JSON in the metadata) in one safetensors file."""
+    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    opt = optimizer.state_dict()
+    for pid, slots in opt["state"].items():
+        for key, value in slots.items():
+            tensors[f"optimizer.{pid}.{key}"] = torch.as_tensor(value).cpu().contiguous()
+    meta = {"state": json.dumps(state), "param_groups": json.dumps(opt["param_groups"])}
+    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+
+
+def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+    with safe_open(path, framework="pt") as f:
+        meta = f.metadata()
+    tensors = load_file(path)
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optimizer."):
+            _, pid, slot = key.split(".", 2)
+            state.setdefault(int(pid), {})[slot] = value
+    optimizer.load_state_dict({"state": state, "param_groups": json.loads(meta["param_groups"])})
+    return json.loads(meta["state"])
+
+
+def prepare_run_folder(cfg: TrainConfig, resume: bool, overwrite: bool) -> Path:
+    run = Path(cfg.out)
+    if resume:
+        if not (run / "config.json").exists():
+            raise FileNotFoundError(f"{run} is not a run folder (no config.json) to resume")
+        saved, now = json.loads((run / "config.json").read_text()), asdict(cfg)
+        changed = sorted(k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k) and k != "device")
+        if changed:
+            raise ValueError(f"{run}: the run was started with other settings ({', '.join(changed)})")
+        return run
+    if run.exists() and any(run.iterdir()):
+        if not overwrite:
+            raise FileExistsError(f"run folder {run} exists: pass --resume to continue it or --overwrite to start over")
+        shutil.rmtree(run)
+    run.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run / "config.json", json.dumps(asdict(cfg), indent=2) + "\n")
+    (run / "log.txt").write_text("")
+    return run
+
+
+def train(
+    cfg: TrainConfig,
+    progress: bool = True,
+    *,
+    resume: bool = False,
+    overwrite: bool = False,
+    on_epoch: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """Trains, tests and writes the run folder; returns metrics.json's content. `resume` continues the
+    run in `cfg.out` (started with the same settings) from its last finished epoch. `on_epoch(epoch)`
+    is called after each epoch's checkpoint (tests use it to interrupt a run)."""
+    ranks = distributed.init("cuda" if resolve_device(cfg.device).type == "cuda" else "cpu")
+    device = resolve_device(cfg.device, ranks)
     ds = load_dataset(cfg.data)
     tables = load_embeddings(cfg.data) if cfg.method == "llmesr" else None
+    torch.manual_seed(cfg.seed)
     model = build_model(cfg, ds.n_items, tables).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    similar = np.array(tables["similar_users"])[:, : cfg.n_similar] if tables is not None else None
+    step_model: torch.nn.Module = model
+    if ranks.active:
+        step_model = torch.nn.parallel.DistributedDataParallel(model)
+    similar = np.array(tables["similar_users"])[:, : cfg.n_similar] if tables is not None and cfg.uses_similar else None
     negatives = eval_negatives(ds, cfg.n_negatives, seed=cfg.seed)
     groups = Groups.of(ds, cfg.tail_user_len, cfg.tail_item_pop)
-    train_users = np.flatnonzero((ds.train_end - ds.indptr[:-1]) >= 2).astype(np.uint32)  # user 0 has none
+    train_users = np.flatnonzero(ds.train_end - ds.indptr[:-1] >= (1 if cfg.backbone == "bert4rec" else 2))
     valid_users = np.flatnonzero(ds.valid > 0)
 
-    with atomic_dir(cfg.out, overwrite=True) as run:
-        (run / "config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
-        (run / "log.txt").write_text("")
-        best, best_epoch, waited, history = -1.0, 0, 0, []
-        for epoch in range(1, cfg.epochs + 1):
-            model.train()
-            order = np.random.default_rng([cfg.seed, epoch]).permutation(train_users)
-            losses, t0 = [], time.perf_counter()
-            bar = tqdm(range(0, len(order), cfg.batch_size), desc=f"epoch {epoch}", disable=not progress, leave=False)
-            for start in bar:
-                users = order[start : start + cfg.batch_size]
-                inputs, targets, negs = (
-                    torch.from_numpy(a.astype(np.int64)).to(device)
-                    for a in sasrec_batch(ds, users, cfg.max_len, cfg.seed, epoch)
-                )
-                loss = model.sequence_loss(inputs, targets, negs)
-                if similar is not None and cfg.alpha > 0:
-                    sim_users = similar[users.astype(np.int64)].ravel()
-                    sim_seqs, _ = eval_inputs(ds, sim_users, "valid", inputs.shape[1])
-                    sim_t = torch.from_numpy(sim_seqs).to(device).view(len(users), -1, inputs.shape[1])
-                    loss = loss + cfg.alpha * model.distillation_loss(inputs, sim_t)
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                losses.append(loss.item())
-                bar.set_postfix(loss=f"{np.mean(losses):.4f}")
-            valid = evaluate(model, ds, split="valid", users=valid_users, groups=groups, max_len=cfg.max_len).result()
-            ndcg = valid["overall"]["NDCG@10"]
-            seconds = time.perf_counter() - t0
-            history.append({"epoch": epoch, "loss": float(np.mean(losses)), "valid_NDCG@10": ndcg, "seconds": seconds})
-            line = (
-                f"epoch {epoch}: loss {np.mean(losses):.4f}, valid NDCG@10 {ndcg:.4f}, {len(order) / seconds:.0f} seq/s"
-            )
-            with open(run / "log.txt", "a") as log:
-                log.write(line + "\n")
+    run = prepare_run_folder(cfg, resume, overwrite) if ranks.main else Path(cfg.out)
+    ranks.barrier()
+    state: dict[str, Any] = {"epoch": 0, "best": -1.0, "best_epoch": 0, "waited": 0, "history": [], "finished": False}
+    if resume and (run / CHECKPOINT).exists():
+        state = load_checkpoint(run / CHECKPOINT, model, optimizer)
+
+    def log(line: str) -> None:
+        if ranks.main:
+            with open(run / "log.txt", "a") as f:
+                f.write(line + "\n")
             if progress:
                 tqdm.write(line)
-            if ndcg > best:
-                best, best_epoch, waited = ndcg, epoch, 0
-                save_file(
-                    {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, run / "best.safetensors"
+
+    def evaluate_all(split: str, protocol: str, users: np.ndarray) -> dict[str, Any]:
+        result = evaluate(
+            model,
+            ds,
+            split=split,
+            protocol=protocol,
+            negatives=negatives,
+            users=ranks.shard(users),
+            groups=groups,
+            max_len=cfg.max_len,
+        )
+        return distributed.reduce_metrics(result, ranks).result()
+
+    while not state["finished"] and state["epoch"] < cfg.epochs:
+        epoch = state["epoch"] + 1
+        torch.manual_seed(epoch_seed(cfg.seed, epoch))
+        model.train()
+        order = ranks.training_shard(np.random.default_rng([cfg.seed, epoch]).permutation(train_users))
+        loss_sum, batch_seconds, t0 = 0.0, 0.0, time.perf_counter()
+        starts = range(0, len(order), cfg.batch_size)
+        bar = tqdm(starts, desc=f"epoch {epoch}", disable=not (progress and ranks.main), leave=False, unit="batch")
+        for n, start in enumerate(bar, 1):
+            users = order[start : start + cfg.batch_size]
+            b0 = time.perf_counter()
+            inputs, targets, negs = (
+                torch.from_numpy(a).to(device, torch.long) for a in training_batch(cfg, ds, users, epoch)
+            )
+            sim = None
+            if similar is not None:
+                sim = torch.from_numpy(histories(ds, similar[users].ravel(), "train", cfg.max_len)).to(
+                    device, torch.long
                 )
-            else:
-                waited += 1
-                if waited >= cfg.patience:
-                    break
-        model.load_state_dict(load_file(run / "best.safetensors"))
-        metrics: dict[str, Any] = {
-            "test": {},
-            "valid": {},
-            "best_epoch": best_epoch,
-            "history": history,
+            batch_seconds += time.perf_counter() - b0
+            loss = step_model(
+                inputs,
+                targets,
+                negs,
+                sim,
+                alpha=cfg.alpha,
+                distill=cfg.distill,
+                beta=cfg.beta,
+                temperature=cfg.temperature,
+            )
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            loss_sum += loss.item()
+            bar.set_postfix(
+                loss=f"{loss_sum / n:.4f}", seq_s=f"{(start + len(users)) / (time.perf_counter() - t0):.0f}"
+            )
+        train_seconds = time.perf_counter() - t0
+        ndcg = evaluate_all("valid", "full", valid_users)["overall"]["NDCG@10"] or 0.0
+        state["history"].append(
+            {
+                "epoch": epoch,
+                "loss": loss_sum / max(1, len(starts)),
+                "valid_NDCG@10": ndcg,
+                "train_seconds": train_seconds,
+                "batch_seconds": batch_seconds,
+                "sequences_per_second": len(order) * ranks.world / train_seconds,
+            }
+        )
+        log(
+            f"epoch {epoch}: loss {loss_sum / max(1, len(starts)):.4f}, valid NDCG@10 {ndcg:.4f}, "
+            f"{len(order) * ranks.world / train_seconds:.0f} seq/s, batches {100 * batch_seconds / train_seconds:.1f}% of the time"
+        )
+        state["epoch"] = epoch
+        if ndcg > state["best"]:
+            state.update(best=ndcg, best_epoch=epoch, waited=0)
+            if ranks.main:
+                weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+                atomic_write(run / BEST, lambda tmp, w=weights: save_file(w, tmp))
+        else:
+            state["waited"] += 1
+            if state["waited"] >= cfg.patience:
+                state["finished"] = True
+                log(f"early stop: no better validation NDCG@10 for {cfg.patience} epochs")
+        if ranks.main:
+            save_checkpoint(run / CHECKPOINT, model, optimizer, state)
+        ranks.barrier()
+        if on_epoch is not None:
+            on_epoch(epoch)
+
+    ranks.barrier()
+    model.load_state_dict(load_file(run / BEST))
+    metrics: dict[str, Any] = {
+        "test": {},
+        "valid": {},
+        "best_epoch": state["best_epoch"],
+        "epochs": state["epoch"],
+        "history": state["history"],
+        "groups": {
             "tail_user_len": groups.tail_user_len,
             "tail_item_pop": groups.tail_item_pop,
-        }
-        for split, users in (("test", np.flatnonzero(ds.test > 0)), ("valid", valid_users)):
-            for protocol in ("full", "sampled"):
-                metrics[split][protocol] = evaluate(
-                    model,
-                    ds,
-                    split=split,
-                    protocol=protocol,
-                    negatives=negatives,
-                    users=users,
-                    groups=groups,
-                    max_len=cfg.max_len,
-                ).result()
-        (run / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+            "length_edges": list(groups.length_edges),
+            "popularity_edges": list(groups.popularity_edges),
+        },
+    }
+    for split, users in (("test", np.flatnonzero(ds.test > 0)), ("valid", valid_users)):
+        for protocol in ("full", "sampled"):
+            metrics[split][protocol] = evaluate_all(split, protocol, users)
+    if ranks.main:
+        atomic_write_text(run / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+        plot_metrics(metrics, run / "metrics.png", title=f"{cfg.method} {cfg.backbone}, seed {cfg.seed}")
+    ranks.barrier()
+    distributed.shutdown(ranks)
     return metrics
+
+
+def plot_metrics(metrics: dict[str, Any], path: Path, title: str = "") -> None:
+    """Bar charts of test HR@10 and NDCG@10 by group, one panel per protocol (needs matplotlib)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from matplotlib import pyplot as plt
+    except ImportError:
+        print(f"matplotlib is not installed: no {path.name} (pip install matplotlib)", file=sys.stderr)
+        return
+    protocols = list(metrics["test"])
+    fig, axes = plt.subplots(len(protocols), 1, figsize=(12, 3.2 * len(protocols)), squeeze=False)
+    for ax, protocol in zip(axes[:, 0], protocols, strict=True):
+        groups = metrics["test"][protocol]
+        names = list(groups)
+        x = np.arange(len(names))
+        for offset, metric in ((-0.2, "HR@10"), (0.2, "NDCG@10")):
+            ax.bar(x + offset, [groups[g][metric] or 0.0 for g in names], width=0.4, label=metric)
+        ax.set_xticks(x, [f"{g}\n(n={groups[g]['count']})" for g in names], fontsize=7)
+        ax.set_title(f"test, {protocol} ranking")
+        ax.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    plt.close(fig)

@@ -50,7 +50,7 @@ def format_rows(rows: list[tuple[str, str]]) -> str:
     return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)
 
 
-def run_command(main: Callable[[], Any]) -> int:
+def run_command(main: Callable[[], Any], interrupted: str = "interrupted; nothing was written") -> int:
     """Runs a command body; expected failures print one clear line instead of a traceback."""
     try:
         main()
@@ -58,9 +58,9 @@ def run_command(main: Callable[[], Any]) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except ImportError as e:
-        print(f'error: {e} (the models and encoders need: pip install "llmesr[embed]")', file=sys.stderr)
+        print(f'error: {e} (training and the default encoder need: pip install "llmesr[train,embed]")', file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted; nothing was written", file=sys.stderr)
+        print(interrupted, file=sys.stderr)
         return 130
     return 0

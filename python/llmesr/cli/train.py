@@ -3,28 +3,106 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
-from dataclasses import fields
+from dataclasses import MISSING, fields
 from pathlib import Path
+from typing import Any
 
 from llmesr.cli.common import format_rows, run_command
-from llmesr.config import TrainConfig
+from llmesr.config import CHOICES, TrainConfig, load_toml
+from llmesr.metrics import GROUPS
+
+HELP = {
+    "backbone": "sequence encoder",
+    "method": "llmesr: the dual-view model with self-distillation; base: the backbone alone (ID view)",
+    "views": "ablation: both views, or the collaborative (id) or semantic view only",
+    "cross_attention": "two-way cross-attention between the views",
+    "shared_encoder": "one encoder for both views (--no-shared-encoder: the separate-encoders ablation)",
+    "id_init": "initial ID item table: the PCA of the semantic table, or random",
+    "distill": "self-distillation loss: kd (MSE) or cl (contrastive)",
+    "alpha": "weight of the self-distillation loss (0: off)",
+    "n_similar": "similar users per user in the distillation",
+    "beta": "weight of the item regulariser (0: off)",
+    "temperature": "temperature of the contrastive losses",
+    "mask_prob": "Bert4Rec's masking probability",
+    "compat": "original: reproduce the original code's masking (no causal mask, padding attended)",
+    "patience": "epochs without a better validation NDCG@10 before stopping",
+    "device": "auto, cpu, cuda or cuda:N",
+    "max_len": "longest history the model reads (the most recent items)",
+    "n_negatives": "negatives per user of the sampled protocol",
+    "tail_user_len": "tail users have a history shorter than this (default: Pareto rule)",
+    "tail_item_pop": "tail items have fewer training interactions than this (default: Pareto rule)",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="llmesr-train",
-        description="Train LLM-ESR-SASRec (or the SASRec baseline) and test it with both protocols by group.",
+        description="Train LLM-ESR (or a backbone alone) and test it with both protocols by long-tail group. "
+        "Settings: defaults (the paper's), then --config FILE, then the options given.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        epilog="Several processes: torchrun --nproc-per-node N $(which llmesr-train) ... (gloo on CPU, NCCL on GPUs).",
     )
     p.add_argument("--data", help="a prepared and embedded dataset folder (default: the built-in synthetic data)")
-    p.add_argument("--out", help="run folder (default: runs/<method>-<seed>)")
+    p.add_argument("--out", help="run folder (default: runs/<method>-<backbone>-<seed>)")
+    p.add_argument("--config", help="TOML file of settings (keys named like the options)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a killed run from its last epoch (its own settings)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     for f in fields(TrainConfig):
         if f.name in ("data", "out"):
             continue
-        kind = int if f.type in ("int", "int | None") else float if f.type == "float" else str
-        p.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=f.default)
+        flag = f"--{f.name.replace('_', '-')}"
+        default = f"{f.default} (or the config file's)"
+        common: dict[str, Any] = dict(default=argparse.SUPPRESS, help=f"{HELP.get(f.name, '')} [default: {default}]")
+        if f.type == "bool":
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, **common)
+        else:
+            kind = int if f.type in ("int", "int | None") else float if f.type == "float" else str
+            p.add_argument(flag, type=kind, choices=CHOICES.get(f.name), **common)
     return p
+
+
+def resolve_config(args: argparse.Namespace) -> TrainConfig:
+    """Defaults, then the TOML file, then the command line."""
+    values: dict[str, Any] = {f.name: f.default for f in fields(TrainConfig) if f.default is not MISSING}
+    if args.config:
+        values.update(load_toml(args.config))
+    given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
+    values.update({k: v for k, v in given.items() if v is not None})
+    if args.data:
+        values["data"] = args.data
+    values.setdefault("data", None)
+    if args.out:
+        values["out"] = args.out
+    values.setdefault("out", str(Path("runs") / f"{values['method']}-{values['backbone']}-{values['seed']}"))
+    return TrainConfig(**values)
+
+
+def default_data(hidden: int) -> str:
+    """The built-in synthetic dataset with MiniLM embeddings, made once under runs/data."""
+    data = str(Path("runs") / "data" / "synthetic")
+    if not (Path(data) / "similar_users.npy").exists():
+        from llmesr import prepare_synthetic
+        from llmesr.embed import embed_dataset
+        from llmesr.encoders import SentenceTransformerEncoder
+
+        print(f"preparing and embedding the synthetic dataset in {data} (once)", file=sys.stderr)
+        prepare_synthetic(data, overwrite=True)
+        cache = Path.home() / ".cache" / "llmesr" / "embeddings"
+        embed_dataset(data, SentenceTransformerEncoder(), k=100, hidden=hidden, cache_dir=cache)
+    return data
+
+
+def summary(out: str, metrics: dict[str, Any]) -> str:
+    rows = [("run folder", out), ("best epoch", f"{metrics['best_epoch']} of {metrics['epochs']}")]
+    for protocol in ("full", "sampled"):
+        for group in GROUPS:
+            m = metrics["test"][protocol][group]
+            value = "no users" if m["count"] == 0 else f"HR@10 {m['HR@10']:.4f}  NDCG@10 {m['NDCG@10']:.4f}"
+            rows.append((f"test {protocol} {group}", f"{value}  (n={m['count']})"))
+    return format_rows(rows)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -33,33 +111,21 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> None:
         from llmesr.train import train
 
-        data = args.data
-        if data is None:
-            data = str(Path("runs") / "data" / "synthetic")
-            if not (Path(data) / "similar_users.npy").exists():
-                from llmesr import prepare_synthetic
-                from llmesr.embed import embed_dataset
-                from llmesr.encoders import SentenceTransformerEncoder
+        if args.resume:
+            saved = json.loads((Path(args.resume) / "config.json").read_text()) if Path(args.resume).is_dir() else None
+            if saved is None:
+                raise FileNotFoundError(f"{args.resume} is not a run folder")
+            if hasattr(args, "device"):
+                saved["device"] = args.device
+            cfg = TrainConfig(**saved)
+        else:
+            cfg = resolve_config(args)
+            if cfg.data is None:
+                cfg.data = default_data(cfg.hidden)
+        metrics = train(cfg, progress=not args.quiet, resume=bool(args.resume), overwrite=args.overwrite)
+        print(summary(cfg.out, metrics))
 
-                print(f"preparing and embedding the synthetic dataset in {data} (once)", file=sys.stderr)
-                prepare_synthetic(data, overwrite=True)
-                cache = Path.home() / ".cache" / "llmesr" / "embeddings"
-                embed_dataset(data, SentenceTransformerEncoder(), k=100, hidden=args.hidden, cache_dir=cache)
-        values = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if f.name not in ("data", "out")}
-        out = args.out or str(Path("runs") / f"{args.method}-{args.seed}")
-        metrics = train(TrainConfig(data=data, out=out, **values))
-        rows = [("run folder", out), ("best epoch", str(metrics["best_epoch"]))]
-        for protocol in ("full", "sampled"):
-            for group, m in metrics["test"][protocol].items():
-                rows.append(
-                    (
-                        f"test {protocol} {group}",
-                        f"HR@10 {m['HR@10']:.4f}  NDCG@10 {m['NDCG@10']:.4f}  (n={m['count']})",
-                    )
-                )
-        print(format_rows(rows))
-
-    return run_command(body)
+    return run_command(body, interrupted="interrupted: continue with llmesr-train --resume RUN_DIR")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Sequence models (PyTorch). Importing this package needs torch."""
 
-from llmesr.models.encoder import SequenceEncoder
-from llmesr.models.llmesr import LLMESR, Adapter, SASRec
+from llmesr.models.encoder import GRUEncoder, SequenceEncoder
+from llmesr.models.llmesr import BACKBONES, LLMESR, Adapter
 
-__all__ = ["LLMESR", "Adapter", "SASRec", "SequenceEncoder"]
+__all__ = ["BACKBONES", "LLMESR", "Adapter", "GRUEncoder", "SequenceEncoder"]

@@ -1,10 +1,16 @@
-"""LLM-ESR over SASRec: a collaborative ID view and a semantic view (the frozen language-model item
-table through a small adapter) encoded by ONE shared sequence encoder, scored by the concatenation of
-both views, with retrieval-augmented self-distillation from the most similar users.
+"""LLM-ESR: a collaborative ID view and a semantic view (the frozen language-model item table
+through a small adapter), optionally mixed by two-way cross-attention, encoded by ONE shared sequence
+encoder (SASRec, Bert4Rec or GRU4Rec), scored by the concatenation of both views, and trained with
+retrieval-augmented self-distillation from the most similar users.
+
+The same class is the ID-only baseline (`views="id"`, no semantic table) and every ablation of the
+paper's Table 2 (one view, separate encoders, no cross-attention, random ID init, no distillation).
 
 The exact speed-ups live here too: the adapter is linear, so it is applied once per distinct item of
-a batch instead of at every (mostly padded) position, and the similar users' representations (the
-distillation teachers) are computed without autograd. Both are tested against the straightforward way.
+a batch instead of at every (mostly padded) position; a shared encoder reads both views in one call
+(stacked along the batch); the similar users' representations (the distillation teachers) are computed
+without autograd; scores are computed only where there is a target. Each is tested against the
+straightforward way.
 """
 
 from __future__ import annotations
@@ -13,7 +19,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from llmesr.models.encoder import SequenceEncoder
+from llmesr.models.encoder import Attention, GRUEncoder, SequenceEncoder
+
+BACKBONES = ("sasrec", "bert4rec", "gru4rec")
+VIEWS = ("both", "id", "semantic")
 
 
 class Adapter(nn.Module):
@@ -28,94 +37,204 @@ class Adapter(nn.Module):
         return self.up(self.down(x))
 
 
+class CrossAttention(nn.Module):
+    """One direction of the two-way cross-attention: a view's positions attend over the other
+    view's (residual), under the backbone's mask so that a causal model never sees a later item
+    through the other view."""
+
+    def __init__(self, hidden: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(hidden)
+        self.attention = Attention(hidden, heads, dropout)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, other: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        return x + self.drop(self.attention(self.norm(x), other, mask))
+
+
+def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Contrastive loss pairing row i of `a` with row i of `b` against the other rows (cosine)."""
+    logits = F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).T / temperature
+    return F.cross_entropy(logits, torch.arange(len(a), device=a.device))
+
+
 class LLMESR(nn.Module):
-    """Dual-view sequential recommender. `semantic` is the frozen `[n_items + 1, d]` item table (row 0
-    padding); `id_init` an optional `[n_items + 1, hidden]` initial ID table (the PCA of `semantic`)."""
+    """Dual-view sequential recommender over `n_items` items (ids 1..n_items, 0 = padding).
+
+    `semantic`: the frozen `[n_items + 1, d]` language-model item table (row 0 padding), needed unless
+    `views="id"`; `id_init`: an optional `[n_items + 1, hidden]` initial ID table (the PCA of
+    `semantic`; random when None). Bert4Rec adds a mask token, item `n_items + 1`.
+    """
 
     def __init__(
         self,
-        semantic: torch.Tensor,
+        n_items: int,
+        semantic: torch.Tensor | None = None,
+        *,
+        backbone: str = "sasrec",
+        views: str = "both",
         hidden: int = 64,
         max_len: int = 200,
         layers: int = 2,
         heads: int = 1,
         dropout: float = 0.5,
         id_init: torch.Tensor | None = None,
+        cross_attention: bool = False,
+        shared_encoder: bool = True,
+        compat: bool = False,
     ) -> None:
         super().__init__()
-        n_rows = semantic.shape[0]
-        self.register_buffer("semantic", semantic.float(), persistent=False)
-        self.item_id = nn.Embedding(n_rows, hidden, padding_idx=0)
-        if id_init is not None:
+        if backbone not in BACKBONES:
+            raise ValueError(f"backbone must be one of {', '.join(BACKBONES)}, not {backbone!r}")
+        if views not in VIEWS:
+            raise ValueError(f"views must be one of {', '.join(VIEWS)}, not {views!r}")
+        if views != "id" and semantic is None:
+            raise ValueError(f"views={views!r} needs the semantic item table")
+        if semantic is not None and semantic.shape[0] != n_items + 1:
+            raise ValueError(f"the semantic table has {semantic.shape[0]} rows, expected {n_items + 1}")
+        self.n_items, self.backbone, self.views, self.max_len, self.compat = n_items, backbone, views, max_len, compat
+        self.mask_token = n_items + 1  # only used by Bert4Rec
+        rows = n_items + 2
+        if views != "semantic":
+            self.item_id = nn.Embedding(rows, hidden, padding_idx=0)
             with torch.no_grad():
-                self.item_id.weight.copy_(id_init)
+                if id_init is None:
+                    nn.init.normal_(self.item_id.weight, std=hidden**-0.5)
+                else:
+                    self.item_id.weight[: n_items + 1].copy_(id_init)
                 self.item_id.weight[0].zero_()
-        self.adapter = Adapter(semantic.shape[1], hidden)
-        self.encoder = SequenceEncoder(hidden, max_len, layers, heads, dropout, causal=True)
-        self.drop = nn.Dropout(dropout)
+        if views != "id":
+            assert semantic is not None
+            self.register_buffer("semantic", semantic.float(), persistent=False)
+            self.adapter = Adapter(semantic.shape[1], hidden)
+            if backbone == "bert4rec":  # the mask token's semantic-view vector (it has no text)
+                self.semantic_mask = nn.Parameter(torch.randn(hidden) * hidden**-0.5)
+        self.cross = (
+            nn.ModuleList(CrossAttention(hidden, heads, dropout) for _ in range(2))
+            if cross_attention and views == "both"
+            else None
+        )
+        n_encoders = 1 if shared_encoder or views != "both" else 2
+        self.encoders = nn.ModuleList(self._encoder(hidden, max_len, layers, heads, dropout) for _ in range(n_encoders))
+
+    def _encoder(self, hidden: int, max_len: int, layers: int, heads: int, dropout: float) -> nn.Module:
+        if self.backbone == "gru4rec":
+            return GRUEncoder(hidden, layers, dropout, compat=self.compat)
+        return SequenceEncoder(
+            hidden, max_len, layers, heads, dropout, causal=self.backbone == "sasrec", compat=self.compat
+        )
+
+    # Item side.
 
     def semantic_items(self, items: torch.Tensor) -> torch.Tensor:
         """adapter(E_llm[items]), computed once per distinct item (the adapter is linear per row);
-        padding (item 0) maps to zeros."""
+        padding (item 0) maps to zeros and the mask token to its learned vector."""
         unique, inverse = torch.unique(items, return_inverse=True)
-        out = self.adapter(self.semantic[unique])
-        out = out * (unique != 0)[:, None]
+        out = self.adapter(self.semantic[unique.clamp(max=self.n_items)]) * (unique != 0)[:, None]
+        if self.backbone == "bert4rec":
+            out = torch.where((unique == self.mask_token)[:, None], self.semantic_mask, out)
         return out[inverse]
 
+    def view_embeddings(self, items: torch.Tensor) -> list[torch.Tensor]:
+        """The item embeddings of each view, in the order [id, semantic]."""
+        out = []
+        if self.views != "semantic":
+            out.append(self.item_id(items))
+        if self.views != "id":
+            out.append(self.semantic_items(items))
+        return out
+
     def item_vectors(self, items: torch.Tensor) -> torch.Tensor:
-        """[e_id; adapter(e_llm)] of the given items."""
-        return torch.cat([self.item_id(items), self.semantic_items(items)], dim=-1)
+        """[e_id; adapter(e_llm)] of the given items (one part when one view is used)."""
+        return torch.cat(self.view_embeddings(items), dim=-1)
+
+    # User side.
+
+    def _pad(self, sequences: torch.Tensor) -> torch.Tensor:
+        """The original code pads every row to max_len; compat mode does the same (its attention
+        reads the padding, so the padding length changes the result)."""
+        if self.compat and sequences.shape[1] < self.max_len:
+            return F.pad(sequences, (self.max_len - sequences.shape[1], 0))
+        return sequences
 
     def user_states(self, sequences: torch.Tensor) -> torch.Tensor:
-        """`[B, L, 2·hidden]`: both views through the one shared encoder, concatenated."""
+        """`[B, L, H·views]`: each view through the sequence encoder, concatenated."""
         valid = sequences != 0
-        id_view = self.encoder(self.drop(self.item_id(sequences)), valid)
-        llm_view = self.encoder(self.drop(self.semantic_items(sequences)), valid)
-        return torch.cat([id_view, llm_view], dim=-1)
-
-    def sequence_loss(self, inputs: torch.Tensor, targets: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
-        """SASRec's loss: binary cross-entropy of the target against one negative at every position."""
-        states = self.user_states(inputs)
-        mask = targets != 0
-        pos = (states * self.item_vectors(targets)).sum(-1)
-        neg = (states * self.item_vectors(negatives)).sum(-1)
-        loss = F.binary_cross_entropy_with_logits(pos, torch.ones_like(pos), reduction="none") + (
-            F.binary_cross_entropy_with_logits(neg, torch.zeros_like(neg), reduction="none")
-        )
-        return (loss * mask).sum() / mask.sum().clamp(min=1)
+        views = self.view_embeddings(sequences)  # the encoders apply the embedding dropout
+        if self.cross is not None:
+            mask = self.encoders[0].mask(valid)
+            views = [self.cross[0](views[0], views[1], mask), self.cross[1](views[1], views[0], mask)]
+        if len(self.encoders) == 1 and len(views) == 2:  # shared encoder: both views in one call
+            both = self.encoders[0](torch.cat(views), torch.cat([valid, valid]))
+            return torch.cat(both.chunk(2), dim=-1)
+        return torch.cat([enc(v, valid) for enc, v in zip(self.encoders, views, strict=False)], dim=-1)
 
     def user_vector(self, sequences: torch.Tensor) -> torch.Tensor:
-        """The representation of each user: the state at the last position (sequences are left-padded)."""
+        """Each user's representation from their history (left-padded): the state at the last
+        position; Bert4Rec appends the mask token and reads its state."""
+        sequences = self._pad(sequences)
+        if self.backbone == "bert4rec":
+            mask = torch.full_like(sequences[:, :1], self.mask_token)
+            sequences = torch.cat([sequences, mask], dim=1)[:, -self.max_len :]
         return self.user_states(sequences)[:, -1]
 
-    def distillation_loss(self, sequences: torch.Tensor, similar: torch.Tensor) -> torch.Tensor:
-        """Retrieval-augmented self-distillation ("kd"): MSE between each user's representation and the
-        mean representation of its similar users (`similar`: `[B, K, L]` sequences), computed by the same
-        model without autograd (the teacher is a target, never trained through)."""
-        student = self.user_vector(sequences)
+    # Losses.
+
+    def training_loss(
+        self,
+        inputs: torch.Tensor,
+        targets: torch.Tensor,
+        negatives: torch.Tensor,
+        similar: torch.Tensor | None = None,
+        *,
+        alpha: float = 0.0,
+        distill: str = "kd",
+        beta: float = 0.0,
+        temperature: float = 1.0,
+    ) -> torch.Tensor:
+        """Binary cross-entropy of each target against its negative wherever `targets` is not 0
+        (every position for SASRec, the masked ones for Bert4Rec, the last for GRU4Rec), plus
+        `alpha` times the self-distillation loss towards the `similar` users' sequences (`[B·K, L]`
+        rows, K per user, see `distillation_loss`) and `beta` times the item regulariser."""
+        inputs, targets, negatives = self._pad(inputs), self._pad(targets), self._pad(negatives)
+        states = self.user_states(inputs)
+        where = targets != 0
+        picked = states[where]
+        pos = (picked * self.item_vectors(targets[where])).sum(-1)
+        neg = (picked * self.item_vectors(negatives[where])).sum(-1)
+        loss = F.binary_cross_entropy_with_logits(pos, torch.ones_like(pos), reduction="sum")
+        loss = (loss + F.binary_cross_entropy_with_logits(neg, torch.zeros_like(neg), reduction="sum")) / max(
+            len(pos), 1
+        )
+        if similar is not None and alpha > 0:
+            loss = loss + alpha * self.distillation_loss(states[:, -1], similar, distill, temperature)
+        if beta > 0 and self.views == "both":
+            loss = loss + beta * self.item_regulariser(targets[where], temperature)
+        return loss
+
+    forward = training_loss  # so DistributedDataParallel wraps the training step
+
+    def teacher(self, similar: torch.Tensor, k: int) -> torch.Tensor:
+        """The mean representation of each user's `k` similar users (rows `[B·k, L]`), without
+        autograd: the teacher is a target, never trained through."""
         with torch.no_grad():
-            b, k, length = similar.shape
-            teacher = self.user_vector(similar.reshape(b * k, length)).reshape(b, k, -1).mean(dim=1)
-        return F.mse_loss(student, teacher)
+            vectors = self.user_vector(similar)
+        return vectors.view(-1, k, vectors.shape[-1]).mean(dim=1)
 
+    def distillation_loss(
+        self, student: torch.Tensor, similar: torch.Tensor, kind: str = "kd", temperature: float = 1.0
+    ) -> torch.Tensor:
+        """Retrieval-augmented self-distillation: `kd` is the MSE between each user's representation
+        and its teacher's, `cl` a contrastive loss (each user's teacher against the batch's others)."""
+        teacher = self.teacher(similar, similar.shape[0] // student.shape[0])
+        if kind == "kd":
+            return F.mse_loss(student, teacher)
+        if kind == "cl":
+            return info_nce(student, teacher, temperature)
+        raise ValueError(f"distillation must be 'kd' or 'cl', not {kind!r}")
 
-class SASRec(LLMESR):
-    """The ID-only baseline (`--method base`): the same encoder and loss, a randomly initialised item
-    table, no semantic view and no distillation."""
-
-    def __init__(
-        self, n_items: int, hidden: int = 64, max_len: int = 200, layers: int = 2, heads: int = 1, dropout: float = 0.5
-    ):
-        nn.Module.__init__(self)
-        self.item_id = nn.Embedding(n_items + 1, hidden, padding_idx=0)
-        nn.init.normal_(self.item_id.weight, std=hidden**-0.5)
-        with torch.no_grad():
-            self.item_id.weight[0].zero_()
-        self.encoder = SequenceEncoder(hidden, max_len, layers, heads, dropout, causal=True)
-        self.drop = nn.Dropout(dropout)
-
-    def item_vectors(self, items: torch.Tensor) -> torch.Tensor:
-        return self.item_id(items)
-
-    def user_states(self, sequences: torch.Tensor) -> torch.Tensor:
-        return self.encoder(self.drop(self.item_id(sequences)), sequences != 0)
+    def item_regulariser(self, items: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+        """Contrastive alignment of the two views of the batch's distinct items: an item's ID
+        embedding is paired with its adapted semantic embedding against the other items'."""
+        unique = torch.unique(items)
+        return info_nce(self.item_id(unique), self.semantic_items(unique), temperature)
