@@ -3,6 +3,7 @@ seed, exact resume of a killed run, the command line with a TOML config."""
 
 import json
 
+import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -113,3 +114,36 @@ def test_command_line_with_toml_config(data, tmp_path, capsys):
     assert "unknown setting 'epoch'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         train_cli.main(["--backbone", "lstm"])
+
+
+def test_recommender_serves_what_the_model_scores(data, tmp_path):
+    from safetensors.torch import load_file
+
+    from llmesr.data import load_dataset
+    from llmesr.embed import load_embeddings
+    from llmesr.recommend import Recommender
+    from llmesr.train import build_model
+
+    cfg = config(data, tmp_path / "run", epochs=1, dropout=0.0)
+    train(cfg, progress=False)
+    rec = Recommender(tmp_path / "run")
+    ds = load_dataset(data)
+    history = ds.train_history(5).tolist()
+    items, scores = rec.recommend([history, [1]], k=5)
+    assert items.shape == (2, 5) and (np.diff(scores, axis=1) <= 0).all()
+    assert not set(items[0].tolist()) & set(history)
+    # The straightforward way: the trained model, adapter at every call, every item scored.
+    model = build_model(cfg, ds.n_items, load_embeddings(data)).eval()
+    model.load_state_dict(load_file(tmp_path / "run" / "best.safetensors"))
+    with torch.no_grad():
+        all_scores = (model.user_vector(torch.tensor([history])) @ model.item_vectors(torch.arange(ds.n_items + 1)).T)[
+            0
+        ]
+    all_scores[[0, *history]] = -torch.inf
+    np.testing.assert_allclose(scores[0], all_scores.topk(5).values.numpy(), rtol=1e-5)
+    raw_items, _ = rec.recommend([[ds.item_ids()[i] for i in history]], k=5, raw=True)
+    assert raw_items[0] == [ds.item_ids()[i] for i in items[0]]
+    with pytest.raises(KeyError, match="unknown item ids"):
+        rec.recommend([["no such item"]], raw=True)
+    with pytest.raises(ValueError, match="item ids must be in"):
+        rec.recommend([[0]])

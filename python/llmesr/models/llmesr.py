@@ -93,6 +93,7 @@ class LLMESR(nn.Module):
         if semantic is not None and semantic.shape[0] != n_items + 1:
             raise ValueError(f"the semantic table has {semantic.shape[0]} rows, expected {n_items + 1}")
         self.n_items, self.backbone, self.views, self.max_len, self.compat = n_items, backbone, views, max_len, compat
+        self.adapted: torch.Tensor | None = None  # set by `freeze_items` for serving
         self.mask_token = n_items + 1  # only used by Bert4Rec
         rows = n_items + 2
         if views != "semantic":
@@ -129,6 +130,8 @@ class LLMESR(nn.Module):
     def semantic_items(self, items: torch.Tensor) -> torch.Tensor:
         """adapter(E_llm[items]), computed once per distinct item (the adapter is linear per row);
         padding (item 0) maps to zeros and the mask token to its learned vector."""
+        if self.adapted is not None:
+            return self.adapted[items]
         unique, inverse = torch.unique(items, return_inverse=True)
         out = self.adapter(self.semantic[unique.clamp(max=self.n_items)]) * (unique != 0)[:, None]
         if self.backbone == "bert4rec":
@@ -147,6 +150,14 @@ class LLMESR(nn.Module):
     def item_vectors(self, items: torch.Tensor) -> torch.Tensor:
         """[e_id; adapter(e_llm)] of the given items (one part when one view is used)."""
         return torch.cat(self.view_embeddings(items), dim=-1)
+
+    @torch.no_grad()
+    def freeze_items(self) -> None:
+        """For serving: the adapter's output for every item (and the mask token) is computed once, so
+        the semantic view costs a table lookup, as the ID view does. Call it after training only."""
+        if self.views != "id":
+            self.adapted = None
+            self.adapted = self.semantic_items(torch.arange(self.n_items + 2, device=self.semantic.device))
 
     # User side.
 

@@ -1,0 +1,87 @@
+"""Serving a trained run: the top-k next items for histories, the history itself excluded.
+
+    from llmesr.recommend import Recommender
+    rec = Recommender("runs/llmesr-sasrec-42")
+    items, scores = rec.recommend([[3, 17, 42]], k=10)            # dataset ids (1..n_items)
+    items, scores = rec.recommend([["B0001", "B0042"]], raw=True)  # the ids of the source files
+
+The adapter's output is precomputed for every item when the run loads, so a recommendation costs what
+plain SASRec costs: table lookups, the encoder, and one matrix product with the item table.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+
+from llmesr.config import TrainConfig
+from llmesr.data import load_dataset
+from llmesr.embed import load_embeddings
+from llmesr.models import LLMESR
+
+
+class Recommender:
+    """A trained model from a run folder written by `llmesr-train` (best weights, config.json); the
+    dataset folder it was trained on must still exist (the semantic table and id maps live there)."""
+
+    def __init__(self, run_dir: str | os.PathLike[str], device: str = "cpu") -> None:
+        from llmesr.train import BEST, build_model
+
+        run = Path(run_dir)
+        if not (run / BEST).exists():
+            raise FileNotFoundError(f"{run} has no {BEST}: not a finished run folder")
+        self.config = TrainConfig(**json.loads((run / "config.json").read_text()))
+        ds = load_dataset(self.config.data)
+        tables = load_embeddings(self.config.data) if self.config.method == "llmesr" else None
+        self.model: LLMESR = build_model(self.config, ds.n_items, tables)
+        self.model.load_state_dict(load_file(run / BEST))
+        self.model.to(device).eval()
+        self.model.freeze_items()
+        self.device = torch.device(device)
+        self.n_items = ds.n_items
+        with torch.no_grad():
+            self.item_table = self.model.item_vectors(torch.arange(ds.n_items + 1, device=self.device))
+        self.raw_ids = ds.item_ids()
+        self._index = {raw: i for i, raw in enumerate(self.raw_ids) if raw is not None}
+
+    def _encode(self, histories: Sequence[Sequence[int | str]], raw: bool) -> torch.Tensor:
+        max_len = self.config.max_len
+        rows = []
+        for h in histories:
+            if raw:
+                unknown = [x for x in h if x not in self._index]
+                if unknown:
+                    raise KeyError(f"unknown item ids: {unknown[:5]}")
+                ids = [self._index[x] for x in h]
+            else:
+                ids = [int(x) for x in h]
+                if any(not 1 <= i <= self.n_items for i in ids):
+                    raise ValueError(f"item ids must be in 1..{self.n_items}")
+            rows.append(ids[-max_len:])
+        width = max(1, max(len(r) for r in rows))
+        out = np.zeros((len(rows), width), dtype=np.int64)
+        for i, r in enumerate(rows):
+            out[i, width - len(r) :] = r
+        return torch.from_numpy(out).to(self.device)
+
+    @torch.no_grad()
+    def recommend(
+        self, histories: Sequence[Sequence[int | str]], k: int = 10, raw: bool = False
+    ) -> tuple[np.ndarray | list[list[str | None]], np.ndarray]:
+        """Top-`k` items for each history (oldest item first), best first, and their scores. With
+        `raw=True`, histories and results use the source files' item ids."""
+        seqs = self._encode(histories, raw)
+        scores = self.model.user_vector(seqs) @ self.item_table.T
+        scores[:, 0] = -torch.inf
+        scores.scatter_(1, seqs, -torch.inf)  # the history is not recommended again
+        top = scores.topk(min(k, self.n_items), dim=1)
+        items, values = top.indices.cpu().numpy(), top.values.cpu().numpy()
+        if raw:
+            return [[self.raw_ids[i] for i in row] for row in items], values
+        return items, values
