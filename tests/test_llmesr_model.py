@@ -104,7 +104,8 @@ def batch_for(backbone, seed=5, n_items=30, b=4, length=9):
     ],
 )
 @pytest.mark.parametrize("distill, beta", [("kd", 0.0), ("cl", 0.5)])
-def test_fast_training_loss_equals_the_straightforward_one(backbone, kw, distill, beta):
+@pytest.mark.parametrize("chunk_tokens", [4096, 10])  # 10: rows grouped by length, several encoder calls
+def test_fast_training_loss_equals_the_straightforward_one(backbone, kw, distill, beta, chunk_tokens):
     from llmesr.models import reference
 
     torch.manual_seed(0)
@@ -182,3 +183,14 @@ def test_gru_reads_real_items_only():
             expected = enc.gru(real)[0][0]  # the GRU over the real items alone, from a zero state
             torch.testing.assert_close(out[row][valid[row]], expected)
     assert not out[2].any() and not out[0, :2].any()
+
+
+def test_length_chunks_respect_the_budget():
+    from llmesr.models.llmesr import length_chunks
+
+    lengths = torch.tensor([3, 200, 1, 0, 7, 7, 50, 2])
+    groups = length_chunks(lengths, budget=20)
+    assert sorted(torch.cat(groups).tolist()) == list(range(8))
+    for g in groups:
+        assert len(g) == 1 or len(g) * int(lengths[g].clamp(min=1).max()) <= 20
+    assert [lengths[g].tolist() for g in groups] == [[0, 1, 2, 3], [7, 7], [50], [200]]

@@ -1,6 +1,7 @@
 """The straightforward computation of LLM-ESR's training loss, as the original code does it: every
 row padded to max_len, the adapter applied at every position, both views encoded separately, scores
-at every position then masked, and the similar users' pass run with autograd and detached afterwards.
+at every position then masked, and the similar users' pass run with autograd and detached afterwards;
+the adapter runs as its two layers at every position.
 
 It shares the model's weights, so it computes the same function as `LLMESR.training_loss`; the tests
 check that the fast path gives the same loss and gradients, and benches/ measure the speed-up.
@@ -23,7 +24,8 @@ def view_embeddings(model: LLMESR, items: torch.Tensor) -> list[torch.Tensor]:
     if model.views != "semantic":
         out.append(model.item_id(items))
     if model.views != "id":
-        semantic = model.adapter(model.semantic[items.clamp(max=model.n_items)]) * (items != 0)[..., None]
+        adapter = model.adapter
+        semantic = adapter.up(adapter.down(model.semantic[items.clamp(max=model.n_items)])) * (items != 0)[..., None]
         if model.backbone == "bert4rec":
             semantic = torch.where((items == model.mask_token)[..., None], model.semantic_mask, semantic)
         out.append(semantic)
@@ -70,7 +72,9 @@ def training_loss(
     if similar is not None and alpha > 0:
         student = states[:, -1]
         k = similar.shape[0] // inputs.shape[0]
+        model.eval()  # the teacher without dropout, as the model's
         teacher = user_vector(model, similar).view(inputs.shape[0], k, -1).mean(1).detach()
+        model.train()
         loss = loss + alpha * (
             F.mse_loss(student, teacher) if distill == "kd" else info_nce(student, teacher, temperature)
         )
