@@ -104,7 +104,7 @@ def batch_for(backbone, seed=5, n_items=30, b=4, length=9):
     ],
 )
 @pytest.mark.parametrize("distill, beta", [("kd", 0.0), ("cl", 0.5)])
-@pytest.mark.parametrize("chunk_tokens", [4096, 10])  # 10: rows grouped by length, several encoder calls
+@pytest.mark.parametrize("chunk_tokens", [2048, 10])  # 10: rows grouped by length, several encoder calls
 def test_fast_training_loss_equals_the_straightforward_one(backbone, kw, distill, beta, chunk_tokens):
     from llmesr.models import reference
 

@@ -109,7 +109,7 @@ class LLMESR(nn.Module):
         cross_attention: bool = False,
         shared_encoder: bool = True,
         compat: bool = False,
-        chunk_tokens: int = 4096,
+        chunk_tokens: int = 2048,
     ) -> None:
         super().__init__()
         self.chunk_tokens = chunk_tokens  # padded positions per encoder call (see `length_chunks`)
