@@ -91,3 +91,21 @@ def test_bert4rec_batch_masks_about_mask_prob(ds):
         assert not set(negatives[row][masked[row]].tolist()) & set(ds.train_history(u).tolist())
     again = bert4rec_batch(ds, users, max_len=200, mask_prob=0.6, seed=4, epoch=2)
     np.testing.assert_array_equal(again[0], inputs)
+
+
+def test_popularity_weighted_negatives(ds):
+    users = np.arange(1, ds.n_users + 1)
+    counts = np.zeros(ds.n_items + 1)
+    for epoch in range(5):
+        _, targets, negatives = sasrec_batch(ds, users, 200, seed=1, epoch=epoch, negatives="popularity")
+        assert ((negatives == 0) == (targets == 0)).all()
+        for row, u in enumerate(users[:40]):
+            assert not set(negatives[row][negatives[row] > 0].tolist()) & set(ds.train_history(u).tolist())
+        counts += np.bincount(negatives[negatives > 0], minlength=ds.n_items + 1)
+    pop = ds.train_popularity
+    head, tail = pop >= np.quantile(pop[1:], 0.9), (pop <= np.quantile(pop[1:], 0.5)) & (np.arange(len(pop)) > 0)
+    assert counts[head].mean() > 3 * counts[tail].mean()  # popular items are drawn far more often
+    _, _, masked_negs = bert4rec_batch(ds, users, 200, seed=1, negatives="popularity")
+    assert (masked_negs[masked_negs > 0] <= ds.n_items).all()
+    with pytest.raises(ValueError, match="negatives must be one of"):
+        sasrec_batch(ds, users, negatives="zipf")

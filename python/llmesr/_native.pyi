@@ -75,6 +75,7 @@ def sasrec_batch(
     items: np.ndarray,
     n_items: int,
     max_len: int,
+    negative_weights: np.ndarray | None,
     seed: int,
     epoch: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
@@ -86,6 +87,7 @@ def bert4rec_batch(
     n_items: int,
     max_len: int,
     mask_prob: float,
+    negative_weights: np.ndarray | None,
     seed: int,
     epoch: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...

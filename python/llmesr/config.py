@@ -15,6 +15,7 @@ CHOICES = {
     "id_init": ("pca", "random"),
     "distill": ("kd", "cl"),
     "compat": ("none", "original"),
+    "negatives": ("uniform", "popularity"),
 }
 
 
@@ -35,6 +36,7 @@ class TrainConfig:
     beta: float = 0.0  # weight of the item regulariser (contrastive between the two item views)
     temperature: float = 1.0  # of the contrastive losses
     mask_prob: float = 0.6  # Bert4Rec
+    negatives: str = "uniform"  # training negatives; "popularity": in proportion to training popularity
     compat: str = "none"  # "original": the original code's masking (no causal mask, padding attended)
     epochs: int = 200
     patience: int = 20

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +25,7 @@ import numpy as np
 from llmesr import _native
 from llmesr.data import Dataset, load_dataset
 from llmesr.encoders import EmbeddingCache, Encoder, encode_all
+from llmesr.io import atomic_write, atomic_write_text
 from llmesr.retrieval import similar_users
 from llmesr.text import (
     DEFAULT_ITEM_TEMPLATE,
@@ -97,17 +97,6 @@ def load_table(path: str | os.PathLike[str], allow_pickle: bool = False) -> np.n
 def _save_npy(path: Path, array: np.ndarray) -> None:
     with open(path, "wb") as f:
         np.save(f, array, allow_pickle=False)
-
-
-def _save_atomically(folder: Path, name: str, write: Callable[[Path], None]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.tmp-", dir=folder)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, folder / name)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def embed_dataset(
@@ -182,8 +171,8 @@ def embed_dataset(
         "similar_users.npy": with_padding_row(neighbours.astype(np.int32)),
     }
     for name, array in outputs.items():
-        _save_atomically(folder, name, lambda p, a=array: _save_npy(p, a))
-    _save_atomically(folder, "embed.json", lambda p: p.write_text(json.dumps(info, indent=2) + "\n"))
+        atomic_write(folder / name, lambda p, a=array: _save_npy(p, a))
+    atomic_write_text(folder / "embed.json", json.dumps(info, indent=2) + "\n")
     return info
 
 

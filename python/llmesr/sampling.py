@@ -31,18 +31,39 @@ def histories(ds: Dataset, users: np.ndarray, split: str = "train", max_len: int
     return _native.histories(_users(users), ds.indptr, ds.train_end, ds.items, ds.n_items, extra, int(max_len))
 
 
+NEGATIVES = ("uniform", "popularity")
+
+
+def negative_weights(ds: Dataset, negatives: str) -> np.ndarray | None:
+    """Cumulative weights of items 1..n_items for training negatives: None draws uniformly;
+    "popularity" in proportion to training popularity + 1 (an item never seen in training can still
+    be drawn). Either way a negative is never in the user's training history."""
+    if negatives == "uniform":
+        return None
+    if negatives == "popularity":
+        return np.cumsum(ds.train_popularity[1:] + 1.0)
+    raise ValueError(f"negatives must be one of {', '.join(NEGATIVES)}, not {negatives!r}")
+
+
 def sasrec_batch(
-    ds: Dataset, users: np.ndarray, max_len: int = 200, seed: int = 0, epoch: int = 0
+    ds: Dataset, users: np.ndarray, max_len: int = 200, seed: int = 0, epoch: int = 0, negatives: str = "uniform"
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Next-item training rows for `users`: inputs (training history without its last item), targets
     (shifted by one) and one negative per target, int32 `[len(users), L]`."""
+    weights = negative_weights(ds, negatives)
     return _native.sasrec_batch(
-        _users(users), ds.indptr, ds.train_end, ds.items, ds.n_items, int(max_len), int(seed), int(epoch)
+        _users(users), ds.indptr, ds.train_end, ds.items, ds.n_items, int(max_len), weights, int(seed), int(epoch)
     )
 
 
 def bert4rec_batch(
-    ds: Dataset, users: np.ndarray, max_len: int = 200, mask_prob: float = 0.6, seed: int = 0, epoch: int = 0
+    ds: Dataset,
+    users: np.ndarray,
+    max_len: int = 200,
+    mask_prob: float = 0.6,
+    seed: int = 0,
+    epoch: int = 0,
+    negatives: str = "uniform",
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Masked-item training rows for `users`: the training history with each item replaced by the
     mask token `n_items + 1` with probability `mask_prob` (at least one per row), the masked items as
@@ -55,6 +76,7 @@ def bert4rec_batch(
         ds.n_items,
         int(max_len),
         float(mask_prob),
+        negative_weights(ds, negatives),
         int(seed),
         int(epoch),
     )

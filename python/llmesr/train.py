@@ -84,8 +84,8 @@ def training_batch(cfg: TrainConfig, ds: Dataset, users: np.ndarray, epoch: int)
     """(inputs, targets, negatives) for the backbone's loss: next item at every position (SASRec),
     at the last position only (GRU4Rec), or at the masked positions (Bert4Rec)."""
     if cfg.backbone == "bert4rec":
-        return bert4rec_batch(ds, users, cfg.max_len, cfg.mask_prob, cfg.seed, epoch)
-    inputs, targets, negatives = sasrec_batch(ds, users, cfg.max_len, cfg.seed, epoch)
+        return bert4rec_batch(ds, users, cfg.max_len, cfg.mask_prob, cfg.seed, epoch, cfg.negatives)
+    inputs, targets, negatives = sasrec_batch(ds, users, cfg.max_len, cfg.seed, epoch, cfg.negatives)
     if cfg.backbone == "gru4rec":
         targets[:, :-1] = 0
         negatives[:, :-1] = 0

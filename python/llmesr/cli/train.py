@@ -26,6 +26,7 @@ HELP = {
     "beta": "weight of the item regulariser (0: off)",
     "temperature": "temperature of the contrastive losses",
     "mask_prob": "Bert4Rec's masking probability",
+    "negatives": "training negatives: uniform, or popularity-weighted (never in the user's training history)",
     "compat": "original: reproduce the original code's masking (no causal mask, padding attended)",
     "patience": "epochs without a better validation NDCG@10 before stopping",
     "device": "auto, cpu, cuda or cuda:N",

@@ -42,6 +42,39 @@ fn draw_outside(history: &[i32], n_items: usize, count: usize, rng: &mut Rng, ou
     true
 }
 
+/// How training negatives are drawn: uniformly, or in proportion to a weight per item (given as
+/// the cumulative weights of items 1..=n_items), always outside the user's training history.
+#[derive(Clone, Copy)]
+pub enum Negatives<'a> {
+    Uniform,
+    Weighted(&'a [f64]),
+}
+
+impl Negatives<'_> {
+    fn check(&self, n_items: usize) -> Result<()> {
+        match self {
+            Negatives::Weighted(cum) if cum.len() != n_items || !cum.last().is_some_and(|&t| t > 0.0) => {
+                Err(Error::Input(format!("negative weights: need {n_items} cumulative weights with a positive total")))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// One item outside `history`, or None when the user has interacted with every item.
+    fn draw(&self, history: &[i32], n_items: usize, rng: &mut Rng, buf: &mut Vec<i32>) -> Option<i32> {
+        if let Negatives::Weighted(cum) = self {
+            for _ in 0..64 {
+                let item = 1 + rng.pick_cumulative(cum) as i32;
+                if history.binary_search(&item).is_err() {
+                    return Some(item);
+                }
+            }
+            // The history holds most of the weight: a uniform draw among the rest ends the search.
+        }
+        draw_outside(history, n_items, 1, rng, buf).then(|| buf[0])
+    }
+}
+
 /// A dataset's interaction sequences (see the dataset folder format).
 #[derive(Clone, Copy)]
 pub struct Sequences<'a> {
@@ -111,8 +144,16 @@ pub struct Batch {
 /// left-padded with 0, and one negative per target position (an item the user never interacted
 /// with in training). `len` is the longest input of the batch, at most `max_len` (no work on padding
 /// beyond it).
-pub fn sasrec_batch(seqs: Sequences, users: &[u32], max_len: usize, seed: u64, epoch: u64) -> Result<Batch> {
+pub fn sasrec_batch(
+    seqs: Sequences,
+    users: &[u32],
+    max_len: usize,
+    how: Negatives,
+    seed: u64,
+    epoch: u64,
+) -> Result<Batch> {
     check_users(&seqs, users)?;
+    how.check(seqs.n_items)?;
     let train = |u: u32| seqs.train(u as usize);
     let len = users.iter().map(|&u| train(u).len().saturating_sub(1)).max().unwrap_or(0).min(max_len).max(1);
     let mut inputs = vec![0i32; users.len() * len];
@@ -136,14 +177,15 @@ pub fn sasrec_batch(seqs: Sequences, users: &[u32], max_len: usize, seed: u64, e
             let mut rng = stream(seed, TRAIN_STREAM, epoch, u as usize);
             // One negative per position, drawn independently (repeats across positions allowed).
             for slot in neg[start..].iter_mut() {
-                if !draw_outside(&history, seqs.n_items, 1, &mut rng, buf) {
-                    return Err(Error::Input(format!("user {u} has interacted with every item: no negative exists")));
-                }
-                *slot = buf[0];
+                *slot = how.draw(&history, seqs.n_items, &mut rng, buf).ok_or_else(|| no_negative(u))?;
             }
             Ok(())
         })?;
     Ok(Batch { len, inputs, targets, negatives })
+}
+
+fn no_negative(user: u32) -> Error {
+    Error::Input(format!("user {user} has interacted with every item: no negative exists"))
 }
 
 fn check_users(seqs: &Sequences, users: &[u32]) -> Result<()> {
@@ -182,10 +224,12 @@ pub fn bert4rec_batch(
     users: &[u32],
     max_len: usize,
     mask_prob: f64,
+    how: Negatives,
     seed: u64,
     epoch: u64,
 ) -> Result<Batch> {
     check_users(&seqs, users)?;
+    how.check(seqs.n_items)?;
     if !(0.0..=1.0).contains(&mask_prob) {
         return Err(Error::Input(format!("mask_prob must be in [0, 1], not {mask_prob}")));
     }
@@ -261,7 +305,7 @@ mod tests {
         let items = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10];
         let seqs = Sequences { indptr: &indptr, train_end: &train_end, items: &items, n_items: 20 };
         let Batch { len, inputs: inp, targets: tgt, negatives: neg } =
-            sasrec_batch(seqs, &[1, 2, 3], 50, 1, 0).unwrap();
+            sasrec_batch(seqs, &[1, 2, 3], 50, Negatives::Uniform, 1, 0).unwrap();
         assert_eq!(len, 2);
         assert_eq!(inp, vec![1, 2, 0, 6, 0, 0]);
         assert_eq!(tgt, vec![2, 3, 0, 7, 0, 0]);
@@ -269,10 +313,10 @@ mod tests {
         assert_eq!(neg[2], 0);
         assert!(neg[3] != 6 && neg[3] != 7 && neg[3] >= 1);
         assert_eq!(&neg[4..], &[0, 0]);
-        let b = sasrec_batch(seqs, &[1], 1, 1, 0).unwrap();
+        let b = sasrec_batch(seqs, &[1], 1, Negatives::Uniform, 1, 0).unwrap();
         let (len, inp) = (b.len, b.inputs);
         assert_eq!((len, inp), (1, vec![2])); // max_len keeps the most recent positions
-        assert!(sasrec_batch(seqs, &[4], 5, 1, 0).is_err());
+        assert!(sasrec_batch(seqs, &[4], 5, Negatives::Uniform, 1, 0).is_err());
     }
 
     #[test]
@@ -287,7 +331,7 @@ mod tests {
         assert_eq!(histories(seqs, &[2], 1, 9).unwrap(), (2, vec![6, 7])); // no item after the history
         assert!(histories(seqs, &[0], 0, 9).is_err());
 
-        let b = bert4rec_batch(seqs, &[1, 2, 3], 50, 0.0, 1, 0).unwrap();
+        let b = bert4rec_batch(seqs, &[1, 2, 3], 50, 0.0, Negatives::Uniform, 1, 0).unwrap();
         assert_eq!(b.len, 3);
         // mask_prob 0 still masks the last item of every row
         assert_eq!(b.inputs, vec![1, 2, 21, 0, 6, 21, 0, 0, 21]);
@@ -296,9 +340,30 @@ mod tests {
         for (i, &n) in b.negatives.iter().enumerate() {
             assert_eq!(n != 0, masked[i]);
         }
-        let all = bert4rec_batch(seqs, &[1, 2, 3], 50, 1.0, 1, 0).unwrap();
+        let all = bert4rec_batch(seqs, &[1, 2, 3], 50, 1.0, Negatives::Uniform, 1, 0).unwrap();
         assert_eq!(all.inputs, vec![21, 21, 21, 0, 21, 21, 0, 0, 21]);
         assert_eq!(all.targets, vec![1, 2, 3, 0, 6, 7, 0, 0, 8]);
-        assert!(bert4rec_batch(seqs, &[1], 50, 1.5, 1, 0).is_err());
+        assert!(bert4rec_batch(seqs, &[1], 50, 1.5, Negatives::Uniform, 1, 0).is_err());
+    }
+
+    #[test]
+    fn weighted_negatives_follow_the_weights_and_avoid_the_history() {
+        let indptr = [0i64, 0, 3];
+        let train_end = [0i64, 3];
+        let items = [1, 2, 3];
+        let seqs = Sequences { indptr: &indptr, train_end: &train_end, items: &items, n_items: 6 };
+        // Items 4..=6 weigh 1, 0, 9; items 1..=3 (the history) weigh 1 each and are never drawn.
+        let cum = [1.0, 2.0, 3.0, 4.0, 4.0, 13.0];
+        let mut counts = [0usize; 7];
+        for epoch in 0..200 {
+            let b = sasrec_batch(seqs, &[1], 50, Negatives::Weighted(&cum), 3, epoch).unwrap();
+            for &n in &b.negatives[b.len - 2..] {
+                counts[n as usize] += 1;
+            }
+        }
+        assert_eq!(&counts[..4], &[0, 0, 0, 0]);
+        assert_eq!(counts[5], 0);
+        assert!(counts[6] > 5 * counts[4] && counts[4] > 0);
+        assert!(sasrec_batch(seqs, &[1], 50, Negatives::Weighted(&cum[..5]), 3, 0).is_err());
     }
 }

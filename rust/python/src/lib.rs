@@ -5,7 +5,7 @@ use llmesr_core::dataset::{CoreMode, Filters};
 use llmesr_core::formats::{ColumnSpec, Format};
 use llmesr_core::ingest::IngestOptions;
 use llmesr_core::prepare::{self, PrepareOptions};
-use llmesr_core::sampling::Sequences;
+use llmesr_core::sampling::{Negatives, Sequences};
 use llmesr_core::synthetic::SyntheticConfig;
 use llmesr_core::Error;
 use numpy::{PyArray1, PyArray2, PyArrayMethods, PyReadonlyArray1, PyReadonlyArray2, PyUntypedArrayMethods};
@@ -257,14 +257,25 @@ fn sasrec_batch<'py>(
     items: PyReadonlyArray1<'py, i32>,
     n_items: usize,
     max_len: usize,
+    negative_weights: Option<PyReadonlyArray1<'py, f64>>,
     seed: u64,
     epoch: u64,
 ) -> PyResult<BatchArrays<'py>> {
     let seqs = sequences(&indptr, &train_end, &items, n_items)?;
     let users = user_slice(&users)?;
-    let b = run_detached(py, || llmesr_core::sampling::sasrec_batch(seqs, users, max_len, seed, epoch))?
+    let how = negatives_from(&negative_weights)?;
+    let b = run_detached(py, || llmesr_core::sampling::sasrec_batch(seqs, users, max_len, how, seed, epoch))?
         .map_err(|e| to_py_err(e, None))?;
     batch_arrays(py, users.len(), b)
+}
+
+fn negatives_from<'a>(weights: &'a Option<PyReadonlyArray1<'_, f64>>) -> PyResult<Negatives<'a>> {
+    match weights {
+        None => Ok(Negatives::Uniform),
+        Some(w) => Ok(Negatives::Weighted(
+            w.as_slice().map_err(|_| PyValueError::new_err("negative weights must be C-contiguous"))?,
+        )),
+    }
 }
 
 fn user_slice<'a>(users: &'a PyReadonlyArray1<'_, u32>) -> PyResult<&'a [u32]> {
@@ -294,13 +305,16 @@ fn bert4rec_batch<'py>(
     n_items: usize,
     max_len: usize,
     mask_prob: f64,
+    negative_weights: Option<PyReadonlyArray1<'py, f64>>,
     seed: u64,
     epoch: u64,
 ) -> PyResult<BatchArrays<'py>> {
     let seqs = sequences(&indptr, &train_end, &items, n_items)?;
     let users = user_slice(&users)?;
-    let b = run_detached(py, || llmesr_core::sampling::bert4rec_batch(seqs, users, max_len, mask_prob, seed, epoch))?
-        .map_err(|e| to_py_err(e, None))?;
+    let how = negatives_from(&negative_weights)?;
+    let b =
+        run_detached(py, || llmesr_core::sampling::bert4rec_batch(seqs, users, max_len, mask_prob, how, seed, epoch))?
+            .map_err(|e| to_py_err(e, None))?;
     batch_arrays(py, users.len(), b)
 }
 
