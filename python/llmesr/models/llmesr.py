@@ -20,6 +20,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from llmesr.models.encoder import Attention, GRUEncoder, SequenceEncoder
+from llmesr.ops import distill_loss, native_ops_loaded
 
 BACKBONES = ("sasrec", "bert4rec", "gru4rec")
 VIEWS = ("both", "id", "semantic")
@@ -113,6 +114,7 @@ class LLMESR(nn.Module):
     ) -> None:
         super().__init__()
         self.chunk_tokens = chunk_tokens  # padded positions per encoder call (see `length_chunks`)
+        native_ops_loaded()  # build the fused operators now, once, before any fork (see llmesr.ops)
         if backbone not in BACKBONES:
             raise ValueError(f"backbone must be one of {', '.join(BACKBONES)}, not {backbone!r}")
         if views not in VIEWS:
@@ -270,28 +272,25 @@ class LLMESR(nn.Module):
 
     forward = training_loss  # so DistributedDataParallel wraps the training step
 
-    def teacher(self, similar: torch.Tensor, k: int) -> torch.Tensor:
-        """The mean representation of each user's `k` similar users (rows `[B·k, L]`), without
-        autograd and without dropout: the teacher is a target, never trained through (the original
-        applies dropout to it, which only adds noise to the target)."""
+    def teachers(self, similar: torch.Tensor, k: int) -> torch.Tensor:
+        """`[B, k, D]`: the representations of each user's `k` similar users (rows `[B·k, L]`),
+        without autograd and without dropout: a teacher is a target, never trained through (the
+        original applies dropout to it, which only adds noise to the target)."""
         was_training = self.training
         self.eval()
         with torch.no_grad():
             vectors = self.user_vector(similar)
         self.train(was_training)
-        return vectors.view(-1, k, vectors.shape[-1]).mean(dim=1)
+        return vectors.view(-1, k, vectors.shape[-1])
 
     def distillation_loss(
         self, student: torch.Tensor, similar: torch.Tensor, kind: str = "kd", temperature: float = 1.0
     ) -> torch.Tensor:
-        """Retrieval-augmented self-distillation: `kd` is the MSE between each user's representation
-        and its teacher's, `cl` a contrastive loss (each user's teacher against the batch's others)."""
-        teacher = self.teacher(similar, similar.shape[0] // student.shape[0])
-        if kind == "kd":
-            return F.mse_loss(student, teacher)
-        if kind == "cl":
-            return info_nce(student, teacher, temperature)
-        raise ValueError(f"distillation must be 'kd' or 'cl', not {kind!r}")
+        """Retrieval-augmented self-distillation towards the mean of each user's teachers: `kd` is the
+        MSE, `cl` a contrastive loss (each user's teacher against the batch's others); one fused
+        operator when the native ops are loaded (`llmesr.ops`)."""
+        teachers = self.teachers(similar, similar.shape[0] // student.shape[0])
+        return distill_loss(student, teachers, kind, temperature)
 
     def item_regulariser(self, items: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
         """Contrastive alignment of the two views of the batch's distinct items: an item's ID

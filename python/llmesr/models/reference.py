@@ -13,6 +13,7 @@ import torch
 from torch.nn import functional as F
 
 from llmesr.models.llmesr import LLMESR, info_nce
+from llmesr.ops import distill_loss_reference
 
 
 def pad_to(x: torch.Tensor, length: int) -> torch.Tensor:
@@ -73,11 +74,9 @@ def training_loss(
         student = states[:, -1]
         k = similar.shape[0] // inputs.shape[0]
         model.eval()  # the teacher without dropout, as the model's
-        teacher = user_vector(model, similar).view(inputs.shape[0], k, -1).mean(1).detach()
+        teachers = user_vector(model, similar).view(inputs.shape[0], k, -1).detach()
         model.train()
-        loss = loss + alpha * (
-            F.mse_loss(student, teacher) if distill == "kd" else info_nce(student, teacher, temperature)
-        )
+        loss = loss + alpha * distill_loss_reference(student, teachers, distill, temperature)
     if beta > 0 and model.views == "both":
         items = torch.unique(targets[targets != 0])
         semantic = view_embeddings(model, items)[1]

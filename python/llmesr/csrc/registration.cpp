@@ -1,0 +1,10 @@
+// Schemas of llmesr's fused operators. Implementations are registered per backend (cpu/, cuda/);
+// the fake (meta) kernels and autograd formulas are registered from Python (llmesr/ops).
+#include <torch/library.h>
+
+TORCH_LIBRARY(llmesr, m) {
+  // Retrieval-augmented self-distillation: student [B, D], teachers [B, K, D] (no gradient);
+  // kind 0 = kd (MSE to the teachers' mean), 1 = cl (contrastive, cosine logits / temperature).
+  m.def("distill(Tensor student, Tensor teachers, int kind, float temperature) -> Tensor");
+  m.def("distill_backward(Tensor grad, Tensor student, Tensor teachers, int kind, float temperature) -> Tensor");
+}

@@ -1,0 +1,80 @@
+"""Just-in-time build and load of the native operators (see `llmesr.ops`)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import warnings
+from pathlib import Path
+
+import torch
+
+CSRC = Path(__file__).resolve().parent.parent / "csrc"
+MODES = ("auto", "native", "ref")
+
+
+def ops_mode() -> str:
+    mode = os.environ.get("LLMESR_OPS", "auto")
+    if mode not in MODES:
+        raise ValueError(f"LLMESR_OPS must be one of {', '.join(MODES)}, not {mode!r}")
+    return mode
+
+
+def sources(with_cuda: bool) -> list[Path]:
+    found = [CSRC / "registration.cpp", *sorted((CSRC / "cpu").glob("*.cpp"))]
+    return found + (sorted((CSRC / "cuda").glob("*.cu")) if with_cuda else [])
+
+
+def build_dir(files: list[Path]) -> Path:
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(f.name.encode() + f.read_bytes())
+    root = Path(os.environ.get("LLMESR_OPS_CACHE", Path.home() / ".cache" / "llmesr" / "ops"))
+    tag = f"torch{torch.__version__}-{'cuda' if any(f.suffix == '.cu' for f in files) else 'cpu'}-{digest.hexdigest()[:12]}"
+    return root / tag.replace("+", "_")
+
+
+LOADED: bool | None = None  # the answer of `native_ops_loaded`, once known (read as is under torch.compile)
+
+
+def native_ops_loaded() -> bool:
+    """Builds (first time) and loads the native ops; False when `LLMESR_OPS=ref` or, in `auto` mode,
+    when they cannot be built (a warning says why)."""
+    global LOADED
+    if LOADED is None:
+        LOADED = _load()
+    return LOADED
+
+
+def _load() -> bool:
+    mode = ops_mode()
+    if mode == "ref":
+        return False
+    with_cuda = torch.cuda.is_available()
+    files = sources(with_cuda)
+    folder = build_dir(files)
+    try:
+        from torch.utils.cpp_extension import load
+
+        folder.mkdir(parents=True, exist_ok=True)
+        if not (folder / "llmesr_ops.so").exists():
+            print(f"llmesr: compiling the native ops (once; cached in {folder})", file=sys.stderr)
+        load(
+            name="llmesr_ops",
+            sources=[str(f) for f in files],
+            build_directory=str(folder),
+            extra_cflags=["-O3"],
+            extra_cuda_cflags=["-O3"],
+            is_python_module=False,
+            verbose=False,
+        )
+    except Exception as e:  # no compiler, no ninja, a failed build: the reference still works
+        if mode == "native":
+            raise RuntimeError(f"LLMESR_OPS=native but the native ops could not be built: {e}") from e
+        warnings.warn(f"llmesr: native ops unavailable, using the PyTorch reference ({e})", stacklevel=2)
+        return False
+    from llmesr.ops import distill
+
+    distill.register()
+    return True

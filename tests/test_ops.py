@@ -1,0 +1,112 @@
+"""The fused operators against their PyTorch twins: opcheck, gradcheck in float64, random shapes
+(K = 1, one row, odd widths, a zero row), torch.compile, and the reference fallback.
+float32 tolerance: rtol 1e-5 / atol 1e-6 on losses and gradients (sums reordered)."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from llmesr.ops import distill_loss, distill_loss_reference, native_ops_loaded  # noqa: E402
+
+native = pytest.mark.skipif(not native_ops_loaded(), reason="the native ops did not build here")
+KIND = {"kd": 0, "cl": 1}
+
+
+def inputs(b, k, d, dtype=torch.float32, seed=0, device="cpu"):
+    g = torch.Generator().manual_seed(seed)
+    student = torch.randn(b, d, generator=g, dtype=dtype).to(device).requires_grad_()
+    teachers = torch.randn(b, k, d, generator=g, dtype=dtype).to(device)
+    return student, teachers
+
+
+@native
+@pytest.mark.parametrize("kind", ["kd", "cl"])
+@pytest.mark.parametrize("b, k, d", [(128, 10, 128), (1, 1, 7), (5, 1, 3), (33, 4, 65)])
+def test_matches_the_reference(kind, b, k, d):
+    student, teachers = inputs(b, k, d, seed=b * k + d)
+    got = distill_loss(student, teachers, kind, 0.5)
+    want = distill_loss_reference(student, teachers, kind, 0.5)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    (g_got,) = torch.autograd.grad(got, student)
+    (g_want,) = torch.autograd.grad(want, student)
+    torch.testing.assert_close(g_got, g_want, rtol=1e-5, atol=1e-6)
+
+
+@native
+@pytest.mark.parametrize("kind", ["kd", "cl"])
+def test_a_zero_student_row_stays_finite(kind):
+    student, teachers = inputs(4, 3, 8)
+    with torch.no_grad():
+        student[2] = 0
+    got = distill_loss(student, teachers, kind)
+    (grad,) = torch.autograd.grad(got, student)
+    want = distill_loss_reference(student, teachers, kind)
+    (g_want,) = torch.autograd.grad(want, student)
+    torch.testing.assert_close(got, want)
+    torch.testing.assert_close(grad, g_want)
+    assert torch.isfinite(grad).all()
+
+
+@native
+@pytest.mark.parametrize("kind", ["kd", "cl"])
+def test_gradcheck_float64(kind):
+    student, teachers = inputs(6, 3, 5, dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda s: torch.ops.llmesr.distill(s, teachers, KIND[kind], 0.7), (student,))
+
+
+@native
+@pytest.mark.parametrize("kind", ["kd", "cl"])
+def test_opcheck(kind):
+    student, teachers = inputs(6, 3, 5)
+    torch.library.opcheck(torch.ops.llmesr.distill.default, (student, teachers, KIND[kind], 0.7))
+    grad = torch.tensor(1.3)
+    torch.library.opcheck(
+        torch.ops.llmesr.distill_backward.default, (grad, student.detach(), teachers, KIND[kind], 0.7)
+    )
+
+
+@native
+def test_torch_compile_fullgraph():
+    student, teachers = inputs(8, 2, 4)
+    compiled = torch.compile(lambda s, t: distill_loss(s, t, "kd") * 2, fullgraph=True, backend="eager")
+    torch.testing.assert_close(compiled(student, teachers), 2 * distill_loss_reference(student, teachers))
+
+
+@native
+def test_bad_shapes_raise_a_clear_error():
+    with pytest.raises(RuntimeError, match="do not match student"):
+        torch.ops.llmesr.distill(torch.randn(3, 4), torch.randn(3, 2, 5), 0, 1.0)
+    with pytest.raises(ValueError, match="must be 'kd' or 'cl'"):
+        distill_loss(torch.randn(3, 4), torch.randn(3, 2, 4), "mse")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("kind", ["kd", "cl"])
+def test_cuda_matches_a_float32_reference(kind, dtype):
+    assert native_ops_loaded()
+    student, teachers = inputs(128, 10, 128, dtype=dtype, device="cuda")
+    got = distill_loss(student, teachers, kind)
+    (g_got,) = torch.autograd.grad(got, student)
+    s32 = student.detach().float().requires_grad_()
+    want = distill_loss_reference(s32, teachers.float(), kind)
+    (g_want,) = torch.autograd.grad(want, s32)
+    tol = {torch.float32: 1e-5, torch.bfloat16: 2e-2, torch.float16: 5e-3}[dtype]
+    torch.testing.assert_close(got.float(), want, rtol=tol, atol=tol)
+    torch.testing.assert_close(g_got.float(), g_want, rtol=tol, atol=tol * 1e-2)
+
+
+def test_reference_mode_needs_no_compiler():
+    code = "from llmesr.ops import native_ops_loaded; print(native_ops_loaded())"
+    out = subprocess.run(
+        [sys.executable, "-c", code], env={**os.environ, "LLMESR_OPS": "ref"}, capture_output=True, text=True
+    )
+    assert out.stdout.strip() == "False", out.stderr
+    bad = subprocess.run(
+        [sys.executable, "-c", code], env={**os.environ, "LLMESR_OPS": "fast"}, capture_output=True, text=True
+    )
+    assert "LLMESR_OPS must be one of" in bad.stderr
