@@ -5,6 +5,7 @@
 TORCH_LIBRARY(llmesr, m) {
   // Retrieval-augmented self-distillation: student [B, D], teachers [B, K, D] (no gradient);
   // kind 0 = kd (MSE to the teachers' mean), 1 = cl (contrastive, cosine logits / temperature).
-  m.def("distill(Tensor student, Tensor teachers, int kind, float temperature) -> Tensor");
-  m.def("distill_backward(Tensor grad, Tensor student, Tensor teachers, int kind, float temperature) -> Tensor");
+  // Returns the loss and the teachers' mean [B, D], which the backward reuses.
+  m.def("distill(Tensor student, Tensor teachers, int kind, float temperature) -> (Tensor, Tensor)");
+  m.def("distill_backward(Tensor grad, Tensor student, Tensor teacher_mean, int kind, float temperature) -> Tensor");
 }

@@ -31,7 +31,7 @@ def distill_loss(
     if kind not in KINDS:
         raise ValueError(f"distillation must be 'kd' or 'cl', not {kind!r}")
     if loader.LOADED if loader.LOADED is not None else loader.native_ops_loaded():
-        return torch.ops.llmesr.distill(student, teachers.detach(), KINDS[kind], float(temperature))
+        return torch.ops.llmesr.distill(student, teachers.detach(), KINDS[kind], float(temperature))[0]
     return distill_loss_reference(student, teachers, kind, temperature)
 
 
@@ -39,7 +39,8 @@ _registered = False
 
 
 def register() -> None:
-    """Fake (shape) kernels and the autograd formula, once the native library is loaded."""
+    """Fake (shape) kernels for torch.compile, once the native library is loaded. (The autograd
+    formula is registered in C++, csrc/autograd.cpp: from Python it would cost more than the op.)"""
     global _registered
     if _registered:
         return
@@ -47,20 +48,8 @@ def register() -> None:
 
     @torch.library.register_fake("llmesr::distill")
     def _(student, teachers, kind, temperature):
-        return student.new_empty(())
+        return student.new_empty(()), torch.empty_like(student)
 
     @torch.library.register_fake("llmesr::distill_backward")
-    def _(grad, student, teachers, kind, temperature):
+    def _(grad, student, teacher_mean, kind, temperature):
         return torch.empty_like(student)
-
-    def setup_context(ctx, inputs, output):
-        student, teachers, kind, temperature = inputs
-        ctx.save_for_backward(student, teachers)
-        ctx.kind, ctx.temperature = kind, temperature
-
-    def backward(ctx, grad):
-        student, teachers = ctx.saved_tensors
-        d_student = torch.ops.llmesr.distill_backward(grad, student, teachers, ctx.kind, ctx.temperature)
-        return d_student, None, None, None
-
-    torch.library.register_autograd("llmesr::distill", backward, setup_context=setup_context)

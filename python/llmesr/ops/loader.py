@@ -22,7 +22,7 @@ def ops_mode() -> str:
 
 
 def sources(with_cuda: bool) -> list[Path]:
-    found = [CSRC / "registration.cpp", *sorted((CSRC / "cpu").glob("*.cpp"))]
+    found = [CSRC / "registration.cpp", CSRC / "autograd.cpp", *sorted((CSRC / "cpu").glob("*.cpp"))]
     return found + (sorted((CSRC / "cuda").glob("*.cu")) if with_cuda else [])
 
 

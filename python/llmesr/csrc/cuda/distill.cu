@@ -1,6 +1,6 @@
 // CUDA implementation of llmesr::distill (see cpu/distill.cpp for the math). kd runs as two
 // kernels: the teachers' mean fused with the squared difference and a block reduction (forward),
-// and the mean fused with the gradient (backward). cl's B x B logits go through cuBLAS via ATen.
+// and the gradient from the saved mean (backward). cl's B x B logits go through cuBLAS via ATen.
 #include <ATen/Dispatch.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -25,14 +25,16 @@ __device__ acc_t<scalar_t> teacher_mean_at(const scalar_t* teachers, int64_t row
   return acc / static_cast<acc_t<scalar_t>>(k);
 }
 
+// Writes the teachers' mean and adds the squared differences to the student into `total` (kd).
 template <typename scalar_t>
-__global__ void kd_forward_kernel(const scalar_t* student, const scalar_t* teachers, acc_t<scalar_t>* total,
-                                  int64_t b, int64_t k, int64_t d) {
+__global__ void kd_forward_kernel(const scalar_t* student, const scalar_t* teachers, scalar_t* mean,
+                                  acc_t<scalar_t>* total, int64_t b, int64_t k, int64_t d) {
   __shared__ acc_t<scalar_t> partial[kThreads];
   acc_t<scalar_t> acc = 0;
   for (int64_t i = blockIdx.x * blockDim.x + threadIdx.x; i < b * d; i += (int64_t)gridDim.x * blockDim.x) {
-    const acc_t<scalar_t> diff =
-        static_cast<acc_t<scalar_t>>(student[i]) - teacher_mean_at(teachers, i / d, i % d, k, d);
+    const acc_t<scalar_t> m = teacher_mean_at(teachers, i / d, i % d, k, d);
+    mean[i] = static_cast<scalar_t>(m);
+    const acc_t<scalar_t> diff = static_cast<acc_t<scalar_t>>(student[i]) - m;
     acc += diff * diff;
   }
   partial[threadIdx.x] = acc;
@@ -45,13 +47,11 @@ __global__ void kd_forward_kernel(const scalar_t* student, const scalar_t* teach
 }
 
 template <typename scalar_t>
-__global__ void kd_backward_kernel(const acc_t<scalar_t>* grad, const scalar_t* student, const scalar_t* teachers,
-                                   scalar_t* out, int64_t b, int64_t k, int64_t d) {
-  const acc_t<scalar_t> scale = 2 * grad[0] / static_cast<acc_t<scalar_t>>(b * d);
-  for (int64_t i = blockIdx.x * blockDim.x + threadIdx.x; i < b * d; i += (int64_t)gridDim.x * blockDim.x) {
-    const acc_t<scalar_t> diff =
-        static_cast<acc_t<scalar_t>>(student[i]) - teacher_mean_at(teachers, i / d, i % d, k, d);
-    out[i] = static_cast<scalar_t>(scale * diff);
+__global__ void kd_backward_kernel(const acc_t<scalar_t>* grad, const scalar_t* student, const scalar_t* mean,
+                                   scalar_t* out, int64_t n) {
+  const acc_t<scalar_t> scale = 2 * grad[0] / static_cast<acc_t<scalar_t>>(n);
+  for (int64_t i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
+    out[i] = static_cast<scalar_t>(scale * (static_cast<acc_t<scalar_t>>(student[i]) - static_cast<acc_t<scalar_t>>(mean[i])));
   }
 }
 
@@ -72,42 +72,45 @@ void check(const at::Tensor& student, const at::Tensor& teachers) {
 
 at::Tensor normalized(const at::Tensor& x) { return x / x.norm(2, 1, true).clamp_min(kNormEps); }
 
-at::Tensor distill_cuda(const at::Tensor& student, const at::Tensor& teachers, int64_t kind, double temperature) {
+std::tuple<at::Tensor, at::Tensor> distill_cuda(const at::Tensor& student, const at::Tensor& teachers, int64_t kind,
+                                                double temperature) {
   check(student, teachers);
   TORCH_CHECK(kind == 0 || kind == 1, "distill: kind must be 0 (kd) or 1 (cl)");
   const c10::cuda::CUDAGuard guard(student.device());
   auto s = student.contiguous();
   auto t = teachers.contiguous();
   if (kind == 1) {
-    auto sf = s.to(at::kFloat);
-    auto mean = t.to(at::kFloat).mean(1);
-    auto logits = at::mm(normalized(sf), normalized(mean).t()) / temperature;
-    return (at::logsumexp(logits, 1) - logits.diagonal()).mean().to(s.scalar_type());
+    auto mean = t.mean(1);
+    auto logits = at::mm(normalized(s.to(at::kFloat)), normalized(mean.to(at::kFloat)).t()) / temperature;
+    return {(at::logsumexp(logits, 1) - logits.diagonal()).mean().to(s.scalar_type()), mean};
   }
   const int64_t b = s.size(0), k = t.size(1), d = s.size(1);
+  auto mean = at::empty_like(s);
   at::Tensor total;
   auto stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, s.scalar_type(), "distill_kd_cuda", [&] {
     total = at::zeros({}, s.options().dtype(acc_dtype<scalar_t>()));
     kd_forward_kernel<scalar_t><<<blocks_for(b * d), kThreads, 0, stream>>>(
-        s.data_ptr<scalar_t>(), t.data_ptr<scalar_t>(), total.data_ptr<acc_t<scalar_t>>(), b, k, d);
+        s.data_ptr<scalar_t>(), t.data_ptr<scalar_t>(), mean.data_ptr<scalar_t>(), total.data_ptr<acc_t<scalar_t>>(),
+        b, k, d);
   });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
-  return (total / static_cast<double>(b * d)).to(s.scalar_type());
+  return {(total / static_cast<double>(b * d)).to(s.scalar_type()), mean};
 }
 
-at::Tensor distill_backward_cuda(const at::Tensor& grad, const at::Tensor& student, const at::Tensor& teachers,
+at::Tensor distill_backward_cuda(const at::Tensor& grad, const at::Tensor& student, const at::Tensor& teacher_mean,
                                  int64_t kind, double temperature) {
-  check(student, teachers);
+  TORCH_CHECK(student.sizes() == teacher_mean.sizes(), "distill_backward: student ", student.sizes(), " and teacher mean ",
+              teacher_mean.sizes(), " differ in shape");
   const c10::cuda::CUDAGuard guard(student.device());
   auto s = student.contiguous();
-  auto t = teachers.contiguous();
+  auto mean = teacher_mean.contiguous();
   if (kind == 1) {
     auto sf = s.to(at::kFloat);
     const int64_t b = s.size(0);
     auto norm = sf.norm(2, 1, true).clamp_min(kNormEps);
     auto sn = sf / norm;
-    auto tn = normalized(t.to(at::kFloat).mean(1));
+    auto tn = normalized(mean.to(at::kFloat));
     auto dlogits = at::softmax(at::mm(sn, tn.t()) / temperature, 1);
     dlogits.diagonal().sub_(1.0);
     dlogits.mul_(grad.to(at::kFloat) / static_cast<double>(b));
@@ -116,14 +119,13 @@ at::Tensor distill_backward_cuda(const at::Tensor& grad, const at::Tensor& stude
     auto projected = dsn - sn * (sn * dsn).sum(1, true);
     return at::where(clamped, dsn / norm, projected / norm).to(s.scalar_type());
   }
-  const int64_t b = s.size(0), k = t.size(1), d = s.size(1);
   auto out = at::empty_like(s);
   auto stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, s.scalar_type(), "distill_kd_backward_cuda", [&] {
     auto g = grad.to(acc_dtype<scalar_t>()).contiguous();
-    kd_backward_kernel<scalar_t><<<blocks_for(b * d), kThreads, 0, stream>>>(
-        g.data_ptr<acc_t<scalar_t>>(), s.data_ptr<scalar_t>(), t.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), b,
-        k, d);
+    kd_backward_kernel<scalar_t><<<blocks_for(s.numel()), kThreads, 0, stream>>>(
+        g.data_ptr<acc_t<scalar_t>>(), s.data_ptr<scalar_t>(), mean.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(),
+        s.numel());
   });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   return out;
