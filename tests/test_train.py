@@ -147,20 +147,3 @@ def test_recommender_serves_what_the_model_scores(data, tmp_path):
         rec.recommend([["no such item"]], raw=True)
     with pytest.raises(ValueError, match="item ids must be in"):
         rec.recommend([[0]])
-
-
-def test_prefetched_keeps_order_and_raises_errors():
-    from llmesr.train import prefetched
-
-    assert list(prefetched(lambda k: k * k, range(7), depth=2)) == [k * k for k in range(7)]
-
-    def fails(k):
-        if k == 3:
-            raise ValueError("bad batch 3")
-        return k
-
-    got = []
-    with pytest.raises(ValueError, match="bad batch 3"):
-        for x in prefetched(fails, range(6)):
-            got.append(x)
-    assert got == [0, 1, 2]

@@ -15,12 +15,10 @@ import json
 import shutil
 import sys
 import time
-from collections import deque
-from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,7 +36,6 @@ from llmesr.models import LLMESR
 from llmesr.sampling import bert4rec_batch, eval_negatives, histories, sasrec_batch
 
 CHECKPOINT, BEST = "checkpoint.safetensors", "best.safetensors"
-T = TypeVar("T")
 
 
 def resolve_device(name: str, ranks: distributed.Ranks | None = None) -> torch.device:
@@ -93,23 +90,6 @@ def training_batch(cfg: TrainConfig, ds: Dataset, users: np.ndarray, epoch: int)
         targets[:, :-1] = 0
         negatives[:, :-1] = 0
     return inputs, targets, negatives
-
-
-def prefetched(make: Callable[[int], T], keys: Sequence[int], depth: int = 2) -> Iterator[T]:
-    """`make(key)` for each key in order, computed by a background thread up to `depth` ahead, so
-    batches are assembled (in Rust, without the GIL) while the model trains on the previous one."""
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="llmesr-batches") as pool:
-        pending: deque[Future[T]] = deque()
-        try:
-            for key in keys:
-                pending.append(pool.submit(make, key))
-                if len(pending) > depth:
-                    yield pending.popleft().result()
-            while pending:
-                yield pending.popleft().result()
-        finally:
-            for f in pending:
-                f.cancel()
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -223,18 +203,15 @@ def train(
         starts = range(0, len(order), cfg.batch_size)
         bar = tqdm(starts, desc=f"epoch {epoch}", disable=not (progress and ranks.main), leave=False, unit="batch")
 
-        def assemble(start: int, order: np.ndarray = order, epoch: int = epoch) -> tuple[np.ndarray | None, ...]:
-            users = order[start : start + cfg.batch_size]
-            sim = histories(ds, similar[users].ravel(), "train", cfg.max_len) if similar is not None else None
-            return (*training_batch(cfg, ds, users, epoch), sim)
-
-        for n, (start, arrays) in enumerate(zip(bar, prefetched(assemble, starts), strict=True), 1):
+        for n, start in enumerate(bar, 1):
             b0 = time.perf_counter()
-            inputs, targets, negs, sim = (
-                None if a is None else torch.from_numpy(a).to(device, torch.long) for a in arrays
-            )
-            batch_seconds += time.perf_counter() - b0  # waiting for the batch, and moving it
             users = order[start : start + cfg.batch_size]
+            arrays = training_batch(cfg, ds, users, epoch)
+            sim_rows = histories(ds, similar[users].ravel(), "train", cfg.max_len) if similar is not None else None
+            inputs, targets, negs, sim = (
+                None if a is None else torch.from_numpy(a).to(device, torch.long) for a in (*arrays, sim_rows)
+            )
+            batch_seconds += time.perf_counter() - b0
             loss = step_model(
                 inputs,
                 targets,

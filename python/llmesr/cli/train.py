@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from dataclasses import MISSING, fields
 from pathlib import Path
@@ -124,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
             if cfg.data is None:
                 cfg.data = default_data(cfg.hidden)
         metrics = train(cfg, progress=not args.quiet, resume=bool(args.resume), overwrite=args.overwrite)
-        print(summary(cfg.out, metrics))
+        if int(os.environ.get("RANK", "0")) == 0:  # one summary under torchrun
+            print(summary(cfg.out, metrics))
 
     return run_command(body, interrupted="interrupted: continue with llmesr-train --resume RUN_DIR")
 
