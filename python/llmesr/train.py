@@ -196,13 +196,12 @@ def train(
 
     while not state["finished"] and state["epoch"] < cfg.epochs:
         epoch = state["epoch"] + 1
-        torch.manual_seed(epoch_seed(cfg.seed, epoch))
+        torch.manual_seed(epoch_seed(cfg.seed, epoch) + ranks.rank)  # dropout: a function of (seed, epoch, rank)
         model.train()
         order = ranks.training_shard(np.random.default_rng([cfg.seed, epoch]).permutation(train_users))
         loss_sum, batch_seconds, t0 = 0.0, 0.0, time.perf_counter()
         starts = range(0, len(order), cfg.batch_size)
         bar = tqdm(starts, desc=f"epoch {epoch}", disable=not (progress and ranks.main), leave=False, unit="batch")
-
         for n, start in enumerate(bar, 1):
             b0 = time.perf_counter()
             users = order[start : start + cfg.batch_size]
