@@ -109,3 +109,27 @@ def test_reference_mode_needs_no_compiler():
         [sys.executable, "-c", code], env={**os.environ, "LLMESR_OPS": "fast"}, capture_output=True, text=True
     )
     assert "LLMESR_OPS must be one of" in bad.stderr
+
+
+@native
+def test_one_epoch_with_native_ops_ends_like_the_reference(tmp_path):
+    """A short training run with the fused ops and the same run with the reference ops (in a fresh
+    process, LLMESR_OPS=ref) end within float tolerance of each other."""
+    import json
+
+    from llmesr import prepare_synthetic
+    from llmesr.embed import embed_dataset
+    from llmesr.encoders import HashingEncoder
+
+    data = tmp_path / "syn"
+    prepare_synthetic(data, n_users=120, n_items=50, seed=5)
+    embed_dataset(data, HashingEncoder(16), k=5, hidden=8)
+    losses = {}
+    for mode in ("auto", "ref"):
+        out = tmp_path / mode
+        cmd = [sys.executable, "-m", "llmesr.cli.train", "--data", str(data), "--out", str(out), "--epochs", "1"]
+        cmd += ["--hidden", "8", "--max-len", "20", "--batch-size", "32", "--n-negatives", "20", "-q"]
+        done = subprocess.run(cmd, env={**os.environ, "LLMESR_OPS": mode}, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr[-2000:]
+        losses[mode] = json.loads((out / "metrics.json").read_text())["history"][0]["loss"]
+    assert losses["auto"] == pytest.approx(losses["ref"], rel=1e-4)
