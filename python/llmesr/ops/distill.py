@@ -30,7 +30,7 @@ def distill_loss(
 
     if kind not in KINDS:
         raise ValueError(f"distillation must be 'kd' or 'cl', not {kind!r}")
-    if loader.LOADED if loader.LOADED is not None else loader.native_ops_loaded():
+    if loader.native_for(student):
         return torch.ops.llmesr.distill(student, teachers.detach(), KINDS[kind], float(temperature))[0]
     return distill_loss_reference(student, teachers, kind, temperature)
 

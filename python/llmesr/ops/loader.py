@@ -36,45 +36,61 @@ def build_dir(files: list[Path]) -> Path:
 
 
 LOADED: bool | None = None  # the answer of `native_ops_loaded`, once known (read as is under torch.compile)
+DEVICES: frozenset[str] = frozenset()  # device types the loaded ops have kernels for
 
 
 def native_ops_loaded() -> bool:
     """Builds (first time) and loads the native ops; False when `LLMESR_OPS=ref` or, in `auto` mode,
     when they cannot be built (a warning says why)."""
-    global LOADED
+    global LOADED, DEVICES
     if LOADED is None:
-        LOADED = _load()
+        DEVICES = _load()
+        LOADED = bool(DEVICES)
     return LOADED
 
 
-def _load() -> bool:
-    mode = ops_mode()
-    if mode == "ref":
-        return False
-    with_cuda = torch.cuda.is_available()
+def native_for(tensor: torch.Tensor) -> bool:
+    """Whether the native ops serve tensors of this device."""
+    loaded = LOADED if LOADED is not None else native_ops_loaded()
+    return loaded and tensor.device.type in DEVICES
+
+
+def _build(with_cuda: bool) -> None:
+    from torch.utils.cpp_extension import load
+
     files = sources(with_cuda)
     folder = build_dir(files)
-    try:
-        from torch.utils.cpp_extension import load
+    folder.mkdir(parents=True, exist_ok=True)
+    if not (folder / "llmesr_ops.so").exists():
+        print(f"llmesr: compiling the native ops (once; cached in {folder})", file=sys.stderr)
+    load(
+        name="llmesr_ops",
+        sources=[str(f) for f in files],
+        build_directory=str(folder),
+        extra_cflags=["-O3"],
+        extra_cuda_cflags=["-O3"],
+        is_python_module=False,
+        verbose=False,
+    )
 
-        folder.mkdir(parents=True, exist_ok=True)
-        if not (folder / "llmesr_ops.so").exists():
-            print(f"llmesr: compiling the native ops (once; cached in {folder})", file=sys.stderr)
-        load(
-            name="llmesr_ops",
-            sources=[str(f) for f in files],
-            build_directory=str(folder),
-            extra_cflags=["-O3"],
-            extra_cuda_cflags=["-O3"],
-            is_python_module=False,
-            verbose=False,
-        )
-    except Exception as e:  # no compiler, no ninja, a failed build: the reference still works
-        if mode == "native":
-            raise RuntimeError(f"LLMESR_OPS=native but the native ops could not be built: {e}") from e
-        warnings.warn(f"llmesr: native ops unavailable, using the PyTorch reference ({e})", stacklevel=2)
-        return False
-    from llmesr.ops import distill
 
-    distill.register()
-    return True
+def _load() -> frozenset[str]:
+    mode = ops_mode()
+    if mode == "ref":
+        return frozenset()
+    # With a GPU, CPU and CUDA kernels together; if the CUDA build fails (no nvcc), the CPU ones alone.
+    attempts = [("cpu", "cuda"), ("cpu",)] if torch.cuda.is_available() else [("cpu",)]
+    for devices in attempts:
+        try:
+            _build(with_cuda="cuda" in devices)
+        except Exception as e:  # no compiler, no ninja, a failed build: the reference still works
+            if mode == "native" and devices == attempts[-1]:
+                raise RuntimeError(f"LLMESR_OPS=native but the native ops could not be built: {e}") from e
+            where = "CUDA " if "cuda" in devices else ""
+            warnings.warn(f"llmesr: native {where}ops unavailable, using the PyTorch reference ({e})", stacklevel=3)
+            continue
+        from llmesr.ops import distill
+
+        distill.register()
+        return frozenset(devices)
+    return frozenset()
