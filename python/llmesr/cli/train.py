@@ -33,8 +33,8 @@ HELP = {
     "device": "auto, cpu, cuda or cuda:N",
     "max_len": "longest history the model reads (the most recent items)",
     "n_negatives": "negatives per user of the sampled protocol",
-    "tail_user_len": "tail users have a history shorter than this (default: Pareto rule)",
-    "tail_item_pop": "tail items have fewer training interactions than this (default: Pareto rule)",
+    "tail_user_len": "tail users have a history shorter than this",
+    "tail_item_pop": "tail items have fewer training interactions than this",
 }
 
 
@@ -43,8 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="llmesr-train",
         description="Train LLM-ESR (or a backbone alone) and test it with both protocols by long-tail group. "
         "Settings: defaults (the paper's), then --config FILE, then the options given.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        epilog="Several processes: torchrun --nproc-per-node N $(which llmesr-train) ... (gloo on CPU, NCCL on GPUs).",
+        epilog="Several processes: torchrun --standalone --nproc-per-node N -m llmesr.cli.train ... (gloo on CPU, NCCL on GPUs).",
     )
     p.add_argument("--data", help="a prepared and embedded dataset folder (default: the built-in synthetic data)")
     p.add_argument("--out", help="run folder (default: runs/<method>-<backbone>-<seed>)")
@@ -56,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
         if f.name in ("data", "out"):
             continue
         flag = f"--{f.name.replace('_', '-')}"
-        default = f"{f.default} (or the config file's)"
+        default = "the Pareto rule" if f.default is None else f.default
         common: dict[str, Any] = dict(default=argparse.SUPPRESS, help=f"{HELP.get(f.name, '')} [default: {default}]")
         if f.type == "bool":
             p.add_argument(flag, action=argparse.BooleanOptionalAction, **common)
