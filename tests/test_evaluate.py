@@ -46,3 +46,21 @@ def test_protocols_match_a_per_user_loop(setup, protocol):
     for name, value in expected.means().items():
         assert got["overall"][name] == pytest.approx(value, abs=1e-6), name
     assert got["overall"]["count"] == len(users)
+
+
+def test_popularity_baseline_matches_numpy(setup):
+    from llmesr.evaluate import Popularity
+
+    ds, _ = setup
+    got = evaluate(Popularity(ds), ds, protocol="full", max_len=20).result()["overall"]
+    pop = ds.train_popularity.astype(float)
+    ranks = []
+    for u in np.flatnonzero(ds.test > 0):
+        history = set(ds.items[ds.indptr[u] : ds.train_end[u] + 1][-20:].tolist())
+        target = int(ds.test[u])
+        candidates = [i for i in range(1, ds.n_items + 1) if i == target or i not in history]
+        ranks.append(sum(1 for i in candidates if pop[i] >= pop[target]))
+    expected = MetricSums()
+    expected.add(np.array(ranks))
+    assert got["NDCG@10"] == pytest.approx(expected.means()["NDCG@10"], abs=1e-9)
+    assert got["HR@20"] == pytest.approx(expected.means()["HR@20"], abs=1e-9)

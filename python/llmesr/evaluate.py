@@ -10,6 +10,8 @@ Ties count against the target (see `llmesr.metrics`).
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import torch
 
@@ -44,7 +46,7 @@ def evaluate(
     result = GroupedMetrics(groups or Groups.of(ds))
     was_training = model.training
     model.eval()
-    device = next(model.parameters()).device
+    device = next(itertools.chain(model.parameters(), model.buffers())).device
     all_items = model.item_vectors(torch.arange(ds.n_items + 1, device=device)) if protocol == "full" else None
     for start in range(0, len(users), batch_size):
         batch = np.asarray(users[start : start + batch_size])
@@ -69,3 +71,18 @@ def evaluate(
         result.add(batch, targets, ranks)
     model.train(was_training)
     return result
+
+
+class Popularity(torch.nn.Module):
+    """The most-popular baseline in the shape `evaluate` expects: every user scores every item by its
+    number of training interactions (ties count against the target, as for any model)."""
+
+    def __init__(self, ds: Dataset) -> None:
+        super().__init__()
+        self.register_buffer("popularity", torch.from_numpy(ds.train_popularity.astype(np.float32))[:, None])
+
+    def user_vector(self, sequences: torch.Tensor) -> torch.Tensor:
+        return torch.ones(len(sequences), 1, device=sequences.device)
+
+    def item_vectors(self, items: torch.Tensor) -> torch.Tensor:
+        return self.popularity[items]
