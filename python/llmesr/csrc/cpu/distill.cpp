@@ -1,5 +1,7 @@
 // CPU implementation of llmesr::distill: one pass over the teachers for their mean, then the loss
 // (kd: mean squared error; cl: InfoNCE over cosine similarities) and its gradient for the student.
+#include "../distill.h"
+
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 #include <torch/torch.h>
@@ -8,16 +10,6 @@
 #include <cmath>
 
 namespace {
-
-constexpr double kNormEps = 1e-12;  // as torch.nn.functional.normalize
-
-void check(const at::Tensor& student, const at::Tensor& teachers) {
-  TORCH_CHECK(student.dim() == 2 && teachers.dim() == 3, "distill: student [B, D] and teachers [B, K, D]");
-  TORCH_CHECK(teachers.size(0) == student.size(0) && teachers.size(2) == student.size(1),
-              "distill: teachers ", teachers.sizes(), " do not match student ", student.sizes());
-  TORCH_CHECK(teachers.size(1) >= 1, "distill: at least one teacher per row");
-  TORCH_CHECK(student.scalar_type() == teachers.scalar_type(), "distill: student and teachers differ in dtype");
-}
 
 // The teachers' mean, [B, D] (summed in the input type: K is small, and the loop vectorises).
 template <typename scalar_t>
@@ -43,11 +35,9 @@ at::Tensor mean_of_teachers(const at::Tensor& teachers) {
   return out;
 }
 
-at::Tensor normalized(const at::Tensor& x) { return x / x.norm(2, 1, true).clamp_min(kNormEps); }
-
 std::tuple<at::Tensor, at::Tensor> distill_cpu(const at::Tensor& student, const at::Tensor& teachers, int64_t kind,
                                                double temperature) {
-  check(student, teachers);
+  llmesr::check_distill(student, teachers);
   TORCH_CHECK(kind == 0 || kind == 1, "distill: kind must be 0 (kd) or 1 (cl)");
   return AT_DISPATCH_FLOATING_TYPES(student.scalar_type(), "distill_cpu", [&]() -> std::tuple<at::Tensor, at::Tensor> {
     auto mean = mean_of_teachers<scalar_t>(teachers);
@@ -73,15 +63,13 @@ std::tuple<at::Tensor, at::Tensor> distill_cpu(const at::Tensor& student, const 
           std::plus<double>());
       return {at::scalar_tensor(total / static_cast<double>(n), s.options()), mean};
     }
-    auto logits = at::mm(normalized(s), normalized(mean).t()) / temperature;
-    return {(at::logsumexp(logits, 1) - logits.diagonal()).mean(), mean};
+    return {llmesr::cl_loss(s, mean, temperature), mean};
   });
 }
 
 at::Tensor distill_backward_cpu(const at::Tensor& grad, const at::Tensor& student, const at::Tensor& teacher_mean,
                                 int64_t kind, double temperature) {
-  TORCH_CHECK(student.sizes() == teacher_mean.sizes(), "distill_backward: student ", student.sizes(), " and teacher mean ",
-              teacher_mean.sizes(), " differ in shape");
+  llmesr::check_distill_backward(student, teacher_mean);
   return AT_DISPATCH_FLOATING_TYPES(student.scalar_type(), "distill_backward_cpu", [&] {
     auto mean = teacher_mean.contiguous();
     auto s = student.contiguous();
@@ -97,20 +85,7 @@ at::Tensor distill_backward_cpu(const at::Tensor& grad, const at::Tensor& studen
       });
       return out;
     }
-    // d loss / d logits = (softmax(logits) - I) / B; through the cosine and the normalisation.
-    const int64_t b = s.size(0);
-    auto norm = s.norm(2, 1, true).clamp_min(kNormEps);
-    auto sn = s / norm;
-    auto tn = normalized(mean);
-    auto logits = at::mm(sn, tn.t()) / temperature;
-    auto dlogits = at::softmax(logits, 1);
-    dlogits.diagonal().sub_(1.0);
-    dlogits.mul_(grad / static_cast<double>(b));
-    auto dsn = at::mm(dlogits, tn) / temperature;
-    // normalize's gradient where the norm is not clamped: (dsn - sn <sn, dsn>) / |s|
-    auto clamped = s.norm(2, 1, true) < kNormEps;
-    auto projected = dsn - sn * (sn * dsn).sum(1, true);
-    return at::where(clamped, dsn / norm, projected / norm);
+    return llmesr::cl_grad(grad, s, mean, temperature);
   });
 }
 

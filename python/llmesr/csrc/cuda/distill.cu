@@ -1,6 +1,8 @@
 // CUDA implementation of llmesr::distill (see cpu/distill.cpp for the math). kd runs as two
 // kernels: the teachers' mean fused with the squared difference and a block reduction (forward),
 // and the gradient from the saved mean (backward). cl's B x B logits go through cuBLAS via ATen.
+#include "../distill.h"
+
 #include <ATen/Dispatch.h>
 #include <ATen/cuda/CUDAContext.h>
 #include <c10/cuda/CUDAGuard.h>
@@ -12,8 +14,6 @@
 namespace {
 
 constexpr int kThreads = 256;
-constexpr double kNormEps = 1e-12;
-
 // Accumulation type: double for double, float otherwise (half and bfloat16 included).
 template <typename scalar_t>
 using acc_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
@@ -62,27 +62,16 @@ at::ScalarType acc_dtype() {
 
 int blocks_for(int64_t n) { return static_cast<int>(std::min<int64_t>((n + kThreads - 1) / kThreads, 4096)); }
 
-void check(const at::Tensor& student, const at::Tensor& teachers) {
-  TORCH_CHECK(student.dim() == 2 && teachers.dim() == 3, "distill: student [B, D] and teachers [B, K, D]");
-  TORCH_CHECK(teachers.size(0) == student.size(0) && teachers.size(2) == student.size(1),
-              "distill: teachers ", teachers.sizes(), " do not match student ", student.sizes());
-  TORCH_CHECK(teachers.size(1) >= 1, "distill: at least one teacher per row");
-  TORCH_CHECK(student.scalar_type() == teachers.scalar_type(), "distill: student and teachers differ in dtype");
-}
-
-at::Tensor normalized(const at::Tensor& x) { return x / x.norm(2, 1, true).clamp_min(kNormEps); }
-
 std::tuple<at::Tensor, at::Tensor> distill_cuda(const at::Tensor& student, const at::Tensor& teachers, int64_t kind,
                                                 double temperature) {
-  check(student, teachers);
+  llmesr::check_distill(student, teachers);
   TORCH_CHECK(kind == 0 || kind == 1, "distill: kind must be 0 (kd) or 1 (cl)");
   const c10::cuda::CUDAGuard guard(student.device());
   auto s = student.contiguous();
   auto t = teachers.contiguous();
   if (kind == 1) {
     auto mean = t.mean(1);
-    auto logits = at::mm(normalized(s.to(at::kFloat)), normalized(mean.to(at::kFloat)).t()) / temperature;
-    return {(at::logsumexp(logits, 1) - logits.diagonal()).mean().to(s.scalar_type()), mean};
+    return {llmesr::cl_loss(s.to(at::kFloat), mean.to(at::kFloat), temperature).to(s.scalar_type()), mean};
   }
   const int64_t b = s.size(0), k = t.size(1), d = s.size(1);
   auto mean = at::empty_like(s);
@@ -100,24 +89,12 @@ std::tuple<at::Tensor, at::Tensor> distill_cuda(const at::Tensor& student, const
 
 at::Tensor distill_backward_cuda(const at::Tensor& grad, const at::Tensor& student, const at::Tensor& teacher_mean,
                                  int64_t kind, double temperature) {
-  TORCH_CHECK(student.sizes() == teacher_mean.sizes(), "distill_backward: student ", student.sizes(), " and teacher mean ",
-              teacher_mean.sizes(), " differ in shape");
+  llmesr::check_distill_backward(student, teacher_mean);
   const c10::cuda::CUDAGuard guard(student.device());
   auto s = student.contiguous();
   auto mean = teacher_mean.contiguous();
   if (kind == 1) {
-    auto sf = s.to(at::kFloat);
-    const int64_t b = s.size(0);
-    auto norm = sf.norm(2, 1, true).clamp_min(kNormEps);
-    auto sn = sf / norm;
-    auto tn = normalized(mean.to(at::kFloat));
-    auto dlogits = at::softmax(at::mm(sn, tn.t()) / temperature, 1);
-    dlogits.diagonal().sub_(1.0);
-    dlogits.mul_(grad.to(at::kFloat) / static_cast<double>(b));
-    auto dsn = at::mm(dlogits, tn) / temperature;
-    auto clamped = sf.norm(2, 1, true) < kNormEps;
-    auto projected = dsn - sn * (sn * dsn).sum(1, true);
-    return at::where(clamped, dsn / norm, projected / norm).to(s.scalar_type());
+    return llmesr::cl_grad(grad.to(at::kFloat), s.to(at::kFloat), mean.to(at::kFloat), temperature).to(s.scalar_type());
   }
   auto out = at::empty_like(s);
   auto stream = at::cuda::getCurrentCUDAStream();
