@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from llmesr import _native
+from llmesr.config import CHOICES
 from llmesr.data import Dataset
 
 
@@ -31,7 +32,7 @@ def histories(ds: Dataset, users: np.ndarray, split: str = "train", max_len: int
     return _native.histories(_users(users), ds.indptr, ds.train_end, ds.items, ds.n_items, extra, int(max_len))
 
 
-NEGATIVES = ("uniform", "popularity")
+NEGATIVES = CHOICES["negatives"]
 
 
 def negative_weights(ds: Dataset, negatives: str) -> np.ndarray | None:

@@ -96,9 +96,14 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
 
 
+def cpu_weights(model: torch.nn.Module, prefix: str = "") -> dict[str, torch.Tensor]:
+    """The model's state as contiguous CPU tensors, as safetensors stores them."""
+    return {f"{prefix}{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+
+
 def save_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
     """Weights, optimizer state and the loop's state (JSON in the metadata) in one safetensors file."""
-    tensors = {f"model.{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tensors = cpu_weights(model, prefix="model.")
     opt = optimizer.state_dict()
     for pid, slots in opt["state"].items():
         for key, value in slots.items():
@@ -248,7 +253,7 @@ def train(
         if ndcg > state["best"]:
             state.update(best=ndcg, best_epoch=epoch, waited=0)
             if ranks.main:
-                weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+                weights = cpu_weights(model)
                 atomic_write(run / BEST, lambda tmp, w=weights: save_file(w, tmp))
         else:
             state["waited"] += 1

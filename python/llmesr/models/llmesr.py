@@ -19,11 +19,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from llmesr.config import CHOICES
 from llmesr.models.encoder import Attention, GRUEncoder, SequenceEncoder
 from llmesr.ops import distill_loss, native_ops_loaded
+from llmesr.ops.distill import info_nce
 
-BACKBONES = ("sasrec", "bert4rec", "gru4rec")
-VIEWS = ("both", "id", "semantic")
+BACKBONES, VIEWS = CHOICES["backbone"], CHOICES["views"]
 
 
 class Adapter(nn.Module):
@@ -78,12 +79,6 @@ def length_chunks(lengths: torch.Tensor, budget: int) -> list[torch.Tensor]:
 def in_original_order(parts: list[torch.Tensor], indices: list[torch.Tensor]) -> torch.Tensor:
     """Concatenates per-group rows and puts them back in the rows' original order."""
     return torch.cat(parts)[torch.argsort(torch.cat(indices))]
-
-
-def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Contrastive loss pairing row i of `a` with row i of `b` against the other rows (cosine)."""
-    logits = F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).T / temperature
-    return F.cross_entropy(logits, torch.arange(len(a), device=a.device))
 
 
 class LLMESR(nn.Module):

@@ -12,8 +12,8 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-from llmesr.models.llmesr import LLMESR, info_nce
-from llmesr.ops import distill_loss_reference
+from llmesr.models.llmesr import LLMESR
+from llmesr.ops.distill import distill_loss_reference, info_nce
 
 
 def pad_to(x: torch.Tensor, length: int) -> torch.Tensor:

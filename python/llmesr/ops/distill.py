@@ -6,7 +6,13 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
-KINDS = {"kd": 0, "cl": 1}
+KINDS = {"kd": 0, "cl": 1}  # the operator's encoding of the kind
+
+
+def info_nce(a: torch.Tensor, b: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Contrastive loss pairing row i of `a` with row i of `b` against the other rows (cosine)."""
+    logits = F.normalize(a, dim=-1) @ F.normalize(b, dim=-1).T / temperature
+    return F.cross_entropy(logits, torch.arange(len(a), device=a.device))
 
 
 def distill_loss_reference(
@@ -17,8 +23,7 @@ def distill_loss_reference(
     if kind == "kd":
         return F.mse_loss(student, teacher)
     if kind == "cl":
-        logits = F.normalize(student, dim=-1) @ F.normalize(teacher, dim=-1).T / temperature
-        return F.cross_entropy(logits, torch.arange(len(student), device=student.device))
+        return info_nce(student, teacher, temperature)
     raise ValueError(f"distillation must be 'kd' or 'cl', not {kind!r}")
 
 

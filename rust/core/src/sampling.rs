@@ -228,13 +228,12 @@ pub fn bert4rec_batch(
     seed: u64,
     epoch: u64,
 ) -> Result<Batch> {
-    check_users(&seqs, users)?;
     how.check(seqs.n_items)?;
     if !(0.0..=1.0).contains(&mask_prob) {
         return Err(Error::Input(format!("mask_prob must be in [0, 1], not {mask_prob}")));
     }
     let mask_token = seqs.n_items as i32 + 1;
-    let (len, mut inputs) = histories(seqs, users, 0, max_len)?;
+    let (len, mut inputs) = histories(seqs, users, 0, max_len)?; // checks the users
     let mut targets = vec![0i32; inputs.len()];
     let mut negatives = vec![0i32; inputs.len()];
     inputs
