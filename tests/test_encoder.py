@@ -74,3 +74,29 @@ def test_too_long_sequences_are_an_error():
     emb, valid = batch(6, 6)
     with pytest.raises(ValueError, match="max_len=4"):
         model(emb, valid)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("compat", [False, True])
+def test_attention_equals_scaled_dot_product_attention_under_a_boolean_mask(causal, compat):
+    """The module's fused attention against PyTorch's own under the equivalent [B, 1, L, L] mask, at
+    the real positions (a padded query's output is zero in ours, unused in both)."""
+    from torch.nn import functional as F
+
+    from llmesr.models.encoder import Attention, key_mask
+
+    torch.manual_seed(0)
+    module = Attention(hidden=12, heads=3, dropout=0.0)
+    x, context = torch.randn(4, 9, 12), torch.randn(4, 9, 12)
+    valid = torch.arange(9) >= torch.tensor([0, 4, 8, 9])[:, None]  # lengths 9, 5, 1, 0
+    got = module(x, context, key_mask(valid, causal, compat))
+
+    q, k, v = (t.transpose(1, 2) for t in module.project(x, context))
+    allowed = torch.ones(4, 1, 9, 9, dtype=torch.bool) if compat else valid[:, None, None, :].expand(4, 1, 9, 9)
+    if causal and not compat:
+        allowed = allowed & torch.ones(9, 9, dtype=torch.bool).tril()
+    allowed = allowed | torch.eye(9, dtype=torch.bool)  # padded queries: defined, unused
+    want = module.out(F.scaled_dot_product_attention(q, k, v, attn_mask=allowed).transpose(1, 2).flatten(2))
+    rows = torch.ones_like(valid) if compat else valid
+    torch.testing.assert_close(got[rows], want[rows], rtol=1e-5, atol=1e-6)
+    assert compat or (got[~valid] == module.out.bias).all()  # zero attention output, then the projection

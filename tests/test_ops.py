@@ -1,6 +1,8 @@
 """The fused operators against their PyTorch twins: opcheck, gradcheck in float64, random shapes
-(K = 1, one row, odd widths, a zero row), torch.compile, and the reference fallback.
-float32 tolerance: rtol 1e-5 / atol 1e-6 on losses and gradients (sums reordered)."""
+(K = 1, one row, odd widths, a zero row; for attention a fully padded row, length 1, odd head sizes,
+dropout), torch.compile, and the reference fallback.
+float32 tolerance: rtol 1e-5 / atol 1e-6 on losses and gradients (sums reordered); attention outputs
+and gradients rtol 1e-4 / atol 1e-5 (sums of up to L products reordered)."""
 
 import os
 import subprocess
@@ -10,7 +12,14 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from llmesr.ops import distill_loss, distill_loss_reference, native_ops_loaded  # noqa: E402
+from llmesr.ops import (  # noqa: E402
+    distill_loss,
+    distill_loss_reference,
+    masked_attention,
+    masked_attention_reference,
+    native_ops_loaded,
+)
+from llmesr.ops.attention import keep_mask  # noqa: E402
 
 native = pytest.mark.skipif(not native_ops_loaded(), reason="the native ops did not build here")
 KIND = {"kd": 0, "cl": 1}
@@ -97,6 +106,119 @@ def test_cuda_matches_a_float32_reference(kind, dtype):
     tol = {torch.float32: 1e-5, torch.bfloat16: 2e-2, torch.float16: 5e-3}[dtype]
     torch.testing.assert_close(got.float(), want, rtol=tol, atol=tol)
     torch.testing.assert_close(g_got.float(), g_want, rtol=tol, atol=tol * 1e-2)
+
+
+def attention_inputs(b, length, heads, dim, dtype=torch.float32, seed=0, device="cpu"):
+    """q, k, v `[B, L, H, Dh]` (k and v strided views of one projection, as the model makes them) and
+    lengths cycling through 0 (a fully padded row), 1, the full length and values between."""
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(b, length, heads, dim, generator=g, dtype=dtype).to(device).requires_grad_()
+    kv = torch.randn(b, length, 2, heads, dim, generator=g, dtype=dtype).to(device).requires_grad_()
+    cycle = [length, 0, 1, max(1, length // 2), length - 1]
+    lengths = torch.tensor([cycle[i % len(cycle)] for i in range(b)], device=device)
+    return q, kv, lengths
+
+
+ATTENTION_SHAPES = [(5, 7, 2, 5), (3, 1, 1, 3), (6, 12, 3, 4), (4, 33, 1, 64)]
+
+
+@native
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+@pytest.mark.parametrize("b, length, heads, dim", ATTENTION_SHAPES)
+def test_attention_matches_the_reference(b, length, heads, dim, causal, dropout):
+    q, kv, lengths = attention_inputs(b, length, heads, dim, seed=b + length)
+    k, v = kv.unbind(2)
+    got = torch.ops.llmesr.attention(q, k, v, lengths, causal, dropout, 1234)[0]
+    want = masked_attention_reference(q, k, v, lengths, causal, dropout, 1234)
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    grad = torch.randn_like(got)
+    for g_got, g_want in zip(torch.autograd.grad(got, (q, kv), grad), torch.autograd.grad(want, (q, kv), grad)):
+        torch.testing.assert_close(g_got, g_want, rtol=1e-4, atol=1e-5)
+    padded = torch.arange(length) < (length - lengths)[:, None]
+    assert (got[padded] == 0).all()
+
+
+@native
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("dropout", [0.0, 0.4])
+def test_attention_gradcheck_float64(causal, dropout):
+    q, kv, lengths = attention_inputs(5, 6, 2, 3, dtype=torch.float64)
+    assert torch.autograd.gradcheck(
+        lambda q, kv: torch.ops.llmesr.attention(q, *kv.unbind(2), lengths, causal, dropout, 99)[0], (q, kv)
+    )
+
+
+@native
+@pytest.mark.parametrize("causal", [True, False])
+def test_attention_opcheck(causal):
+    q, kv, lengths = attention_inputs(4, 6, 2, 3)
+    k, v = (t.detach().requires_grad_() for t in kv.unbind(2))
+    args = (q, k, v, lengths, causal, 0.25, 7)
+    torch.library.opcheck(torch.ops.llmesr.attention.default, args)
+    out, lse = torch.ops.llmesr.attention(*args)
+    grad = torch.randn_like(out)
+    backward_args = (grad, q.detach(), k.detach(), v.detach(), out.detach(), lse, lengths, causal, 0.25, 7)
+    torch.library.opcheck(torch.ops.llmesr.attention_backward.default, backward_args)
+
+
+@native
+def test_attention_under_torch_compile_fullgraph():
+    q, kv, lengths = attention_inputs(4, 6, 2, 3)
+    k, v = kv.unbind(2)
+    compiled = torch.compile(lambda *a: masked_attention(*a) * 2, fullgraph=True, backend="eager")
+    torch.testing.assert_close(compiled(q, k, v, lengths, True), 2 * masked_attention_reference(q, k, v, lengths, True))
+
+
+def test_dropout_keeps_the_expected_share_without_pattern():
+    keep = keep_mask(seed=3, batch=8, heads=2, length=64, p=0.3)
+    assert keep.float().mean().item() == pytest.approx(0.7, abs=0.01)
+    assert keep.float().mean(dim=(0, 1, 2)).std() < 0.03  # no key column favoured
+    assert not torch.equal(keep, keep_mask(seed=4, batch=8, heads=2, length=64, p=0.3))
+
+
+def test_attention_dropout_is_seeded_by_torch():
+    q, kv, lengths = attention_inputs(4, 6, 2, 3)
+    k, v = kv.unbind(2)
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(11)
+        runs.append(masked_attention(q, k, v, lengths, True, 0.5))
+    torch.testing.assert_close(runs[0], runs[1], rtol=0, atol=0)
+    assert not torch.equal(runs[0], masked_attention(q, k, v, lengths, True, 0.5))
+
+
+@native
+def test_attention_bad_inputs_raise_a_clear_error():
+    q, kv, lengths = attention_inputs(4, 6, 2, 3)
+    k, v = kv.unbind(2)
+    with pytest.raises(RuntimeError, match="must match q"):
+        torch.ops.llmesr.attention(q, k[:, :5], v, lengths, True, 0.0, 0)
+    with pytest.raises(RuntimeError, match=r"lengths\[1\] = 7 is not in \[0, 6\]"):
+        torch.ops.llmesr.attention(q, k, v, torch.tensor([1, 7, 0, 2]), True, 0.0, 0)
+    with pytest.raises(ValueError, match=r"dropout must be in \[0, 1\)"):
+        masked_attention(q, k, v, lengths, True, 1.0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("dropout", [0.0, 0.3])
+@pytest.mark.parametrize("b, length, heads, dim", [*ATTENTION_SHAPES, (64, 200, 2, 32)])
+def test_attention_cuda_matches_a_float32_reference(b, length, heads, dim, causal, dropout, dtype):
+    assert native_ops_loaded()
+    q, kv, lengths = attention_inputs(b, length, heads, dim, dtype=dtype, device="cuda")
+    k, v = kv.unbind(2)
+    got = torch.ops.llmesr.attention(q, k, v, lengths, causal, dropout, 5)[0]
+    grad = torch.randn_like(got)
+    g_got = torch.autograd.grad(got, (q, kv), grad)
+    q32, kv32 = (t.detach().float().requires_grad_() for t in (q, kv))
+    want = masked_attention_reference(q32, *kv32.unbind(2), lengths, causal, dropout, 5)
+    g_want = torch.autograd.grad(want, (q32, kv32), grad.float())
+    tol = {torch.float32: 1e-4, torch.bfloat16: 3e-2, torch.float16: 5e-3}[dtype]
+    torch.testing.assert_close(got.float(), want, rtol=tol, atol=tol)
+    for a, b_ in zip(g_got, g_want):
+        torch.testing.assert_close(a.float(), b_, rtol=tol, atol=tol * 10)
 
 
 def test_reference_mode_needs_no_compiler():

@@ -8,4 +8,11 @@ TORCH_LIBRARY(llmesr, m) {
   // Returns the loss and the teachers' mean [B, D], which the backward reuses.
   m.def("distill(Tensor student, Tensor teachers, int kind, float temperature) -> (Tensor, Tensor)");
   m.def("distill_backward(Tensor grad, Tensor student, Tensor teacher_mean, int kind, float temperature) -> Tensor");
+
+  // Masked multi-head attention: q, k, v [B, L, H, Dh], rows left-padded with lengths[b] real items;
+  // causal or not; dropout on the weights decided by a hash of (seed, row, head, query, key).
+  // Returns the output [B, L, H, Dh] and the log-sum-exp [B, H, L] that the backward reuses.
+  m.def("attention(Tensor q, Tensor k, Tensor v, Tensor lengths, bool causal, float dropout, int seed) -> (Tensor, Tensor)");
+  m.def("attention_backward(Tensor grad, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, Tensor lengths, "
+        "bool causal, float dropout, int seed) -> (Tensor, Tensor, Tensor)");
 }

@@ -11,20 +11,27 @@ published numbers; it is off by default.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch import nn
-from torch.nn import functional as F
+
+from llmesr.ops import masked_attention
 
 
-def attention_mask(valid: torch.Tensor, causal: bool) -> torch.Tensor:
-    """`[B, 1, L, L]` boolean, True where query i may attend to key j: the key is a real item (and
-    j <= i when causal). A padded query attends to itself only, so its softmax is defined."""
-    _, length = valid.shape
-    allowed = valid[:, None, None, :].expand(-1, 1, length, -1)
-    if causal:
-        allowed = allowed & torch.ones(length, length, dtype=torch.bool, device=valid.device).tril()
-    eye = torch.eye(length, dtype=torch.bool, device=valid.device)
-    return allowed | (~valid[:, None, :, None] & eye)
+class KeyMask(NamedTuple):
+    """Which keys each query may attend to: the real items of its row (the last `lengths[b]` positions
+    of a left-padded row) and, when `causal`, none after its own position."""
+
+    lengths: torch.Tensor
+    causal: bool
+
+
+def key_mask(valid: torch.Tensor, causal: bool, compat: bool) -> KeyMask:
+    """compat: the original's attention, over every position of the padded row in both directions."""
+    if compat:
+        return KeyMask(torch.full_like(valid[:, 0], valid.shape[1], dtype=torch.long), False)
+    return KeyMask(valid.sum(dim=1), causal)
 
 
 def positions(valid: torch.Tensor) -> torch.Tensor:
@@ -33,8 +40,8 @@ def positions(valid: torch.Tensor) -> torch.Tensor:
 
 
 class Attention(nn.Module):
-    """Multi-head attention of `x` (queries) over `context` (keys and values); `mask` as
-    `attention_mask` gives it, or None to attend everywhere."""
+    """Multi-head attention of `x` (queries) over `context` (keys and values) under a `KeyMask`, through
+    the fused operator (`llmesr.ops.masked_attention`). A padded query's output is zero."""
 
     def __init__(self, hidden: int, heads: int, dropout: float) -> None:
         super().__init__()
@@ -45,13 +52,17 @@ class Attention(nn.Module):
         self.kv = nn.Linear(hidden, 2 * hidden)
         self.out = nn.Linear(hidden, hidden)
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    def project(self, x: torch.Tensor, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Queries, keys and values `[B, L, H, Dh]`, the layout the operator reads."""
         b, length, hidden = x.shape
-        split = (b, length, self.heads, hidden // self.heads)
-        q = self.q(x).view(split).transpose(1, 2)
-        k, v = (t.reshape(split).transpose(1, 2) for t in self.kv(context).chunk(2, dim=-1))
-        att = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
-        return self.out(att.transpose(1, 2).reshape(b, length, hidden))
+        q = self.q(x).view(b, length, self.heads, hidden // self.heads)
+        k, v = self.kv(context).view(b, length, 2, self.heads, hidden // self.heads).unbind(2)
+        return q, k, v
+
+    def forward(self, x: torch.Tensor, context: torch.Tensor, mask: KeyMask) -> torch.Tensor:
+        q, k, v = self.project(x, context)
+        att = masked_attention(q, k, v, mask.lengths, mask.causal, self.dropout if self.training else 0.0)
+        return self.out(att.flatten(2))
 
 
 class Block(nn.Module):
@@ -64,7 +75,7 @@ class Block(nn.Module):
         self.ffn = nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, hidden))
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: KeyMask) -> torch.Tensor:
         h = self.norm1(x)
         x = x + self.drop(self.attention(h, h, mask))
         return x + self.drop(self.ffn(self.norm2(x)))
@@ -91,8 +102,8 @@ class SequenceEncoder(nn.Module):
         self.blocks = nn.ModuleList(Block(hidden, heads, dropout) for _ in range(layers))
         self.norm = nn.LayerNorm(hidden)
 
-    def mask(self, valid: torch.Tensor) -> torch.Tensor | None:
-        return None if self.compat else attention_mask(valid, self.causal)
+    def mask(self, valid: torch.Tensor) -> KeyMask:
+        return key_mask(valid, self.causal, self.compat)
 
     def forward(self, emb: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         # compat: the original's absolute positions over the padded row
@@ -116,9 +127,9 @@ class GRUEncoder(nn.Module):
         self.drop = nn.Dropout(dropout)
         self.gru = nn.GRU(hidden, hidden, num_layers=layers, batch_first=True)
 
-    def mask(self, valid: torch.Tensor) -> torch.Tensor | None:
-        """The attention mask for cross-attention in front of the GRU: causal, like the GRU."""
-        return None if self.compat else attention_mask(valid, causal=True)
+    def mask(self, valid: torch.Tensor) -> KeyMask:
+        """The mask for cross-attention in front of the GRU: causal, like the GRU."""
+        return key_mask(valid, True, self.compat)
 
     def forward(self, emb: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         x = self.drop(emb)

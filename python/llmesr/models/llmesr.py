@@ -20,8 +20,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from llmesr.config import CHOICES
-from llmesr.models.encoder import Attention, GRUEncoder, SequenceEncoder
-from llmesr.ops import distill_loss, native_ops_loaded
+from llmesr.models.encoder import Attention, GRUEncoder, KeyMask, SequenceEncoder
+from llmesr.ops import distill_loss, masked_attention, native_ops_loaded
 from llmesr.ops.distill import info_nce
 
 BACKBONES, VIEWS = CHOICES["backbone"], CHOICES["views"]
@@ -58,8 +58,21 @@ class CrossAttention(nn.Module):
         self.attention = Attention(hidden, heads, dropout)
         self.drop = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, other: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, other: torch.Tensor, mask: KeyMask) -> torch.Tensor:
         return x + self.drop(self.attention(self.norm(x), other, mask))
+
+
+def two_way_cross_attention(pair: nn.ModuleList, views: list[torch.Tensor], mask: KeyMask) -> list[torch.Tensor]:
+    """`[pair[0](id, semantic), pair[1](semantic, id)]` with both directions in one operator call (their
+    queries, keys and values stacked along the batch)."""
+    (to_id, to_semantic), (ids, semantic) = pair, views
+    q1, k1, v1 = to_id.attention.project(to_id.norm(ids), semantic)
+    q2, k2, v2 = to_semantic.attention.project(to_semantic.norm(semantic), ids)
+    dropout = to_id.attention.dropout if to_id.training else 0.0
+    lengths = torch.cat([mask.lengths, mask.lengths])
+    att = masked_attention(torch.cat([q1, q2]), torch.cat([k1, k2]), torch.cat([v1, v2]), lengths, mask.causal, dropout)
+    att1, att2 = att.flatten(2).chunk(2)
+    return [ids + to_id.drop(to_id.attention.out(att1)), semantic + to_semantic.drop(to_semantic.attention.out(att2))]
 
 
 def length_chunks(lengths: torch.Tensor, budget: int) -> list[torch.Tensor]:
@@ -199,8 +212,7 @@ class LLMESR(nn.Module):
         valid = sequences != 0
         views = self.view_embeddings(sequences)  # the encoders apply the embedding dropout
         if self.cross is not None:
-            mask = self.encoders[0].mask(valid)
-            views = [self.cross[0](views[0], views[1], mask), self.cross[1](views[1], views[0], mask)]
+            views = two_way_cross_attention(self.cross, views, self.encoders[0].mask(valid))
         if len(self.encoders) == 1 and len(views) == 2:  # shared encoder: both views in one call
             both = self.encoders[0](torch.cat(views), torch.cat([valid, valid]))
             return torch.cat(both.chunk(2), dim=-1)

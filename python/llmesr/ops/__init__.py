@@ -6,7 +6,15 @@ warning), `native` (fail if they do not build) or `ref` (always the PyTorch refe
 cached under `~/.cache/llmesr/ops` (`LLMESR_OPS_CACHE`), keyed by torch version and the sources' hash.
 """
 
+from llmesr.ops.attention import masked_attention, masked_attention_reference
 from llmesr.ops.distill import distill_loss, distill_loss_reference
 from llmesr.ops.loader import native_ops_loaded, ops_mode
 
-__all__ = ["distill_loss", "distill_loss_reference", "native_ops_loaded", "ops_mode"]
+__all__ = [
+    "distill_loss",
+    "distill_loss_reference",
+    "masked_attention",
+    "masked_attention_reference",
+    "native_ops_loaded",
+    "ops_mode",
+]

@@ -40,16 +40,9 @@ def distill_loss(
     return distill_loss_reference(student, teachers, kind, temperature)
 
 
-_registered = False
-
-
-def register() -> None:
+def register_fake() -> None:
     """Fake (shape) kernels for torch.compile, once the native library is loaded. (The autograd
     formula is registered in C++, csrc/autograd.cpp: from Python it would cost more than the op.)"""
-    global _registered
-    if _registered:
-        return
-    _registered = True
 
     @torch.library.register_fake("llmesr::distill")
     def _(student, teachers, kind, temperature):

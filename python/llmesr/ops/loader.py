@@ -90,8 +90,9 @@ def _load() -> frozenset[str]:
             where = "CUDA " if "cuda" in devices else ""
             warnings.warn(f"llmesr: native {where}ops unavailable, using the PyTorch reference ({e})", stacklevel=3)
             continue
-        from llmesr.ops import distill
+        from llmesr.ops import attention, distill
 
-        distill.register()
+        distill.register_fake()
+        attention.register_fake()
         return frozenset(devices)
     return frozenset()
