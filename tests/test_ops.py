@@ -133,7 +133,8 @@ def test_attention_matches_the_reference(b, length, heads, dim, causal, dropout)
     want = masked_attention_reference(q, k, v, lengths, causal, dropout, 1234)
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
     grad = torch.randn_like(got)
-    for g_got, g_want in zip(torch.autograd.grad(got, (q, kv), grad), torch.autograd.grad(want, (q, kv), grad)):
+    grads = zip(torch.autograd.grad(got, (q, kv), grad), torch.autograd.grad(want, (q, kv), grad), strict=True)
+    for g_got, g_want in grads:
         torch.testing.assert_close(g_got, g_want, rtol=1e-4, atol=1e-5)
     padded = torch.arange(length) < (length - lengths)[:, None]
     assert (got[padded] == 0).all()
@@ -217,7 +218,7 @@ def test_attention_cuda_matches_a_float32_reference(b, length, heads, dim, causa
     g_want = torch.autograd.grad(want, (q32, kv32), grad.float())
     tol = {torch.float32: 1e-4, torch.bfloat16: 3e-2, torch.float16: 5e-3}[dtype]
     torch.testing.assert_close(got.float(), want, rtol=tol, atol=tol)
-    for a, b_ in zip(g_got, g_want):
+    for a, b_ in zip(g_got, g_want, strict=True):
         torch.testing.assert_close(a.float(), b_, rtol=tol, atol=tol * 10)
 
 
