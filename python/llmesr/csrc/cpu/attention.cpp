@@ -1,7 +1,10 @@
-// CPU implementation of llmesr::attention. Each (row, head) is one task: its real positions form an
-// n x n block (padding is skipped, not masked), whose products run as matrix multiplications and
-// whose softmax, causal cut and dropout are one pass over the block while it sits in cache. Nothing
-// of size L x L is kept: the backward recomputes the weights from the saved log-sum-exp.
+// CPU implementation of llmesr::attention. Each (row, head) is one task over its n real positions
+// (padding is skipped, not masked). Nothing of size L x L is kept: the backward recomputes the
+// weights from the saved log-sum-exp. Two ways to run a task, by n:
+// - short rows (most of a real batch): plain loops, query by query, with no ATen call per task
+//   (a call costs microseconds, more than a whole short row);
+// - long rows: the n x n block's products as matrix multiplications (MKL/oneDNN), its softmax,
+//   causal cut and dropout as one pass over the block while it sits in cache.
 #include "../attention.h"
 
 #include <ATen/Parallel.h>
@@ -22,12 +25,42 @@ struct Problem {
   Problem(const at::Tensor& q, bool causal, double dropout, int64_t seed)
       : batch(q.size(0)), length(q.size(1)), heads(q.size(2)), dim(q.size(3)), causal(causal), dropout(dropout),
         seed(static_cast<uint32_t>(seed)), threshold(llmesr::dropout_threshold(dropout)) {}
-
-  // Row b's real positions of head h: an [n, Dh] view (rows strided by H * Dh).
-  at::Tensor block(const at::Tensor& x, int64_t b, int64_t h, int64_t start) const {
-    return x.select(0, b).narrow(0, start, length - start).select(1, h);
-  }
 };
+
+constexpr int64_t kGemmFrom = 48;  // rows at least this long take the matrix-multiplication way (measured crossover)
+
+// Rows i = 0..n-1 of one task in a [B, L, H, Dh] tensor whose last dimension is contiguous.
+template <typename scalar_t>
+struct Rows {
+  scalar_t* base;
+  int64_t stride;
+  scalar_t* operator[](int64_t i) const { return base + i * stride; }
+};
+
+template <typename scalar_t>
+Rows<scalar_t> rows_of(const at::Tensor& x, int64_t b, int64_t h, int64_t start) {
+  return {x.data_ptr<scalar_t>() + b * x.stride(0) + start * x.stride(1) + h * x.stride(2), x.stride(1)};
+}
+
+at::Tensor unit_stride(const at::Tensor& x) { return x.stride(3) == 1 ? x : x.contiguous(); }
+
+// Eight partial sums, so that the compiler vectorises without reordering one sum.
+template <typename scalar_t>
+inline scalar_t dot(const scalar_t* a, const scalar_t* b, int64_t n) {
+  scalar_t part[8] = {};
+  int64_t d = 0;
+  for (; d + 8 <= n; d += 8) {
+    for (int u = 0; u < 8; ++u) part[u] += a[d + u] * b[d + u];
+  }
+  scalar_t total = 0;
+  for (; d < n; ++d) total += a[d] * b[d];
+  return total + ((part[0] + part[4]) + (part[1] + part[5])) + ((part[2] + part[6]) + (part[3] + part[7]));
+}
+
+template <typename scalar_t>
+inline void axpy(scalar_t* y, scalar_t a, const scalar_t* x, int64_t n) {
+  for (int64_t d = 0; d < n; ++d) y[d] += a * x[d];
+}
 
 std::vector<int64_t> checked_lengths(const at::Tensor& lengths, int64_t length) {
   auto values = lengths.contiguous();
@@ -42,8 +75,8 @@ std::vector<int64_t> checked_lengths(const at::Tensor& lengths, int64_t length) 
 // In place on the n x n block `scores` (unscaled q.k): the weights exp(scale * s - lse) of the allowed
 // keys, 0 elsewhere. `lse` is written (forward) or read (backward, `known_lse`). The exponentials run
 // as one vectorised ATen call over the block; the loops around it are single passes.
-template <typename scalar_t, typename acc_t>
-void softmax_block(at::Tensor& scores, scalar_t scale, bool causal, acc_t* lse, bool known_lse) {
+template <typename scalar_t>
+void softmax_block(at::Tensor& scores, scalar_t scale, bool causal, scalar_t* lse, bool known_lse) {
   constexpr scalar_t kNegInf = -std::numeric_limits<scalar_t>::infinity();
   const int64_t n = scores.size(0);
   scalar_t* s = scores.data_ptr<scalar_t>();
@@ -51,7 +84,7 @@ void softmax_block(at::Tensor& scores, scalar_t scale, bool causal, acc_t* lse, 
   for (int64_t i = 0; i < n; ++i) {
     scalar_t* row = s + i * n;
     const int64_t limit = causal ? i + 1 : n;
-    shift[i] = known_lse ? static_cast<scalar_t>(lse[i]) : *std::max_element(row, row + limit) * scale;
+    shift[i] = known_lse ? lse[i] : *std::max_element(row, row + limit) * scale;
     for (int64_t j = 0; j < limit; ++j) row[j] = row[j] * scale - shift[i];
     std::fill(row + limit, row + n, kNegInf);  // the causal cut: exp gives 0
   }
@@ -64,7 +97,7 @@ void softmax_block(at::Tensor& scores, scalar_t scale, bool causal, acc_t* lse, 
     for (int64_t j = 0; j < limit; ++j) total += row[j];
     const scalar_t inv = scalar_t(1) / total;
     for (int64_t j = 0; j < limit; ++j) row[j] *= inv;
-    lse[i] = static_cast<acc_t>(shift[i]) + std::log(static_cast<acc_t>(total));
+    lse[i] = shift[i] + std::log(total);
   }
 }
 
@@ -83,40 +116,151 @@ void dropout_factors(const Problem& p, int64_t task, int64_t query, int64_t firs
   }
 }
 
-// One n x n block per task, reused across the tasks a thread runs.
-at::Tensor square(at::Tensor& scratch, int64_t n) { return scratch.narrow(0, 0, n * n).view({n, n}); }
+// One task's working memory, allocated once per thread and reused across its tasks.
+template <typename scalar_t>
+struct Scratch {
+  at::Tensor blocks;  // two n x n blocks for the matrix-multiplication way
+  std::vector<scalar_t> factors, weights, row;
 
-std::tuple<at::Tensor, at::Tensor> attention_cpu(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                                 const at::Tensor& lengths, bool causal, double dropout,
-                                                 int64_t seed) {
-  llmesr::check_attention(q, k, v, lengths, dropout);
+  Scratch(const Problem& p, const at::Tensor& like)
+      : blocks(at::empty({2, p.length * p.length}, like.options())), factors(p.length), weights(p.length),
+        row(p.dim) {}
+
+  at::Tensor square(int which, int64_t n) { return blocks[which].narrow(0, 0, n * n).view({n, n}); }
+};
+
+// The tensors of one call, and the task (row b, head h, first real position `start`) being run.
+template <typename scalar_t>
+struct Task {
+  const Problem& p;
+  int64_t t, b, h, start, n;
+  scalar_t scale;
+
+  Rows<scalar_t> rows(const at::Tensor& x) const { return rows_of<scalar_t>(x, b, h, start); }
+  at::Tensor block(const at::Tensor& x) const { return x.select(0, b).narrow(0, start, n).select(1, h); }
+  int64_t limit(int64_t i) const { return p.causal ? i + 1 : n; }  // keys 0..limit-1 are allowed
+};
+
+template <typename scalar_t>
+void forward_loops(const Task<scalar_t>& task, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                   const at::Tensor& out, scalar_t* lse, Scratch<scalar_t>& scratch) {
+  const int64_t dim = task.p.dim;
+  auto qr = task.rows(q), kr = task.rows(k), vr = task.rows(v), outr = task.rows(out);
+  scalar_t* w = scratch.weights.data();
+  for (int64_t i = 0; i < task.n; ++i) {
+    const int64_t limit = task.limit(i);
+    for (int64_t j = 0; j < limit; ++j) w[j] = dot(qr[i], kr[j], dim) * task.scale;
+    const scalar_t m = *std::max_element(w, w + limit);
+    scalar_t total = 0;
+    for (int64_t j = 0; j < limit; ++j) total += (w[j] = std::exp(w[j] - m));
+    lse[i] = m + std::log(total);
+    dropout_factors(task.p, task.t, task.start + i, task.start, limit, scratch.factors.data());
+    scalar_t* o = outr[i];
+    for (int64_t j = 0; j < limit; ++j) axpy(o, w[j] * scratch.factors[j] / total, vr[j], dim);
+  }
+}
+
+template <typename scalar_t>
+void forward_gemm(const Task<scalar_t>& task, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                  const at::Tensor& out, scalar_t* lse, Scratch<scalar_t>& scratch) {
+  auto weights = scratch.square(0, task.n);
+  at::mm_out(weights, task.block(q), task.block(k).t());
+  softmax_block<scalar_t>(weights, task.scale, task.p.causal, lse, false);
+  if (task.p.dropout > 0) {
+    scalar_t* w = weights.template data_ptr<scalar_t>();
+    for (int64_t i = 0; i < task.n; ++i) {
+      const int64_t limit = task.limit(i);
+      dropout_factors(task.p, task.t, task.start + i, task.start, limit, scratch.factors.data());
+      for (int64_t j = 0; j < limit; ++j) w[i * task.n + j] *= scratch.factors[j];
+    }
+  }
+  auto out_block = task.block(out);
+  at::mm_out(out_block, weights, task.block(v));
+}
+
+template <typename scalar_t>
+void backward_loops(const Task<scalar_t>& task, const at::Tensor& grad, const at::Tensor& q, const at::Tensor& k,
+                    const at::Tensor& v, const at::Tensor& out, const scalar_t* lse, const at::Tensor& dq,
+                    const at::Tensor& dk, const at::Tensor& dv, Scratch<scalar_t>& scratch) {
+  const int64_t dim = task.p.dim;
+  auto gr = task.rows(grad), qr = task.rows(q), kr = task.rows(k), vr = task.rows(v), outr = task.rows(out);
+  auto dqr = task.rows(dq), dkr = task.rows(dk), dvr = task.rows(dv);
+  for (int64_t i = 0; i < task.n; ++i) {
+    const int64_t limit = task.limit(i);
+    dropout_factors(task.p, task.t, task.start + i, task.start, limit, scratch.factors.data());
+    const scalar_t row_dot = dot(gr[i], outr[i], dim);  // the softmax backward's dO_i . O_i
+    for (int64_t j = 0; j < limit; ++j) {
+      const scalar_t weight = std::exp(dot(qr[i], kr[j], dim) * task.scale - lse[i]);
+      const scalar_t f = scratch.factors[j];
+      const scalar_t dscore = weight * (dot(gr[i], vr[j], dim) * f - row_dot) * task.scale;
+      axpy(dqr[i], dscore, kr[j], dim);
+      axpy(dkr[j], dscore, qr[i], dim);
+      axpy(dvr[j], weight * f, gr[i], dim);
+    }
+  }
+}
+
+template <typename scalar_t>
+void backward_gemm(const Task<scalar_t>& task, const at::Tensor& grad, const at::Tensor& q, const at::Tensor& k,
+                   const at::Tensor& v, const at::Tensor& out, const scalar_t* lse, const at::Tensor& dq,
+                   const at::Tensor& dk, const at::Tensor& dv, Scratch<scalar_t>& scratch) {
+  const int64_t n = task.n;
+  auto qb = task.block(q), kb = task.block(k), vb = task.block(v), gb = task.block(grad);
+  auto probs = scratch.square(0, n), dweights = scratch.square(1, n);
+  at::mm_out(probs, qb, kb.t());
+  softmax_block<scalar_t>(probs, task.scale, task.p.causal, const_cast<scalar_t*>(lse), true);
+  at::mm_out(dweights, gb, vb.t());  // d loss / d (dropped weights)
+  auto outr = task.rows(out), gr = task.rows(grad);
+  scalar_t* w = probs.template data_ptr<scalar_t>();
+  scalar_t* dw = dweights.template data_ptr<scalar_t>();
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t limit = task.limit(i);
+    dropout_factors(task.p, task.t, task.start + i, task.start, limit, scratch.factors.data());
+    const scalar_t row_dot = dot(gr[i], outr[i], task.p.dim);
+    scalar_t* wi = w + i * n;
+    scalar_t* dwi = dw + i * n;
+    for (int64_t j = 0; j < limit; ++j) {
+      dwi[j] = wi[j] * (dwi[j] * scratch.factors[j] - row_dot) * task.scale;  // d scores
+      wi[j] *= scratch.factors[j];                                             // the dropped weights
+    }
+    std::fill(dwi + limit, dwi + n, scalar_t(0));
+  }
+  auto dv_block = task.block(dv), dq_block = task.block(dq), dk_block = task.block(dk);
+  at::mm_out(dv_block, probs.t(), gb);
+  at::mm_out(dq_block, dweights, kb);
+  at::mm_out(dk_block, dweights.t(), qb);
+}
+
+// Runs `body(task, scratch)` for every (row, head) with real positions, in parallel.
+template <typename scalar_t, typename Body>
+void for_each_task(const Problem& p, const std::vector<int64_t>& lengths, const at::Tensor& like, Body&& body) {
+  const scalar_t scale = static_cast<scalar_t>(1.0 / std::sqrt(static_cast<double>(p.dim)));
+  at::parallel_for(0, p.batch * p.heads, 1, [&](int64_t lo, int64_t hi) {
+    Scratch<scalar_t> scratch(p, like);
+    for (int64_t t = lo; t < hi; ++t) {
+      const int64_t b = t / p.heads, n = lengths[b];
+      if (n > 0) body(Task<scalar_t>{p, t, b, t % p.heads, p.length - n, n, scale}, scratch);
+    }
+  });
+}
+
+std::tuple<at::Tensor, at::Tensor> attention_cpu(const at::Tensor& q_in, const at::Tensor& k_in,
+                                                 const at::Tensor& v_in, const at::Tensor& lengths, bool causal,
+                                                 double dropout, int64_t seed) {
+  llmesr::check_attention(q_in, k_in, v_in, lengths, dropout);
   at::AutoDispatchBelowAutograd below_autograd;  // the ATen calls inside are not differentiated
+  auto q = unit_stride(q_in), k = unit_stride(k_in), v = unit_stride(v_in);
   const Problem p(q, causal, dropout, seed);
   const auto lens = checked_lengths(lengths, p.length);
   auto out = at::zeros_like(q, at::MemoryFormat::Contiguous);
   auto lse = at::zeros({p.batch, p.heads, p.length}, q.options().dtype(llmesr::lse_dtype(q)));
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "attention_cpu", [&] {
-    using acc_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
-    const scalar_t scale = static_cast<scalar_t>(1.0 / std::sqrt(static_cast<double>(p.dim)));
-    at::parallel_for(0, p.batch * p.heads, 1, [&](int64_t lo, int64_t hi) {
-      auto scratch = at::empty({p.length * p.length}, q.options());
-      std::vector<scalar_t> factors(p.length);
-      for (int64_t t = lo; t < hi; ++t) {
-        const int64_t b = t / p.heads, h = t % p.heads, n = lens[b], start = p.length - n;
-        if (n == 0) continue;
-        auto weights = square(scratch, n);
-        at::mm_out(weights, p.block(q, b, h, start), p.block(k, b, h, start).t());
-        softmax_block<scalar_t, acc_t>(weights, scale, causal, lse.data_ptr<acc_t>() + t * p.length + start, false);
-        if (dropout > 0) {
-          scalar_t* w = weights.data_ptr<scalar_t>();
-          for (int64_t i = 0; i < n; ++i) {
-            const int64_t limit = causal ? i + 1 : n;
-            dropout_factors(p, t, start + i, start, limit, factors.data());
-            for (int64_t j = 0; j < limit; ++j) w[i * n + j] *= factors[j];
-          }
-        }
-        auto out_block = p.block(out, b, h, start);
-        at::mm_out(out_block, weights, p.block(v, b, h, start));
+    for_each_task<scalar_t>(p, lens, q, [&](const Task<scalar_t>& task, Scratch<scalar_t>& scratch) {
+      scalar_t* task_lse = lse.data_ptr<scalar_t>() + task.t * p.length + task.start;
+      if (task.n < kGemmFrom) {
+        forward_loops(task, q, k, v, out, task_lse, scratch);
+      } else {
+        forward_gemm(task, q, k, v, out, task_lse, scratch);
       }
     });
   });
@@ -124,58 +268,31 @@ std::tuple<at::Tensor, at::Tensor> attention_cpu(const at::Tensor& q, const at::
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_backward_cpu(
-    const at::Tensor& grad, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& out,
-    const at::Tensor& lse, const at::Tensor& lengths, bool causal, double dropout, int64_t seed) {
-  llmesr::check_attention(q, k, v, lengths, dropout);
-  at::AutoDispatchBelowAutograd below_autograd;  // the ATen calls inside are not differentiated
-  TORCH_CHECK(grad.sizes() == q.sizes() && out.sizes() == q.sizes(), "attention_backward: grad ", grad.sizes(),
-              " and out ", out.sizes(), " must match q ", q.sizes());
+    const at::Tensor& grad_in, const at::Tensor& q_in, const at::Tensor& k_in, const at::Tensor& v_in,
+    const at::Tensor& out_in, const at::Tensor& lse_in, const at::Tensor& lengths, bool causal, double dropout,
+    int64_t seed) {
+  llmesr::check_attention(q_in, k_in, v_in, lengths, dropout);
+  TORCH_CHECK(grad_in.sizes() == q_in.sizes() && out_in.sizes() == q_in.sizes(), "attention_backward: grad ",
+              grad_in.sizes(), " and out ", out_in.sizes(), " must match q ", q_in.sizes());
+  at::AutoDispatchBelowAutograd below_autograd;
+  auto q = unit_stride(q_in), k = unit_stride(k_in), v = unit_stride(v_in);
+  auto grad = unit_stride(grad_in), out = unit_stride(out_in);
   const Problem p(q, causal, dropout, seed);
-  TORCH_CHECK(lse.sizes() == at::IntArrayRef({p.batch, p.heads, p.length}) &&
-                  lse.scalar_type() == llmesr::lse_dtype(q),
+  TORCH_CHECK(lse_in.sizes() == at::IntArrayRef({p.batch, p.heads, p.length}) &&
+                  lse_in.scalar_type() == llmesr::lse_dtype(q),
               "attention_backward: lse must be [B, H, L] of the forward's dtype");
   const auto lens = checked_lengths(lengths, p.length);
+  auto lse = lse_in.contiguous();
   auto dq = at::zeros_like(q, at::MemoryFormat::Contiguous);
   auto dk = at::zeros_like(k, at::MemoryFormat::Contiguous);
   auto dv = at::zeros_like(v, at::MemoryFormat::Contiguous);
-  auto lse_c = lse.contiguous();
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "attention_backward_cpu", [&] {
-    using acc_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
-    const scalar_t scale = static_cast<scalar_t>(1.0 / std::sqrt(static_cast<double>(p.dim)));
-    at::parallel_for(0, p.batch * p.heads, 1, [&](int64_t lo, int64_t hi) {
-      auto scratch = at::empty({2, p.length * p.length}, q.options());
-      auto scratch_probs = scratch[0], scratch_grads = scratch[1];
-      std::vector<scalar_t> factors(p.length);
-      for (int64_t t = lo; t < hi; ++t) {
-        const int64_t b = t / p.heads, h = t % p.heads, n = lens[b], start = p.length - n;
-        if (n == 0) continue;
-        auto qb = p.block(q, b, h, start), kb = p.block(k, b, h, start), vb = p.block(v, b, h, start);
-        auto gb = p.block(grad, b, h, start);
-        auto probs = square(scratch_probs, n), dweights = square(scratch_grads, n);
-        at::mm_out(probs, qb, kb.t());
-        softmax_block<scalar_t, acc_t>(probs, scale, causal, lse_c.data_ptr<acc_t>() + t * p.length + start, true);
-        at::mm_out(dweights, gb, vb.t());  // d loss / d (dropped weights)
-        // d out_i . out_i = sum_j (dropped weight)_ij (d weight)_ij: the softmax's backward term.
-        auto row_dot = (gb * p.block(out, b, h, start)).sum(1).contiguous();
-        const scalar_t* dot = row_dot.data_ptr<scalar_t>();
-        scalar_t* w = probs.data_ptr<scalar_t>();
-        scalar_t* dw = dweights.data_ptr<scalar_t>();
-        for (int64_t i = 0; i < n; ++i) {
-          const int64_t limit = causal ? i + 1 : n;
-          dropout_factors(p, t, start + i, start, limit, factors.data());
-          scalar_t* wi = w + i * n;
-          scalar_t* dwi = dw + i * n;
-          for (int64_t j = 0; j < limit; ++j) {
-            dwi[j] = wi[j] * (dwi[j] * factors[j] - dot[i]) * scale;  // d scores
-            wi[j] *= factors[j];                                      // the dropped weights
-          }
-          std::fill(dwi + limit, dwi + n, scalar_t(0));
-        }
-        auto dv_block = p.block(dv, b, h, start), dq_block = p.block(dq, b, h, start);
-        auto dk_block = p.block(dk, b, h, start);
-        at::mm_out(dv_block, probs.t(), gb);
-        at::mm_out(dq_block, dweights, kb);
-        at::mm_out(dk_block, dweights.t(), qb);
+    for_each_task<scalar_t>(p, lens, q, [&](const Task<scalar_t>& task, Scratch<scalar_t>& scratch) {
+      const scalar_t* task_lse = lse.data_ptr<scalar_t>() + task.t * p.length + task.start;
+      if (task.n < kGemmFrom) {
+        backward_loops(task, grad, q, k, v, out, task_lse, dq, dk, dv, scratch);
+      } else {
+        backward_gemm(task, grad, q, k, v, out, task_lse, dq, dk, dv, scratch);
       }
     });
   });
