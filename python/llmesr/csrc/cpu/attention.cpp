@@ -27,6 +27,7 @@ struct Problem {
         seed(static_cast<uint32_t>(seed)), threshold(llmesr::dropout_threshold(dropout)) {}
 };
 
+constexpr int64_t kTile = 64;      // queries per matrix product: a causal row skips the tiles above
 constexpr int64_t kGemmFrom = 48;  // rows at least this long take the matrix-multiplication way (measured crossover)
 
 // Rows i = 0..n-1 of one task in a [B, L, H, Dh] tensor whose last dimension is contiguous.
@@ -72,32 +73,33 @@ std::vector<int64_t> checked_lengths(const at::Tensor& lengths, int64_t length) 
   return out;
 }
 
-// In place on the n x n block `scores` (unscaled q.k): the weights exp(scale * s - lse) of the allowed
-// keys, 0 elsewhere. `lse` is written (forward) or read (backward, `known_lse`). The exponentials run
-// as one vectorised ATen call over the block; the loops around it are single passes.
+// In place on a tile of scores (unscaled q.k) of queries first..first+rows-1 over keys 0..keys-1:
+// the weights exp(scale * s - lse) of the allowed keys, 0 elsewhere. `lse` (of the tile's queries)
+// is written (forward) or read (backward, `known_lse`). The exponentials run as one vectorised ATen
+// call over the tile; the loops around it are single passes.
 template <typename scalar_t>
-void softmax_block(at::Tensor& scores, scalar_t scale, bool causal, scalar_t* lse, bool known_lse) {
+void softmax_tile(at::Tensor& scores, int64_t first, scalar_t scale, bool causal, scalar_t* lse, bool known_lse) {
   constexpr scalar_t kNegInf = -std::numeric_limits<scalar_t>::infinity();
-  const int64_t n = scores.size(0);
+  const int64_t rows = scores.size(0), keys = scores.size(1);
   scalar_t* s = scores.data_ptr<scalar_t>();
-  std::vector<scalar_t> shift(n);
-  for (int64_t i = 0; i < n; ++i) {
-    scalar_t* row = s + i * n;
-    const int64_t limit = causal ? i + 1 : n;
-    shift[i] = known_lse ? lse[i] : *std::max_element(row, row + limit) * scale;
-    for (int64_t j = 0; j < limit; ++j) row[j] = row[j] * scale - shift[i];
-    std::fill(row + limit, row + n, kNegInf);  // the causal cut: exp gives 0
+  std::vector<scalar_t> shift(rows);
+  for (int64_t r = 0; r < rows; ++r) {
+    scalar_t* row = s + r * keys;
+    const int64_t limit = causal ? first + r + 1 : keys;
+    shift[r] = known_lse ? lse[r] : *std::max_element(row, row + limit) * scale;
+    for (int64_t j = 0; j < limit; ++j) row[j] = row[j] * scale - shift[r];
+    std::fill(row + limit, row + keys, kNegInf);  // the causal cut: exp gives 0
   }
   scores.exp_();
   if (known_lse) return;
-  for (int64_t i = 0; i < n; ++i) {
-    scalar_t* row = s + i * n;
-    const int64_t limit = causal ? i + 1 : n;
+  for (int64_t r = 0; r < rows; ++r) {
+    scalar_t* row = s + r * keys;
+    const int64_t limit = causal ? first + r + 1 : keys;
     scalar_t total = 0;
     for (int64_t j = 0; j < limit; ++j) total += row[j];
     const scalar_t inv = scalar_t(1) / total;
     for (int64_t j = 0; j < limit; ++j) row[j] *= inv;
-    lse[i] = shift[i] + std::log(total);
+    lse[r] = shift[r] + std::log(total);
   }
 }
 
@@ -119,14 +121,19 @@ void dropout_factors(const Problem& p, int64_t task, int64_t query, int64_t firs
 // One task's working memory, allocated once per thread and reused across its tasks.
 template <typename scalar_t>
 struct Scratch {
-  at::Tensor blocks;  // two n x n blocks for the matrix-multiplication way
-  std::vector<scalar_t> factors, weights, row;
+  at::Tensor tiles;        // two query tiles' weights, kTile x L each (the matrix-multiplication way)
+  at::Tensor key_grads;    // dk and dv of one task, L x Dh each, summed over its query tiles
+  std::vector<scalar_t> factors, weights;
 
   Scratch(const Problem& p, const at::Tensor& like)
-      : blocks(at::empty({2, p.length * p.length}, like.options())), factors(p.length), weights(p.length),
-        row(p.dim) {}
+      : tiles(at::empty({2, kTile * p.length}, like.options())),
+        key_grads(at::empty({2, p.length, p.dim}, like.options())),
+        factors(p.length),
+        weights(p.length) {}
 
-  at::Tensor square(int which, int64_t n) { return blocks[which].narrow(0, 0, n * n).view({n, n}); }
+  at::Tensor tile(int which, int64_t rows, int64_t keys) {
+    return tiles[which].narrow(0, 0, rows * keys).view({rows, keys});
+  }
 };
 
 // The tensors of one call, and the task (row b, head h, first real position `start`) being run.
@@ -160,22 +167,27 @@ void forward_loops(const Task<scalar_t>& task, const at::Tensor& q, const at::Te
   }
 }
 
+// Query tiles of kTile rows; a causal tile needs the keys up to its last query only.
 template <typename scalar_t>
 void forward_gemm(const Task<scalar_t>& task, const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
                   const at::Tensor& out, scalar_t* lse, Scratch<scalar_t>& scratch) {
-  auto weights = scratch.square(0, task.n);
-  at::mm_out(weights, task.block(q), task.block(k).t());
-  softmax_block<scalar_t>(weights, task.scale, task.p.causal, lse, false);
-  if (task.p.dropout > 0) {
-    scalar_t* w = weights.template data_ptr<scalar_t>();
-    for (int64_t i = 0; i < task.n; ++i) {
-      const int64_t limit = task.limit(i);
-      dropout_factors(task.p, task.t, task.start + i, task.start, limit, scratch.factors.data());
-      for (int64_t j = 0; j < limit; ++j) w[i * task.n + j] *= scratch.factors[j];
+  auto qb = task.block(q), kb = task.block(k), vb = task.block(v), ob = task.block(out);
+  for (int64_t first = 0; first < task.n; first += kTile) {
+    const int64_t rows = std::min(kTile, task.n - first), keys = task.p.causal ? first + rows : task.n;
+    auto weights = scratch.tile(0, rows, keys);
+    at::mm_out(weights, qb.narrow(0, first, rows), kb.narrow(0, 0, keys).t());
+    softmax_tile<scalar_t>(weights, first, task.scale, task.p.causal, lse + first, false);
+    if (task.p.dropout > 0) {
+      scalar_t* w = weights.template data_ptr<scalar_t>();
+      for (int64_t r = 0; r < rows; ++r) {
+        const int64_t limit = task.limit(first + r);
+        dropout_factors(task.p, task.t, task.start + first + r, task.start, limit, scratch.factors.data());
+        for (int64_t j = 0; j < limit; ++j) w[r * keys + j] *= scratch.factors[j];
+      }
     }
+    auto out_tile = ob.narrow(0, first, rows);
+    at::mm_out(out_tile, weights, vb.narrow(0, 0, keys));
   }
-  auto out_block = task.block(out);
-  at::mm_out(out_block, weights, task.block(v));
 }
 
 template <typename scalar_t>
@@ -204,31 +216,39 @@ template <typename scalar_t>
 void backward_gemm(const Task<scalar_t>& task, const at::Tensor& grad, const at::Tensor& q, const at::Tensor& k,
                    const at::Tensor& v, const at::Tensor& out, const scalar_t* lse, const at::Tensor& dq,
                    const at::Tensor& dk, const at::Tensor& dv, Scratch<scalar_t>& scratch) {
-  const int64_t n = task.n;
-  auto qb = task.block(q), kb = task.block(k), vb = task.block(v), gb = task.block(grad);
-  auto probs = scratch.square(0, n), dweights = scratch.square(1, n);
-  at::mm_out(probs, qb, kb.t());
-  softmax_block<scalar_t>(probs, task.scale, task.p.causal, const_cast<scalar_t*>(lse), true);
-  at::mm_out(dweights, gb, vb.t());  // d loss / d (dropped weights)
+  auto qb = task.block(q), kb = task.block(k), vb = task.block(v), gb = task.block(grad), dqb = task.block(dq);
+  auto dk_sum = scratch.key_grads[0].narrow(0, 0, task.n), dv_sum = scratch.key_grads[1].narrow(0, 0, task.n);
+  dk_sum.zero_();
+  dv_sum.zero_();
   auto outr = task.rows(out), gr = task.rows(grad);
-  scalar_t* w = probs.template data_ptr<scalar_t>();
-  scalar_t* dw = dweights.template data_ptr<scalar_t>();
-  for (int64_t i = 0; i < n; ++i) {
-    const int64_t limit = task.limit(i);
-    dropout_factors(task.p, task.t, task.start + i, task.start, limit, scratch.factors.data());
-    const scalar_t row_dot = dot(gr[i], outr[i], task.p.dim);
-    scalar_t* wi = w + i * n;
-    scalar_t* dwi = dw + i * n;
-    for (int64_t j = 0; j < limit; ++j) {
-      dwi[j] = wi[j] * (dwi[j] * scratch.factors[j] - row_dot) * task.scale;  // d scores
-      wi[j] *= scratch.factors[j];                                             // the dropped weights
+  for (int64_t first = 0; first < task.n; first += kTile) {
+    const int64_t rows = std::min(kTile, task.n - first), keys = task.p.causal ? first + rows : task.n;
+    auto q_tile = qb.narrow(0, first, rows), g_tile = gb.narrow(0, first, rows);
+    auto probs = scratch.tile(0, rows, keys), dweights = scratch.tile(1, rows, keys);
+    at::mm_out(probs, q_tile, kb.narrow(0, 0, keys).t());
+    softmax_tile<scalar_t>(probs, first, task.scale, task.p.causal, const_cast<scalar_t*>(lse) + first, true);
+    at::mm_out(dweights, g_tile, vb.narrow(0, 0, keys).t());  // d loss / d (dropped weights)
+    scalar_t* w = probs.template data_ptr<scalar_t>();
+    scalar_t* dw = dweights.template data_ptr<scalar_t>();
+    for (int64_t r = 0; r < rows; ++r) {
+      const int64_t i = first + r, limit = task.limit(i);
+      dropout_factors(task.p, task.t, task.start + i, task.start, limit, scratch.factors.data());
+      const scalar_t row_dot = dot(gr[i], outr[i], task.p.dim);  // the softmax backward's dO_i . O_i
+      scalar_t* wr = w + r * keys;
+      scalar_t* dwr = dw + r * keys;
+      for (int64_t j = 0; j < limit; ++j) {
+        dwr[j] = wr[j] * (dwr[j] * scratch.factors[j] - row_dot) * task.scale;  // d scores
+        wr[j] *= scratch.factors[j];                                             // the dropped weights
+      }
+      std::fill(dwr + limit, dwr + keys, scalar_t(0));
     }
-    std::fill(dwi + limit, dwi + n, scalar_t(0));
+    dv_sum.narrow(0, 0, keys).addmm_(probs.t(), g_tile);
+    dk_sum.narrow(0, 0, keys).addmm_(dweights.t(), q_tile);
+    auto dq_tile = dqb.narrow(0, first, rows);
+    at::mm_out(dq_tile, dweights, kb.narrow(0, 0, keys));
   }
-  auto dv_block = task.block(dv), dq_block = task.block(dq), dk_block = task.block(dk);
-  at::mm_out(dv_block, probs.t(), gb);
-  at::mm_out(dq_block, dweights, kb);
-  at::mm_out(dk_block, dweights.t(), qb);
+  task.block(dk).copy_(dk_sum);
+  task.block(dv).copy_(dv_sum);
 }
 
 // Runs `body(task, scratch)` for every (row, head) with real positions, in parallel.
