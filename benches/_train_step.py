@@ -3,7 +3,8 @@ in a fresh process so that its peak memory is its own. Used by test_train_speed.
 
     python benches/_train_step.py fast 5        # or: reference 2, evaluate 1
 
-prints one JSON line: seconds per step (after one warm-up step), the share of it spent assembling
+LLMESR_OPS=native|ref picks the fused operators or their PyTorch twins; LLMESR_BENCH_DEVICE=cuda runs
+on the GPU (the data folder prepared beforehand, see `yelp`). Prints one JSON line: seconds per step (after one warm-up step), the share of it spent assembling
 batches, and the process's peak resident memory before and after the steps.
 """
 
@@ -62,9 +63,12 @@ def main(kind: str, steps: int) -> dict:
     from llmesr.train import training_batch
 
     torch.set_num_threads(int(os.environ.get("LLMESR_BENCH_THREADS", "2")))
+    device = torch.device(os.environ.get("LLMESR_BENCH_DEVICE", "cpu"))
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     ds, semantic, similar = yelp()
     torch.manual_seed(0)
     model = LLMESR(ds.n_items, torch.from_numpy(semantic), hidden=HIDDEN, max_len=MAX_LEN, cross_attention=True)
+    model.to(device)
     rss_before = peak_rss_mib()
     if kind == "evaluate":
         t = time.perf_counter()
@@ -77,20 +81,24 @@ def main(kind: str, steps: int) -> dict:
     loss_fn = model.training_loss if kind == "fast" else lambda *a, **k: reference.training_loss(model, *a, **k)
     times, batch_times = [], []
     for step in range(steps + 1):  # step 0 warms up
+        sync()
         t0 = time.perf_counter()
         users = order[step * BATCH : (step + 1) * BATCH]
-        inputs, targets, negatives = (torch.from_numpy(a).long() for a in training_batch(cfg, ds, users, 1))
-        sim = torch.from_numpy(histories(ds, similar[users].ravel(), "train", MAX_LEN)).long()
+        batch = [*training_batch(cfg, ds, users, 1), histories(ds, similar[users].ravel(), "train", MAX_LEN)]
+        inputs, targets, negatives, sim = (torch.from_numpy(a).long().to(device) for a in batch)
         t1 = time.perf_counter()
         loss = loss_fn(inputs, targets, negatives, sim, alpha=0.1)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+        sync()
         if step:
             times.append(time.perf_counter() - t0)
             batch_times.append(t1 - t0)
     return {
         "kind": kind,
+        "ops": os.environ.get("LLMESR_OPS", "auto"),
+        "device": str(device),
         "seconds_per_step": float(np.mean(times)),
         "sequences_per_second": BATCH / float(np.mean(times)),
         "batch_fraction": float(np.sum(batch_times) / np.sum(times)),

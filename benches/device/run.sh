@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # One run on the device machine (GPU; see ../shared/DESIGN.md "The device machine": Python 3.12, torch with
-# CUDA, nvcc, no Rust, no network). Build the wheel here first and carry it:
-#   maturin build --release -o dist        # then run tool: command "bash benches/device/run.sh", carry ["dist"]
+# CUDA, nvcc, no Rust, no network). Prepare here first and carry dist/:
+#   maturin build --release -o dist                      # the wheel (abi3)
+#   cp -r /tmp/llmesr-bench/yelp dist/bench/yelp         # Yelp as benches/_train_step.py prepares it (7 MB)
+#   then run tool: command "bash benches/device/run.sh", carry ["dist"]
 # It installs the wheel, builds the fused ops for sm_90, runs the op tests (float32/bf16/fp16 against a float32
-# reference), compute-sanitizer's memcheck over the CUDA op tests, and the op benchmarks; results go to $OUT.
+# reference), compute-sanitizer's memcheck over the CUDA op tests, the op benchmarks, and one LLM-ESR-SASRec
+# training step on Yelp with native against reference ops; results go to $OUT.
 set -uo pipefail
 OUT="${OUT:-/tmp/llmesr-device-out}"
 mkdir -p "$OUT"
@@ -13,8 +16,16 @@ python -m pip install -q --no-deps --target /tmp/llmesr-site dist/llmesr-*.whl
   > "$OUT/device.txt" 2>&1
 python -c "from llmesr.ops import native_ops_loaded; print('native ops:', native_ops_loaded())" > "$OUT/build.txt" 2>&1
 python -m pytest -q -p no:cacheprovider tests/test_ops.py > "$OUT/test_ops.txt" 2>&1
+# memcheck on a few small cases (it slows kernels ~100x): both ops, every dtype, dropout on and off
 compute-sanitizer --tool memcheck --error-exitcode 1 \
-  python -m pytest -q -p no:cacheprovider tests/test_ops.py -k cuda > "$OUT/memcheck.txt" 2>&1
+  python -m pytest -q -p no:cacheprovider tests/test_ops.py -k "cuda and not 200" > "$OUT/memcheck.txt" 2>&1
 echo "memcheck exit: $?" >> "$OUT/memcheck.txt"
-python -m pytest -q -p no:cacheprovider benches/test_ops_speed.py --benchmark-only -s > "$OUT/bench_ops.txt" 2>&1
+LLMESR_BENCH_ROUNDS=3 LLMESR_BENCH_ATTENTION_CALLS=20 \
+  python -m pytest -q -p no:cacheprovider benches/test_ops_speed.py --benchmark-only -s > "$OUT/bench_ops.txt" 2>&1
+if [ -d dist/bench/yelp ]; then
+  for ops in native ref native ref; do
+    LLMESR_OPS=$ops LLMESR_BENCH_DIR=dist/bench LLMESR_BENCH_DEVICE=cuda python benches/_train_step.py fast 20 \
+      >> "$OUT/train_step.txt" 2>&1
+  done
+fi
 tail -n 3 "$OUT"/*.txt
