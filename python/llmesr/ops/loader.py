@@ -29,7 +29,7 @@ def sources(with_cuda: bool) -> list[Path]:
 def build_dir(files: list[Path]) -> Path:
     """The cache folder of a build: keyed by torch's version and the sources with the headers they include."""
     digest = hashlib.sha256()
-    for f in [*files, *sorted(CSRC.rglob("*.h"))]:
+    for f in [*files, *sorted(CSRC.rglob("*.h")), *sorted(CSRC.rglob("*.cuh"))]:
         digest.update(f.name.encode() + f.read_bytes())
     root = Path(os.environ.get("LLMESR_OPS_CACHE", Path.home() / ".cache" / "llmesr" / "ops"))
     tag = f"torch{torch.__version__}-{'cuda' if any(f.suffix == '.cu' for f in files) else 'cpu'}-{digest.hexdigest()[:12]}"
