@@ -1,8 +1,9 @@
-"""The CUDA kernels of the fused attention, run on the CPU: csrc/cuda/attention_kernels.cuh compiled with
-the host compiler over a small emulation of warps (tests/cuda_emulation/simt.h: a lane per thread,
-shuffles as barriers), then compared with the PyTorch twin. It checks the kernels' own logic (indexing,
-the online softmax, the shuffles, the dk/dv pass, the dropout decisions) where no GPU is at hand; on a
-GPU, tests/test_ops.py runs the compiled kernels themselves."""
+"""The CUDA kernels of the fused operators, run on the CPU: csrc/cuda/*_kernels.cuh compiled with the host
+compiler over a small emulation of CUDA's threads (tests/cuda_emulation/simt.h: a thread per lane,
+shuffles and __syncthreads as barriers, atomics), then compared with the PyTorch twins. It checks the
+kernels' own logic (indexing, the online softmax, the shuffles, the dk/dv pass, the dropout decisions,
+the grid-stride loops and the block reduction) where no GPU is at hand; on a GPU, tests/test_ops.py runs
+the compiled kernels themselves."""
 
 import ctypes
 import shutil
@@ -13,7 +14,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from llmesr.ops import masked_attention_reference  # noqa: E402
+from llmesr.ops import distill_loss_reference, masked_attention_reference  # noqa: E402
 from llmesr.ops.loader import CSRC  # noqa: E402
 
 HERE = Path(__file__).parent / "cuda_emulation"
@@ -21,13 +22,22 @@ CXX = shutil.which("c++") or shutil.which("g++")
 pytestmark = pytest.mark.skipif(CXX is None, reason="no C++ compiler")
 
 
-@pytest.fixture(scope="module")
-def kernels(tmp_path_factory):
-    library = tmp_path_factory.mktemp("emulation") / "attention.so"
-    cmd = [CXX, "-std=c++20", "-O1", "-shared", "-fPIC", "-pthread", f"-I{CSRC}", str(HERE / "attention.cpp")]
+def build(source: str, folder: Path) -> ctypes.CDLL:
+    library = folder / f"{source}.so"
+    cmd = [CXX, "-std=c++20", "-O1", "-shared", "-fPIC", "-pthread", f"-I{CSRC}", str(HERE / f"{source}.cpp")]
     done = subprocess.run([*cmd, "-o", str(library)], capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-4000:]
     return ctypes.CDLL(str(library))
+
+
+@pytest.fixture(scope="module")
+def kernels(tmp_path_factory):
+    return build("attention", tmp_path_factory.mktemp("emulation"))
+
+
+@pytest.fixture(scope="module")
+def distill_kernels(tmp_path_factory):
+    return build("distill", tmp_path_factory.mktemp("emulation"))
 
 
 def pointer(t: torch.Tensor) -> ctypes.c_void_p:
@@ -70,3 +80,25 @@ def test_cuda_kernels_match_the_reference(kernels, b, length, heads, dim, causal
     torch.testing.assert_close(out, want.detach(), rtol=tol, atol=tol)
     for got, expected in zip(grads, want_grads, strict=True):
         torch.testing.assert_close(got, expected, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("b, k, d, most_blocks", [(33, 4, 65, 2), (1, 1, 7, 4096), (128, 10, 128, 3)])
+def test_cuda_kd_kernels_match_the_reference(distill_kernels, b, k, d, most_blocks, dtype):
+    g = torch.Generator().manual_seed(b + k + d)
+    student, teachers = torch.randn(b, d, generator=g, dtype=dtype), torch.randn(b, k, d, generator=g, dtype=dtype)
+    suffix = {torch.float32: "f32", torch.float64: "f64"}[dtype]
+    mean, total = torch.zeros_like(student), torch.zeros((), dtype=dtype)
+    sizes = [ctypes.c_int64(n) for n in (b, k, d, most_blocks)]
+    getattr(distill_kernels, f"kd_forward_{suffix}")(*map(pointer, (student, teachers, mean, total)), *sizes)
+    grad, out = torch.tensor(1.7, dtype=dtype), torch.zeros_like(student)
+    n = [ctypes.c_int64(b * d), ctypes.c_int64(most_blocks)]
+    getattr(distill_kernels, f"kd_backward_{suffix}")(*map(pointer, (grad, student, mean, out)), *n)
+
+    leaf = student.clone().requires_grad_()
+    want = distill_loss_reference(leaf, teachers, "kd")
+    (want_grad,) = torch.autograd.grad(want * grad, leaf)
+    tol = {torch.float64: 1e-10, torch.float32: 1e-5}[dtype]
+    torch.testing.assert_close(mean, teachers.mean(1), rtol=tol, atol=tol)
+    torch.testing.assert_close(total / (b * d), want.detach(), rtol=tol, atol=tol)
+    torch.testing.assert_close(out, want_grad, rtol=tol, atol=tol)

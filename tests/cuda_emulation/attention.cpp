@@ -3,6 +3,8 @@
 // (half types need the GPU's conversions).
 #include "simt.h"
 
+#define __shared__  // the kernels' one buffer is `extern __shared__`, defined here
+
 namespace llmesr::attention_kernels {
 alignas(16) unsigned char smem[1 << 16];  // the dynamic shared memory the kernels declare extern
 }
