@@ -1,5 +1,5 @@
-// Schemas of llmesr's fused operators. Implementations are registered per backend (cpu/, cuda/);
-// the fake (meta) kernels and autograd formulas are registered from Python (llmesr/ops).
+// Schemas of llmesr's fused operators. Implementations are registered per backend (cpu/, cuda/), the
+// autograd formulas in autograd.cpp, the fake (shape) kernels from Python (llmesr/ops).
 #include <torch/library.h>
 
 TORCH_LIBRARY(llmesr, m) {

@@ -25,7 +25,7 @@ def _mul32(x: torch.Tensor, c: int) -> torch.Tensor:
 
 
 def _fmix32(x: torch.Tensor) -> torch.Tensor:
-    """MurmurHash3's finaliser (csrc/attention.h has the same)."""
+    """MurmurHash3's finaliser (csrc/dropout_hash.h has the same)."""
     x = x ^ (x >> 16)
     x = _mul32(x, 0x85EBCA6B)
     x = x ^ (x >> 13)
@@ -76,11 +76,6 @@ def masked_attention_reference(
     return torch.einsum("bhij,bjhd->bihd", weights, v)
 
 
-def check_dropout(dropout: float) -> None:
-    if not 0 <= dropout < 1:
-        raise ValueError(f"attention dropout must be in [0, 1), not {dropout}")
-
-
 def masked_attention(
     q: torch.Tensor,
     k: torch.Tensor,
@@ -93,7 +88,8 @@ def masked_attention(
     comes from torch's default generator, so `torch.manual_seed` makes it reproducible."""
     from llmesr.ops import loader
 
-    check_dropout(dropout)
+    if not 0 <= dropout < 1:
+        raise ValueError(f"attention dropout must be in [0, 1), not {dropout}")
     seed = int(torch.randint(MASK32 + 1, ())) if dropout > 0 else 0
     if loader.native_for(q):
         return torch.ops.llmesr.attention(q, k, v, lengths, causal, dropout, seed)[0]
