@@ -14,7 +14,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from llmesr.ops import distill_loss_reference, masked_attention_reference  # noqa: E402
+from llmesr.ops import distill_loss_reference, hashed_dropout_reference, masked_attention_reference  # noqa: E402
 from llmesr.ops.loader import CSRC  # noqa: E402
 
 HERE = Path(__file__).parent / "cuda_emulation"
@@ -38,6 +38,11 @@ def kernels(tmp_path_factory):
 @pytest.fixture(scope="module")
 def distill_kernels(tmp_path_factory):
     return build("distill", tmp_path_factory.mktemp("emulation"))
+
+
+@pytest.fixture(scope="module")
+def dropout_kernels(tmp_path_factory):
+    return build("dropout", tmp_path_factory.mktemp("emulation"))
 
 
 def pointer(t: torch.Tensor) -> ctypes.c_void_p:
@@ -102,3 +107,16 @@ def test_cuda_kd_kernels_match_the_reference(distill_kernels, b, k, d, most_bloc
     torch.testing.assert_close(mean, teachers.mean(1), rtol=tol, atol=tol)
     torch.testing.assert_close(total / (b * d), want.detach(), rtol=tol, atol=tol)
     torch.testing.assert_close(out, want_grad, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("n, blocks", [(1, 1), (1000, 2), (5000, 20)])
+def test_cuda_dropout_kernel_matches_the_reference(dropout_kernels, n, blocks, dtype):
+    x = torch.randn(n, dtype=dtype)
+    out = torch.zeros_like(x)
+    suffix = {torch.float32: "f32", torch.float64: "f64"}[dtype]
+    args = (ctypes.c_int64(n), ctypes.c_double(0.3), ctypes.c_uint32(99), ctypes.c_uint(blocks))
+    getattr(dropout_kernels, f"dropout_{suffix}")(pointer(x), pointer(out), *args)
+    want = hashed_dropout_reference(x, 0.3, 99)
+    assert torch.equal(out == 0, want == 0)
+    torch.testing.assert_close(out, want)

@@ -15,11 +15,14 @@ torch = pytest.importorskip("torch")
 from llmesr.ops import (  # noqa: E402
     distill_loss,
     distill_loss_reference,
+    hashed_dropout,
+    hashed_dropout_reference,
     masked_attention,
     masked_attention_reference,
     native_ops_loaded,
 )
 from llmesr.ops.attention import keep_mask  # noqa: E402
+from llmesr.ops.dropout import keep_elements  # noqa: E402
 
 native = pytest.mark.skipif(not native_ops_loaded(), reason="the native ops did not build here")
 KIND = {"kd": 0, "cl": 1}
@@ -222,6 +225,68 @@ def test_attention_cuda_matches_a_float32_reference(b, length, heads, dim, causa
     torch.testing.assert_close(got.float(), want, rtol=tol, atol=tol)
     for a, b_ in zip(g_got, g_want, strict=True):
         torch.testing.assert_close(a.float(), b_, rtol=tol, atol=tol * 10)
+
+
+@native
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("shape", [(1,), (3, 5), (200, 64), (7, 33, 5)])
+def test_dropout_matches_the_reference(shape, dtype):
+    x = torch.randn(shape, dtype=dtype).requires_grad_()
+    got = torch.ops.llmesr.dropout(x, 0.3, 4321)
+    want = hashed_dropout_reference(x, 0.3, 4321)
+    tol = 1e-2 if dtype == torch.bfloat16 else 1e-6
+    torch.testing.assert_close(got, want, rtol=tol, atol=tol)
+    assert torch.equal(got == 0, want == 0)  # the same decisions
+    grad = torch.randn_like(got)
+    torch.testing.assert_close(*(torch.autograd.grad(y, x, grad)[0] for y in (got, want)), rtol=tol, atol=tol)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
+def test_dropout_cuda_matches_the_reference(dtype):
+    assert native_ops_loaded()
+    x = torch.randn(257, 130, dtype=dtype, device="cuda")
+    got, want = torch.ops.llmesr.dropout(x, 0.3, 4321), hashed_dropout_reference(x.float(), 0.3, 4321)
+    assert torch.equal(got == 0, want == 0)
+    torch.testing.assert_close(got.float(), want, rtol=1e-2, atol=1e-2)
+
+
+@native
+def test_dropout_gradcheck_opcheck_compile_and_strides():
+    x = torch.randn(6, 5, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x: torch.ops.llmesr.dropout(x, 0.4, 9), (x,))
+    torch.library.opcheck(torch.ops.llmesr.dropout.default, (torch.randn(6, 5, requires_grad=True), 0.4, 9))
+    compiled = torch.compile(lambda x: torch.ops.llmesr.dropout(x, 0.4, 9) * 2, fullgraph=True, backend="eager")
+    torch.testing.assert_close(compiled(x), 2 * hashed_dropout_reference(x, 0.4, 9))
+    t = torch.randn(5, 6).T  # not contiguous: decisions follow the row-major order of its shape
+    torch.testing.assert_close(torch.ops.llmesr.dropout(t, 0.4, 9), hashed_dropout_reference(t, 0.4, 9))
+
+
+@native
+def test_dropout_does_not_depend_on_the_thread_count():
+    x = torch.randn(300_000)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = torch.ops.llmesr.dropout(x, 0.5, 77)
+        torch.set_num_threads(2)
+        two = torch.ops.llmesr.dropout(x, 0.5, 77)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one, two)
+
+
+def test_dropout_keeps_the_expected_share_and_is_seeded_by_torch():
+    assert keep_elements(seed=5, numel=100_000, p=0.3).float().mean().item() == pytest.approx(0.7, abs=0.005)
+    x = torch.ones(1000)
+    runs = []
+    for _ in range(2):
+        torch.manual_seed(3)
+        runs.append(hashed_dropout(x, 0.5))
+    assert torch.equal(runs[0], runs[1]) and not torch.equal(runs[0], hashed_dropout(x, 0.5))
+    assert hashed_dropout(x, 0.0) is x
+    with pytest.raises(ValueError, match=r"dropout must be in \[0, 1\)"):
+        hashed_dropout(x, 1.0)
 
 
 def test_reference_mode_needs_no_compiler():

@@ -81,9 +81,35 @@ std::tuple<at::Tensor, at::Tensor> attention_autograd(const at::Tensor& q, const
   return {out[0], out[1]};
 }
 
+class Dropout : public torch::autograd::Function<Dropout> {
+ public:
+  static at::Tensor apply_op(const at::Tensor& x, double p, int64_t seed) {
+    static auto op = c10::Dispatcher::singleton()
+                         .findSchemaOrThrow("llmesr::dropout", "")
+                         .typed<at::Tensor(const at::Tensor&, double, int64_t)>();
+    return op.call(x, p, seed);
+  }
+
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, double p, int64_t seed) {
+    at::AutoDispatchBelowADInplaceOrView guard;
+    ctx->saved_data["p"] = p;
+    ctx->saved_data["seed"] = seed;
+    return apply_op(x, p, seed);
+  }
+
+  // The same decisions and scale on the gradient: the same op (the flat indices match).
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    auto grad = apply_op(grads[0], ctx->saved_data["p"].toDouble(), ctx->saved_data["seed"].toInt());
+    return {grad, at::Tensor(), at::Tensor()};
+  }
+};
+
+at::Tensor dropout_autograd(const at::Tensor& x, double p, int64_t seed) { return Dropout::apply(x, p, seed); }
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(llmesr, Autograd, m) {
+  m.impl("dropout", &dropout_autograd);
   m.impl("distill", &distill_autograd);
   m.impl("attention", &attention_autograd);
 }

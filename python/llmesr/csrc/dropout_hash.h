@@ -1,7 +1,8 @@
-// The dropout decisions of llmesr::attention: a counter-based hash of (seed, row, query, key), so
-// the backward regenerates them instead of storing them. Plain C++ (no ATen), usable on the host, on
-// the device and in the CPU emulation of the CUDA kernels (tests/cuda_emulation); the PyTorch twin
-// (llmesr/ops/attention.py) computes the same on int64 tensors.
+// The dropout decisions of llmesr's ops: a counter-based hash of (seed, position), so the backward
+// regenerates them instead of storing them. Attention hashes (seed, row, query, key); the plain dropout
+// op (seed, flat element index). Plain C++ (no ATen), usable on the host, on
+// the device and in the CPU emulation of the CUDA kernels (tests/cuda_emulation); the PyTorch twins
+// (llmesr/ops/attention.py, dropout.py) compute the same on int64 tensors.
 #pragma once
 
 #include <algorithm>
@@ -32,6 +33,12 @@ LLMESR_HD uint32_t dropout_row_key(uint32_t seed, int64_t row, int64_t length, i
 
 LLMESR_HD bool dropout_keeps(uint32_t row_key, int64_t j, uint32_t threshold) {
   return fmix32(row_key ^ (static_cast<uint32_t>(j) * 0x9E3779B9u)) >= threshold;
+}
+
+// Plain dropout keeps element n (its flat index) when this is at least the threshold.
+LLMESR_HD uint32_t dropout_element_key(uint32_t seed, int64_t n) {
+  const uint64_t u = static_cast<uint64_t>(n);
+  return fmix32(seed ^ fmix32(static_cast<uint32_t>(u) ^ fmix32(static_cast<uint32_t>(u >> 32))));
 }
 
 inline uint32_t dropout_threshold(double p) {

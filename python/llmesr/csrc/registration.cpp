@@ -15,4 +15,8 @@ TORCH_LIBRARY(llmesr, m) {
   m.def("attention(Tensor q, Tensor k, Tensor v, Tensor lengths, bool causal, float dropout, int seed) -> (Tensor, Tensor)");
   m.def("attention_backward(Tensor grad, Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, Tensor lengths, "
         "bool causal, float dropout, int seed) -> (Tensor, Tensor, Tensor)");
+
+  // Dropout: each element kept and scaled by 1 / (1 - p), or zeroed, by a hash of (seed, flat index);
+  // its backward is the same op on the gradient.
+  m.def("dropout(Tensor x, float p, int seed) -> Tensor");
 }

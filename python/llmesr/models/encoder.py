@@ -16,7 +16,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from llmesr.ops import masked_attention
+from llmesr.ops import HashedDropout, masked_attention
 
 
 class KeyMask(NamedTuple):
@@ -72,8 +72,10 @@ class Block(nn.Module):
         super().__init__()
         self.norm1, self.norm2 = nn.LayerNorm(hidden), nn.LayerNorm(hidden)
         self.attention = Attention(hidden, heads, dropout)
-        self.ffn = nn.Sequential(nn.Linear(hidden, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, hidden))
-        self.drop = nn.Dropout(dropout)
+        self.ffn = nn.Sequential(
+            nn.Linear(hidden, hidden), nn.GELU(), HashedDropout(dropout), nn.Linear(hidden, hidden)
+        )
+        self.drop = HashedDropout(dropout)
 
     def forward(self, x: torch.Tensor, mask: KeyMask) -> torch.Tensor:
         h = self.norm1(x)
@@ -98,7 +100,7 @@ class SequenceEncoder(nn.Module):
         super().__init__()
         self.causal, self.compat = causal, compat
         self.position = nn.Embedding(max_len, hidden)
-        self.drop = nn.Dropout(dropout)
+        self.drop = HashedDropout(dropout)
         self.blocks = nn.ModuleList(Block(hidden, heads, dropout) for _ in range(layers))
         self.norm = nn.LayerNorm(hidden)
 
@@ -124,7 +126,7 @@ class GRUEncoder(nn.Module):
     def __init__(self, hidden: int = 64, layers: int = 1, dropout: float = 0.5, compat: bool = False) -> None:
         super().__init__()
         self.compat = compat
-        self.drop = nn.Dropout(dropout)
+        self.drop = HashedDropout(dropout)
         self.gru = nn.GRU(hidden, hidden, num_layers=layers, batch_first=True)
 
     def mask(self, valid: torch.Tensor) -> KeyMask:

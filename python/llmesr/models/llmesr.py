@@ -21,7 +21,7 @@ from torch.nn import functional as F
 
 from llmesr.config import CHOICES
 from llmesr.models.encoder import Attention, GRUEncoder, KeyMask, SequenceEncoder
-from llmesr.ops import distill_loss, masked_attention, native_ops_loaded
+from llmesr.ops import HashedDropout, distill_loss, masked_attention, native_ops_loaded
 from llmesr.ops.distill import info_nce
 
 BACKBONES, VIEWS = CHOICES["backbone"], CHOICES["views"]
@@ -56,7 +56,7 @@ class CrossAttention(nn.Module):
         super().__init__()
         self.norm = nn.LayerNorm(hidden)
         self.attention = Attention(hidden, heads, dropout)
-        self.drop = nn.Dropout(dropout)
+        self.drop = HashedDropout(dropout)
 
     def forward(self, x: torch.Tensor, other: torch.Tensor, mask: KeyMask) -> torch.Tensor:
         return x + self.drop(self.attention(self.norm(x), other, mask))

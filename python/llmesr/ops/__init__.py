@@ -8,11 +8,15 @@ cached under `~/.cache/llmesr/ops` (`LLMESR_OPS_CACHE`), keyed by torch version 
 
 from llmesr.ops.attention import masked_attention, masked_attention_reference
 from llmesr.ops.distill import distill_loss, distill_loss_reference
+from llmesr.ops.dropout import HashedDropout, hashed_dropout, hashed_dropout_reference
 from llmesr.ops.loader import native_ops_loaded, ops_mode
 
 __all__ = [
+    "HashedDropout",
     "distill_loss",
     "distill_loss_reference",
+    "hashed_dropout",
+    "hashed_dropout_reference",
     "masked_attention",
     "masked_attention_reference",
     "native_ops_loaded",

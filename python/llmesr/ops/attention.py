@@ -15,27 +15,7 @@ from __future__ import annotations
 
 import torch
 
-MASK32 = 0xFFFFFFFF
-GOLDEN32 = 0x9E3779B9  # spreads key indices before mixing
-
-
-def _mul32(x: torch.Tensor, c: int) -> torch.Tensor:
-    """(x * c) mod 2^32 for int64 tensors holding uint32 values, without int64 overflow."""
-    return (x * (c & 0xFFFF) + (((x * (c >> 16)) & 0xFFFF) << 16)) & MASK32
-
-
-def _fmix32(x: torch.Tensor) -> torch.Tensor:
-    """MurmurHash3's finaliser (csrc/dropout_hash.h has the same)."""
-    x = x ^ (x >> 16)
-    x = _mul32(x, 0x85EBCA6B)
-    x = x ^ (x >> 13)
-    x = _mul32(x, 0xC2B2AE35)
-    return x ^ (x >> 16)
-
-
-def drop_threshold(p: float) -> int:
-    """A weight is kept when its 32-bit hash is at least this: probability 1 - p (to 2^-32)."""
-    return min(int(p * 2**32), MASK32)
+from llmesr.ops.hashing import GOLDEN32, MASK32, draw_seed, drop_threshold, fmix32, mul32
 
 
 def keep_mask(seed: int, batch: int, heads: int, length: int, p: float, device=None) -> torch.Tensor:
@@ -43,8 +23,8 @@ def keep_mask(seed: int, batch: int, heads: int, length: int, p: float, device=N
     rows = torch.arange(batch * heads, device=device).view(batch, heads, 1, 1)
     i = torch.arange(length, device=device).view(1, 1, length, 1)
     j = torch.arange(length, device=device).view(1, 1, 1, length)
-    row_key = _fmix32((seed & MASK32) ^ _fmix32((rows * length + i) & MASK32))
-    return _fmix32(row_key ^ _mul32(j, GOLDEN32)) >= drop_threshold(p)
+    row_key = fmix32((seed & MASK32) ^ fmix32((rows * length + i) & MASK32))
+    return fmix32(row_key ^ mul32(j, GOLDEN32)) >= drop_threshold(p)
 
 
 def valid_positions(lengths: torch.Tensor, length: int) -> torch.Tensor:
@@ -90,7 +70,7 @@ def masked_attention(
 
     if not 0 <= dropout < 1:
         raise ValueError(f"attention dropout must be in [0, 1), not {dropout}")
-    seed = int(torch.randint(MASK32 + 1, ())) if dropout > 0 else 0
+    seed = draw_seed() if dropout > 0 else 0
     if loader.native_for(q):
         return torch.ops.llmesr.attention(q, k, v, lengths, causal, dropout, seed)[0]
     return masked_attention_reference(q, k, v, lengths, causal, dropout, seed)

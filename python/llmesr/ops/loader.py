@@ -90,9 +90,10 @@ def _load() -> frozenset[str]:
             where = "CUDA " if "cuda" in devices else ""
             warnings.warn(f"llmesr: native {where}ops unavailable, using the PyTorch reference ({e})", stacklevel=3)
             continue
-        from llmesr.ops import attention, distill
+        from llmesr.ops import attention, distill, dropout
 
         distill.register_fake()
         attention.register_fake()
+        dropout.register_fake()
         return frozenset(devices)
     return frozenset()
