@@ -1,6 +1,8 @@
 """The fused operators against their PyTorch eager references, forward + backward, at the paper's
 shapes; on CUDA (when present) also against `torch.compile` of the reference.
 - distillation loss: batch 128, 10 teachers, user vectors of 2 x 64, both kinds;
+- dropout: a [51200, 64] activation (256 rows x 200 positions x hidden 64), p 0.5, forward + backward,
+  against `torch.nn.functional.dropout` and the hashed twin;
 - masked attention: 128 users' two views stacked (256 rows), length up to 200, hidden 64 in 1 or 2
   heads, causal, dropout 0.5 (training) and 0 (no dropout); rows all 200 long, or of lengths spread
   uniformly over 1..200. Besides the twin (`masked_attention_reference`, explicit math), also against
@@ -21,6 +23,8 @@ torch = pytest.importorskip("torch")
 from llmesr.ops import (  # noqa: E402
     distill_loss,
     distill_loss_reference,
+    hashed_dropout,
+    hashed_dropout_reference,
     masked_attention,
     masked_attention_reference,
     native_ops_loaded,
@@ -176,3 +180,29 @@ def test_attention_cuda_vs_eager_and_compiled(benchmark, heads, lengths, dropout
         + ", ".join(f"{name} {ms:.3f} ms ({ms / best['fused']:.2f}x)" for name, ms in best.items())
     )
     benchmark.pedantic(attention_step, args=(masked_attention, inputs, dropout), rounds=1, iterations=1)
+
+
+@pytest.mark.skipif(not native_ops_loaded(), reason="the native ops did not build here")
+def test_dropout_vs_torch(benchmark):
+    x = torch.randn(51200, 64, requires_grad=True)
+    impls = {
+        "fused": lambda: hashed_dropout(x, 0.5).sum().backward(),
+        "torch": lambda: torch.nn.functional.dropout(x, 0.5, True).sum().backward(),
+        "twin": lambda: hashed_dropout_reference(x, 0.5, 7).sum().backward(),
+    }
+    for fn in impls.values():
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in impls}
+    for _ in range(ROUNDS):
+        for name, fn in impls.items():
+            t = time.perf_counter()
+            for _ in range(10):
+                fn()
+            times[name].append((time.perf_counter() - t) / 10)
+    best = {name: min(t) * 1e3 for name, t in times.items()}
+    benchmark.extra_info.update(**{f"{k}_ms": v for k, v in best.items()})
+    print(
+        f"\ndropout [51200, 64] p 0.5: fused {best['fused']:.1f} ms, torch {best['torch']:.1f} ms "
+        f"({best['torch'] / best['fused']:.2f}x), twin {best['twin']:.1f} ms ({best['twin'] / best['fused']:.2f}x)"
+    )
+    benchmark.pedantic(impls["fused"], rounds=1, iterations=1)
