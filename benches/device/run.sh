@@ -11,7 +11,7 @@ set -uo pipefail
 OUT="${OUT:-/tmp/llmesr-device-out}"
 mkdir -p "$OUT"
 export TORCH_CUDA_ARCH_LIST=9.0 LLMESR_OPS=native LLMESR_OPS_CACHE=/tmp/llmesr-ops PYTHONPATH=/tmp/llmesr-site
-python -m pip install -q --no-deps --target /tmp/llmesr-site dist/llmesr-*.whl
+python -m pip install -q --no-deps --upgrade --target /tmp/llmesr-site dist/llmesr-*.whl
 { nvidia-smi; python -c "import torch; print(torch.__version__, torch.version.cuda, torch.cuda.get_device_name())"; } \
   > "$OUT/device.txt" 2>&1
 python -c "from llmesr.ops import native_ops_loaded; print('native ops:', native_ops_loaded())" > "$OUT/build.txt" 2>&1
