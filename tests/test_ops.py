@@ -1,6 +1,6 @@
 """The fused operators against their PyTorch twins: opcheck, gradcheck in float64, random shapes
 (K = 1, one row, odd widths, a zero row; for attention a fully padded row, length 1, odd head sizes,
-dropout), torch.compile, and the reference fallback.
+dropout; for dropout odd shapes, strides and thread counts), torch.compile, and the reference fallback.
 float32 tolerance: rtol 1e-5 / atol 1e-6 on losses and gradients (sums reordered); attention outputs
 and gradients rtol 1e-4 / atol 1e-5 (sums of up to L products reordered)."""
 
