@@ -14,31 +14,32 @@ class Distill : public torch::autograd::Function<Distill> {
     at::AutoDispatchBelowADInplaceOrView guard;
     static auto op = c10::Dispatcher::singleton()
                          .findSchemaOrThrow("llmesr::distill", "")
-                         .typed<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&, int64_t,
-                                                                   double)>();
-    auto [loss, mean] = op.call(student, teachers, kind, temperature);
-    ctx->save_for_backward({student, mean});  // the teachers' mean, computed once by the forward
+                         .typed<std::tuple<at::Tensor, at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&,
+                                                                               int64_t, double)>();
+    auto [loss, mean, probs] = op.call(student, teachers, kind, temperature);
+    ctx->save_for_backward({student, mean, probs});  // computed once by the forward
     ctx->saved_data["kind"] = kind;
     ctx->saved_data["temperature"] = temperature;
-    ctx->mark_non_differentiable({mean});
-    return {loss, mean};
+    ctx->mark_non_differentiable({mean, probs});
+    return {loss, mean, probs};
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     static auto op = c10::Dispatcher::singleton()
                          .findSchemaOrThrow("llmesr::distill_backward", "")
-                         .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&, int64_t, double)>();
+                         .typed<at::Tensor(const at::Tensor&, const at::Tensor&, const at::Tensor&,
+                                           const at::Tensor&, int64_t, double)>();
     auto saved = ctx->get_saved_variables();
-    auto grad = op.call(grads[0], saved[0], saved[1], ctx->saved_data["kind"].toInt(),
+    auto grad = op.call(grads[0], saved[0], saved[1], saved[2], ctx->saved_data["kind"].toInt(),
                         ctx->saved_data["temperature"].toDouble());
     return {grad, at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
-std::tuple<at::Tensor, at::Tensor> distill_autograd(const at::Tensor& student, const at::Tensor& teachers,
-                                                    int64_t kind, double temperature) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor> distill_autograd(const at::Tensor& student, const at::Tensor& teachers,
+                                                                int64_t kind, double temperature) {
   auto out = Distill::apply(student, teachers, kind, temperature);
-  return {out[0], out[1]};
+  return {out[0], out[1], out[2]};
 }
 
 class Attention : public torch::autograd::Function<Attention> {

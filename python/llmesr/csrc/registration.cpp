@@ -5,9 +5,11 @@
 TORCH_LIBRARY(llmesr, m) {
   // Retrieval-augmented self-distillation: student [B, D], teachers [B, K, D] (no gradient);
   // kind 0 = kd (MSE to the teachers' mean), 1 = cl (contrastive, cosine logits / temperature).
-  // Returns the loss and the teachers' mean [B, D], which the backward reuses.
-  m.def("distill(Tensor student, Tensor teachers, int kind, float temperature) -> (Tensor, Tensor)");
-  m.def("distill_backward(Tensor grad, Tensor student, Tensor teacher_mean, int kind, float temperature) -> Tensor");
+  // Returns the loss, the teachers' mean [B, D] and (cl) the softmax of the logits [B, B] (empty for kd),
+  // which the backward reuses.
+  m.def("distill(Tensor student, Tensor teachers, int kind, float temperature) -> (Tensor, Tensor, Tensor)");
+  m.def("distill_backward(Tensor grad, Tensor student, Tensor teacher_mean, Tensor probs, int kind, "
+        "float temperature) -> Tensor");
 
   // Masked multi-head attention: q, k, v [B, L, H, Dh], rows left-padded with lengths[b] real items;
   // causal or not; dropout on the weights decided by a hash of (seed, row, head, query, key).

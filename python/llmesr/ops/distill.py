@@ -46,8 +46,11 @@ def register_fake() -> None:
 
     @torch.library.register_fake("llmesr::distill")
     def _(student, teachers, kind, temperature):
-        return student.new_empty(()), torch.empty_like(student)
+        b = student.shape[0]
+        probs_dtype = torch.float64 if student.dtype == torch.float64 else torch.float32
+        probs = student.new_empty((b, b) if kind == KINDS["cl"] else (0,), dtype=probs_dtype)
+        return student.new_empty(()), torch.empty_like(student), probs
 
     @torch.library.register_fake("llmesr::distill_backward")
-    def _(grad, student, teacher_mean, kind, temperature):
+    def _(grad, student, teacher_mean, probs, kind, temperature):
         return torch.empty_like(student)

@@ -51,25 +51,26 @@ at::Tensor mean_of_teachers(const at::Tensor& teachers, const scalar_t* student,
   return out;
 }
 
-std::tuple<at::Tensor, at::Tensor> distill_cpu(const at::Tensor& student, const at::Tensor& teachers, int64_t kind,
-                                               double temperature) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor> distill_cpu(const at::Tensor& student, const at::Tensor& teachers,
+                                                           int64_t kind, double temperature) {
   llmesr::check_distill(student, teachers);
   TORCH_CHECK(kind == 0 || kind == 1, "distill: kind must be 0 (kd) or 1 (cl)");
-  return AT_DISPATCH_FLOATING_TYPES(student.scalar_type(), "distill_cpu", [&]() -> std::tuple<at::Tensor, at::Tensor> {
+  return AT_DISPATCH_FLOATING_TYPES(student.scalar_type(), "distill_cpu", [&]() -> std::tuple<at::Tensor, at::Tensor, at::Tensor> {
     auto s = student.contiguous();
     std::vector<double> row_errors(s.size(0));
     auto mean = mean_of_teachers<scalar_t>(teachers, kind == 0 ? s.data_ptr<scalar_t>() : nullptr, row_errors);
     if (kind == 0) {
       const double total = std::accumulate(row_errors.begin(), row_errors.end(), 0.0);
-      return {at::scalar_tensor(total / static_cast<double>(s.numel()), s.options()), mean};
+      return {at::scalar_tensor(total / static_cast<double>(s.numel()), s.options()), mean, s.new_empty({0})};
     }
-    return {llmesr::cl_loss(s, mean, temperature), mean};
+    auto [loss, probs] = llmesr::cl_forward(s, mean, temperature);
+    return {loss, mean, probs};
   });
 }
 
 at::Tensor distill_backward_cpu(const at::Tensor& grad, const at::Tensor& student, const at::Tensor& teacher_mean,
-                                int64_t kind, double temperature) {
-  llmesr::check_distill_backward(student, teacher_mean);
+                                const at::Tensor& probs, int64_t kind, double temperature) {
+  llmesr::check_distill_backward(student, teacher_mean, probs, kind);
   return AT_DISPATCH_FLOATING_TYPES(student.scalar_type(), "distill_backward_cpu", [&] {
     auto mean = teacher_mean.contiguous();
     auto s = student.contiguous();
@@ -85,7 +86,7 @@ at::Tensor distill_backward_cpu(const at::Tensor& grad, const at::Tensor& studen
       });
       return out;
     }
-    return llmesr::cl_grad(grad, s, mean, temperature);
+    return llmesr::cl_grad(grad, s, mean, probs, temperature);
   });
 }
 

@@ -20,8 +20,8 @@ at::ScalarType acc_dtype() {
 
 int blocks_for(int64_t n) { return static_cast<int>(std::min<int64_t>((n + kThreads - 1) / kThreads, 4096)); }
 
-std::tuple<at::Tensor, at::Tensor> distill_cuda(const at::Tensor& student, const at::Tensor& teachers, int64_t kind,
-                                                double temperature) {
+std::tuple<at::Tensor, at::Tensor, at::Tensor> distill_cuda(const at::Tensor& student, const at::Tensor& teachers,
+                                                            int64_t kind, double temperature) {
   llmesr::check_distill(student, teachers);
   TORCH_CHECK(kind == 0 || kind == 1, "distill: kind must be 0 (kd) or 1 (cl)");
   const c10::cuda::CUDAGuard guard(student.device());
@@ -29,7 +29,9 @@ std::tuple<at::Tensor, at::Tensor> distill_cuda(const at::Tensor& student, const
   auto t = teachers.contiguous();
   if (kind == 1) {
     auto mean = t.mean(1);
-    return {llmesr::cl_loss(s.to(at::kFloat), mean.to(at::kFloat), temperature).to(s.scalar_type()), mean};
+    const auto dtype = llmesr::compute_dtype(s);
+    auto [loss, probs] = llmesr::cl_forward(s.to(dtype), mean.to(dtype), temperature);
+    return {loss.to(s.scalar_type()), mean, probs};
   }
   const int64_t b = s.size(0), k = t.size(1), d = s.size(1);
   auto mean = at::empty_like(s);
@@ -42,17 +44,19 @@ std::tuple<at::Tensor, at::Tensor> distill_cuda(const at::Tensor& student, const
         b, k, d);
   });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
-  return {(total / static_cast<double>(b * d)).to(s.scalar_type()), mean};
+  auto no_probs = at::empty({0}, s.options().dtype(llmesr::compute_dtype(s)));
+  return {(total / static_cast<double>(b * d)).to(s.scalar_type()), mean, no_probs};
 }
 
 at::Tensor distill_backward_cuda(const at::Tensor& grad, const at::Tensor& student, const at::Tensor& teacher_mean,
-                                 int64_t kind, double temperature) {
-  llmesr::check_distill_backward(student, teacher_mean);
+                                 const at::Tensor& probs, int64_t kind, double temperature) {
+  llmesr::check_distill_backward(student, teacher_mean, probs, kind);
   const c10::cuda::CUDAGuard guard(student.device());
   auto s = student.contiguous();
   auto mean = teacher_mean.contiguous();
   if (kind == 1) {
-    return llmesr::cl_grad(grad.to(at::kFloat), s.to(at::kFloat), mean.to(at::kFloat), temperature).to(s.scalar_type());
+    const auto dtype = llmesr::compute_dtype(s);
+    return llmesr::cl_grad(grad.to(dtype), s.to(dtype), mean.to(dtype), probs, temperature).to(s.scalar_type());
   }
   auto out = at::empty_like(s);
   auto stream = at::cuda::getCurrentCUDAStream();
