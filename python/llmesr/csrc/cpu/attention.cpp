@@ -3,8 +3,9 @@
 // weights from the saved log-sum-exp. Two ways to run a task, by n:
 // - short rows (most of a real batch): plain loops, query by query, with no ATen call per task
 //   (a call costs microseconds, more than a whole short row);
-// - long rows: the n x n block's products as matrix multiplications (MKL/oneDNN), its softmax,
-//   causal cut and dropout as one pass over the block while it sits in cache.
+// - long rows: in tiles of 64 queries, whose products run as matrix multiplications (a causal tile
+//   only over the keys up to its last query) and whose softmax, causal cut and dropout are one pass
+//   over the tile while it sits in cache.
 #include "../attention.h"
 
 #include <ATen/Parallel.h>
