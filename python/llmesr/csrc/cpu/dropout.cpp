@@ -1,6 +1,7 @@
 // CPU implementation of llmesr::dropout: each element kept (and scaled by 1 / (1 - p)) or zeroed by a
 // hash of (seed, its flat index), so the result does not depend on the thread count and the backward is
 // the same op applied to the gradient.
+#include "../accumulate.h"
 #include "../dropout_hash.h"
 
 #include <ATen/ATen.h>
@@ -8,7 +9,6 @@
 #include <torch/library.h>
 
 #include <algorithm>
-#include <type_traits>
 
 namespace {
 
@@ -41,7 +41,7 @@ at::Tensor dropout_cpu(const at::Tensor& x, double p, int64_t seed) {
   auto out = at::empty_like(in);
   const uint32_t threshold = llmesr::dropout_threshold(p);
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.scalar_type(), "dropout_cpu", [&] {
-    using opmath = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
+    using opmath = llmesr::acc_t<scalar_t>;
     const scalar_t* src = in.data_ptr<scalar_t>();
     scalar_t* dst = out.data_ptr<scalar_t>();
     const opmath scale = static_cast<opmath>(1.0 / (1.0 - p));

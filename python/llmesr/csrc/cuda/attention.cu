@@ -40,11 +40,11 @@ std::tuple<at::Tensor, at::Tensor> attention_cuda(const at::Tensor& q_in, const 
   const Shape s = shape_of(q, causal, dropout, seed);
   auto stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q.scalar_type(), "attention_cuda", [&] {
-    const size_t smem = kWarps * s.dim * sizeof(acc_t<scalar_t>);
+    const size_t smem = kWarps * s.dim * sizeof(llmesr::acc_t<scalar_t>);
     with_chunks(s.dim, [&]<int kChunks>() {
       forward_kernel<scalar_t, kChunks><<<grid_for(q), kWarps * 32, smem, stream>>>(
           q.data_ptr<scalar_t>(), k.data_ptr<scalar_t>(), v.data_ptr<scalar_t>(), lens.data_ptr<int64_t>(),
-          out.data_ptr<scalar_t>(), lse.data_ptr<acc_t<scalar_t>>(), s);
+          out.data_ptr<scalar_t>(), lse.data_ptr<llmesr::acc_t<scalar_t>>(), s);
     });
   });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -70,7 +70,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_backward_cuda(
   const Shape s = shape_of(q, causal, dropout, seed);
   auto stream = at::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q.scalar_type(), "attention_backward_cuda", [&] {
-    using acc = acc_t<scalar_t>;
+    using acc = llmesr::acc_t<scalar_t>;
     const size_t smem = 2 * kWarps * s.dim * sizeof(acc);
     with_chunks(s.dim, [&]<int kChunks>() {
       backward_query_kernel<scalar_t, kChunks><<<grid_for(q), kWarps * 32, smem, stream>>>(

@@ -12,8 +12,8 @@
 
 #include <cmath>
 #include <cstdint>
-#include <type_traits>
 
+#include "../accumulate.h"
 #include "../dropout_hash.h"
 
 namespace llmesr::attention_kernels {
@@ -21,9 +21,6 @@ namespace llmesr::attention_kernels {
 constexpr int kWarps = 8;  // warps (queries or keys) per block
 constexpr int kMaxDim = 256;
 constexpr unsigned kFull = 0xffffffffu;
-
-template <typename scalar_t>
-using acc_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
 
 __device__ __forceinline__ float exp_of(float x) { return __expf(x); }
 __device__ __forceinline__ double exp_of(double x) { return exp(x); }

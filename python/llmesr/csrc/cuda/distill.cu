@@ -40,8 +40,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> distill_cuda(const at::Tensor& st
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, s.scalar_type(), "distill_kd_cuda", [&] {
     total = at::zeros({}, s.options().dtype(acc_dtype<scalar_t>()));
     kd_forward_kernel<scalar_t><<<blocks_for(b * d), kThreads, 0, stream>>>(
-        s.data_ptr<scalar_t>(), t.data_ptr<scalar_t>(), mean.data_ptr<scalar_t>(), total.data_ptr<acc_t<scalar_t>>(),
-        b, k, d);
+        s.data_ptr<scalar_t>(), t.data_ptr<scalar_t>(), mean.data_ptr<scalar_t>(),
+        total.data_ptr<llmesr::acc_t<scalar_t>>(), b, k, d);
   });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   auto no_probs = at::empty({0}, s.options().dtype(llmesr::compute_dtype(s)));
@@ -63,8 +63,8 @@ at::Tensor distill_backward_cuda(const at::Tensor& grad, const at::Tensor& stude
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, s.scalar_type(), "distill_kd_backward_cuda", [&] {
     auto g = grad.to(acc_dtype<scalar_t>()).contiguous();
     kd_backward_kernel<scalar_t><<<blocks_for(s.numel()), kThreads, 0, stream>>>(
-        g.data_ptr<acc_t<scalar_t>>(), s.data_ptr<scalar_t>(), mean.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(),
-        s.numel());
+        g.data_ptr<llmesr::acc_t<scalar_t>>(), s.data_ptr<scalar_t>(), mean.data_ptr<scalar_t>(),
+        out.data_ptr<scalar_t>(), s.numel());
   });
   C10_CUDA_KERNEL_LAUNCH_CHECK();
   return out;

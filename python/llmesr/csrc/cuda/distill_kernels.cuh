@@ -4,14 +4,12 @@
 #pragma once
 
 #include <cstdint>
-#include <type_traits>
+
+#include "../accumulate.h"
 
 namespace llmesr::distill_kernels {
 
 constexpr int kThreads = 256;
-// Accumulation type: double for double, float otherwise (half and bfloat16 included).
-template <typename scalar_t>
-using acc_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
 
 template <typename scalar_t>
 __device__ acc_t<scalar_t> teacher_mean_at(const scalar_t* teachers, int64_t row, int64_t col, int64_t k, int64_t d) {

@@ -4,8 +4,8 @@
 #pragma once
 
 #include <cstdint>
-#include <type_traits>
 
+#include "../accumulate.h"
 #include "../dropout_hash.h"
 
 namespace llmesr::dropout_kernels {
@@ -13,12 +13,9 @@ namespace llmesr::dropout_kernels {
 constexpr int kThreads = 256;
 
 template <typename scalar_t>
-using opmath_t = std::conditional_t<std::is_same_v<scalar_t, double>, double, float>;
-
-template <typename scalar_t>
 __global__ void dropout_kernel(const scalar_t* __restrict__ x, scalar_t* __restrict__ out, int64_t n, uint32_t seed,
                                uint32_t threshold, double keep_scale) {
-  using opmath = opmath_t<scalar_t>;
+  using opmath = acc_t<scalar_t>;
   const opmath scale = static_cast<opmath>(keep_scale);
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
        i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
