@@ -27,4 +27,14 @@ inline at::ScalarType lse_dtype(const at::Tensor& q) {
   return q.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
 }
 
+inline void check_attention_backward(const at::Tensor& grad, const at::Tensor& q, const at::Tensor& k,
+                                     const at::Tensor& v, const at::Tensor& out, const at::Tensor& lse,
+                                     const at::Tensor& lengths, double dropout) {
+  check_attention(q, k, v, lengths, dropout);
+  TORCH_CHECK(grad.sizes() == q.sizes() && out.sizes() == q.sizes(), "attention_backward: grad ", grad.sizes(),
+              " and out ", out.sizes(), " must match q ", q.sizes());
+  TORCH_CHECK(lse.sizes() == at::IntArrayRef({q.size(0), q.size(2), q.size(1)}) && lse.scalar_type() == lse_dtype(q),
+              "attention_backward: lse must be [B, H, L] of the forward's dtype");
+}
+
 }  // namespace llmesr

@@ -292,16 +292,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_backward_cpu(
     const at::Tensor& grad_in, const at::Tensor& q_in, const at::Tensor& k_in, const at::Tensor& v_in,
     const at::Tensor& out_in, const at::Tensor& lse_in, const at::Tensor& lengths, bool causal, double dropout,
     int64_t seed) {
-  llmesr::check_attention(q_in, k_in, v_in, lengths, dropout);
-  TORCH_CHECK(grad_in.sizes() == q_in.sizes() && out_in.sizes() == q_in.sizes(), "attention_backward: grad ",
-              grad_in.sizes(), " and out ", out_in.sizes(), " must match q ", q_in.sizes());
+  llmesr::check_attention_backward(grad_in, q_in, k_in, v_in, out_in, lse_in, lengths, dropout);
   at::AutoDispatchBelowAutograd below_autograd;
   auto q = unit_stride(q_in), k = unit_stride(k_in), v = unit_stride(v_in);
   auto grad = unit_stride(grad_in), out = unit_stride(out_in);
   const Problem p(q, causal, dropout, seed);
-  TORCH_CHECK(lse_in.sizes() == at::IntArrayRef({p.batch, p.heads, p.length}) &&
-                  lse_in.scalar_type() == llmesr::lse_dtype(q),
-              "attention_backward: lse must be [B, H, L] of the forward's dtype");
   const auto lens = checked_lengths(lengths, p.length);
   auto lse = lse_in.contiguous();
   auto dq = at::zeros_like(q, at::MemoryFormat::Contiguous);

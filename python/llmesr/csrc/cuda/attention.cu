@@ -55,12 +55,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> attention_backward_cuda(
     const at::Tensor& grad_in, const at::Tensor& q_in, const at::Tensor& k_in, const at::Tensor& v_in,
     const at::Tensor& out_in, const at::Tensor& lse_in, const at::Tensor& lengths, bool causal, double dropout,
     int64_t seed) {
-  llmesr::check_attention(q_in, k_in, v_in, lengths, dropout);
-  TORCH_CHECK(grad_in.sizes() == q_in.sizes() && out_in.sizes() == q_in.sizes(), "attention_backward: grad ",
-              grad_in.sizes(), " and out ", out_in.sizes(), " must match q ", q_in.sizes());
-  TORCH_CHECK(lse_in.sizes() == at::IntArrayRef({q_in.size(0), q_in.size(2), q_in.size(1)}) &&
-                  lse_in.scalar_type() == llmesr::lse_dtype(q_in),
-              "attention_backward: lse must be [B, H, L] of the forward's dtype");
+  llmesr::check_attention_backward(grad_in, q_in, k_in, v_in, out_in, lse_in, lengths, dropout);
   const c10::cuda::CUDAGuard guard(q_in.device());
   auto q = q_in.contiguous(), k = k_in.contiguous(), v = v_in.contiguous(), lens = lengths.contiguous();
   auto grad = grad_in.contiguous(), out = out_in.contiguous(), lse = lse_in.contiguous();

@@ -75,6 +75,33 @@ __device__ acc dot(const acc* x, const scalar_t* y, int64_t dim) {
   return total;
 }
 
+// Adds the rows first, first + 1, ... (up to 32, before `end`) of x for row (b, h), each weighted by the
+// value its lane holds (lane t: row first + t), into `sums`, whose chunk c is head dimension lane + 32 c.
+// The weights travel by shuffle: every lane of the warp calls it.
+template <typename scalar_t, typename acc, int kChunks>
+__device__ void add_weighted_rows(acc (&sums)[kChunks], acc weight, const scalar_t* x, const Shape& s, int64_t b,
+                                  int64_t h, int64_t first, int64_t end) {
+  const int lane = threadIdx.x % 32, count = end - first < 32 ? static_cast<int>(end - first) : 32;
+  for (int t = 0; t < count; ++t) {
+    const acc w = __shfl_sync(kFull, weight, t);
+    const scalar_t* row = x + s.offset(b, first + t, h);
+    for (int c = 0; c < kChunks; ++c) {
+      const int64_t d = lane + 32 * c;
+      if (d < s.dim) sums[c] += w * static_cast<acc>(row[d]);
+    }
+  }
+}
+
+// Writes scale * sums (laid out as in add_weighted_rows) to the Dh values at `out`.
+template <typename scalar_t, typename acc, int kChunks>
+__device__ void store_row(scalar_t* out, const acc (&sums)[kChunks], acc scale, int64_t dim) {
+  const int lane = threadIdx.x % 32;
+  for (int c = 0; c < kChunks; ++c) {
+    const int64_t d = lane + 32 * c;
+    if (d < dim) out[d] = static_cast<scalar_t>(sums[c] * scale);
+  }
+}
+
 template <typename scalar_t, int kChunks>
 __global__ void forward_kernel(const scalar_t* __restrict__ q, const scalar_t* __restrict__ k,
                                const scalar_t* __restrict__ v, const int64_t* __restrict__ lengths,
@@ -99,15 +126,7 @@ __global__ void forward_kernel(const scalar_t* __restrict__ q, const scalar_t* _
     total = total * correction + warp_sum(weight);
     const acc kept = real ? weight * s.factor<acc>(task, i, j) : acc(0);
     for (int c = 0; c < kChunks; ++c) sums[c] *= correction;
-    const int count = end - j0 < 32 ? static_cast<int>(end - j0) : 32;
-    for (int t = 0; t < count; ++t) {
-      const acc w = __shfl_sync(kFull, kept, t);
-      const scalar_t* vj = v + s.offset(b, j0 + t, h);
-      for (int c = 0; c < kChunks; ++c) {
-        const int64_t d = lane + 32 * c;
-        if (d < s.dim) sums[c] += w * static_cast<acc>(vj[d]);
-      }
-    }
+    add_weighted_rows(sums, kept, v, s, b, h, j0, end);
     running_max = new_max;
   }
   scalar_t* o = out + s.offset(b, i, h);
@@ -152,20 +171,9 @@ __global__ void backward_query_kernel(const scalar_t* __restrict__ grad, const s
       const acc dweight = dot(gs, v + s.offset(b, j, h), s.dim) * s.factor<acc>(task, i, j);
       dscore = weight * (dweight - od);
     }
-    const int count = end - j0 < 32 ? static_cast<int>(end - j0) : 32;
-    for (int t = 0; t < count; ++t) {
-      const acc ds = __shfl_sync(kFull, dscore, t);
-      const scalar_t* kj = k + s.offset(b, j0 + t, h);
-      for (int c = 0; c < kChunks; ++c) {
-        const int64_t d = lane + 32 * c;
-        if (d < s.dim) sums[c] += ds * static_cast<acc>(kj[d]);
-      }
-    }
+    add_weighted_rows(sums, dscore, k, s, b, h, j0, end);
   }
-  for (int c = 0; c < kChunks; ++c) {
-    const int64_t d = lane + 32 * c;
-    if (d < s.dim) dq[at + d] = static_cast<scalar_t>(sums[c] * scale);
-  }
+  store_row(dq + at, sums, scale, s.dim);
 }
 
 // dk and dv for one key per warp: the sums over the queries that attend to it.
@@ -198,27 +206,11 @@ __global__ void backward_key_kernel(const scalar_t* __restrict__ grad, const sca
       kept = weight * f;
       dscore = weight * (dot(vs, grad + s.offset(b, i, h), s.dim) * f - row_dot[task * s.length + i]);
     }
-    const int count = s.length - i0 < 32 ? static_cast<int>(s.length - i0) : 32;
-    for (int t = 0; t < count; ++t) {
-      const acc w = __shfl_sync(kFull, kept, t), ds = __shfl_sync(kFull, dscore, t);
-      const scalar_t* gi = grad + s.offset(b, i0 + t, h);
-      const scalar_t* qi = q + s.offset(b, i0 + t, h);
-      for (int c = 0; c < kChunks; ++c) {
-        const int64_t d = lane + 32 * c;
-        if (d < s.dim) {
-          dv_sums[c] += w * static_cast<acc>(gi[d]);
-          dk_sums[c] += ds * static_cast<acc>(qi[d]);
-        }
-      }
-    }
+    add_weighted_rows(dv_sums, kept, grad, s, b, h, i0, s.length);
+    add_weighted_rows(dk_sums, dscore, q, s, b, h, i0, s.length);
   }
-  for (int c = 0; c < kChunks; ++c) {
-    const int64_t d = lane + 32 * c;
-    if (d < s.dim) {
-      dk[at + d] = static_cast<scalar_t>(dk_sums[c] * scale);
-      dv[at + d] = static_cast<scalar_t>(dv_sums[c]);
-    }
-  }
+  store_row(dk + at, dk_sums, scale, s.dim);
+  store_row(dv + at, dv_sums, acc(1), s.dim);
 }
 
 // Calls `launch.template operator()<kChunks>()` with the fewest 32-wide chunks covering the head size.
