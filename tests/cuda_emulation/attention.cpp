@@ -15,21 +15,12 @@ using namespace llmesr::attention_kernels;
 
 namespace {
 
-Shape shape(int64_t length, int64_t heads, int64_t dim, int causal, double dropout, uint32_t seed) {
-  return Shape{length, heads, dim, causal != 0, seed, llmesr::dropout_threshold(dropout), 1.0 / (1.0 - dropout),
-               dropout > 0};
-}
-
-dim3 grid(int64_t batch, int64_t length, int64_t heads) {
-  return dim3{static_cast<unsigned>(batch * heads), static_cast<unsigned>((length + kWarps - 1) / kWarps), 1};
-}
-
 template <typename T>
 void forward(const T* q, const T* k, const T* v, const int64_t* lengths, T* out, T* lse, int64_t batch,
              int64_t length, int64_t heads, int64_t dim, int causal, double dropout, uint32_t seed) {
-  const Shape s = shape(length, heads, dim, causal, dropout, seed);
+  const Shape s = make_shape(length, heads, dim, causal != 0, dropout, seed);
   with_chunks(dim, [&]<int kChunks>() {
-    simt::launch(grid(batch, length, heads), kWarps * 32,
+    simt::launch(grid_of(batch, length, heads), kWarps * 32,
                  [&] { forward_kernel<T, kChunks>(q, k, v, lengths, out, lse, s); });
   });
 }
@@ -38,13 +29,13 @@ template <typename T>
 void backward(const T* grad, const T* q, const T* k, const T* v, const T* out, const T* lse, const int64_t* lengths,
               T* dq, T* dk, T* dv, int64_t batch, int64_t length, int64_t heads, int64_t dim, int causal,
               double dropout, uint32_t seed) {
-  const Shape s = shape(length, heads, dim, causal, dropout, seed);
+  const Shape s = make_shape(length, heads, dim, causal != 0, dropout, seed);
   std::vector<T> row_dot(batch * heads * length);
   with_chunks(dim, [&]<int kChunks>() {
-    simt::launch(grid(batch, length, heads), kWarps * 32, [&] {
+    simt::launch(grid_of(batch, length, heads), kWarps * 32, [&] {
       backward_query_kernel<T, kChunks>(grad, q, k, v, out, lse, lengths, row_dot.data(), dq, s);
     });
-    simt::launch(grid(batch, length, heads), kWarps * 32, [&] {
+    simt::launch(grid_of(batch, length, heads), kWarps * 32, [&] {
       backward_key_kernel<T, kChunks>(grad, q, k, v, lse, lengths, row_dot.data(), dk, dv, s);
     });
   });

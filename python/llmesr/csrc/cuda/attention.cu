@@ -14,19 +14,10 @@ using namespace llmesr::attention_kernels;
 
 Shape shape_of(const at::Tensor& q, bool causal, double dropout, int64_t seed) {
   TORCH_CHECK(q.size(3) <= kMaxDim, "attention: head size ", q.size(3), " is over the CUDA kernel's ", kMaxDim);
-  return Shape{q.size(1),
-               q.size(2),
-               q.size(3),
-               causal,
-               static_cast<uint32_t>(seed),
-               llmesr::dropout_threshold(dropout),
-               1.0 / (1.0 - dropout),
-               dropout > 0};
+  return make_shape(q.size(1), q.size(2), q.size(3), causal, dropout, static_cast<uint32_t>(seed));
 }
 
-dim3 grid_for(const at::Tensor& q) {
-  return dim3(static_cast<unsigned>(q.size(0) * q.size(2)), static_cast<unsigned>((q.size(1) + kWarps - 1) / kWarps));
-}
+dim3 grid_for(const at::Tensor& q) { return grid_of(q.size(0), q.size(1), q.size(2)); }
 
 std::tuple<at::Tensor, at::Tensor> attention_cuda(const at::Tensor& q_in, const at::Tensor& k_in,
                                                   const at::Tensor& v_in, const at::Tensor& lengths, bool causal,

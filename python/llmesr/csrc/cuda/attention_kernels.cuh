@@ -61,6 +61,17 @@ struct Shape {
   }
 };
 
+// The Shape of a call over [B, L, H, Dh] tensors, and its grid: a block per (row, head) and group of
+// kWarps queries (or keys).
+inline Shape make_shape(int64_t length, int64_t heads, int64_t dim, bool causal, double dropout, uint32_t seed) {
+  return Shape{length, heads, dim, causal, seed, llmesr::dropout_threshold(dropout), 1.0 / (1.0 - dropout),
+               dropout > 0};
+}
+
+inline dim3 grid_of(int64_t batch, int64_t length, int64_t heads) {
+  return dim3(static_cast<unsigned>(batch * heads), static_cast<unsigned>((length + kWarps - 1) / kWarps));
+}
+
 // Loads vector x (Dh values at `src`, times `scale`) into this warp's shared buffer.
 template <typename scalar_t, typename acc>
 __device__ void load_vector(acc* dst, const scalar_t* src, int64_t dim, acc scale) {
