@@ -256,12 +256,7 @@ pub fn bert4rec_batch(
             for i in first..len {
                 if tgt[i] != 0 {
                     inp[i] = mask_token;
-                    if !draw_outside(&history, seqs.n_items, 1, &mut rng, buf) {
-                        return Err(Error::Input(format!(
-                            "user {u} has interacted with every item: no negative exists"
-                        )));
-                    }
-                    neg[i] = buf[0];
+                    neg[i] = how.draw(&history, seqs.n_items, &mut rng, buf).ok_or_else(|| no_negative(u))?;
                 }
             }
             Ok(())
@@ -353,16 +348,24 @@ mod tests {
         let seqs = Sequences { indptr: &indptr, train_end: &train_end, items: &items, n_items: 6 };
         // Items 4..=6 weigh 1, 0, 9; items 1..=3 (the history) weigh 1 each and are never drawn.
         let cum = [1.0, 2.0, 3.0, 4.0, 4.0, 13.0];
-        let mut counts = [0usize; 7];
-        for epoch in 0..200 {
-            let b = sasrec_batch(seqs, &[1], 50, Negatives::Weighted(&cum), 3, epoch).unwrap();
-            for &n in &b.negatives[b.len - 2..] {
-                counts[n as usize] += 1;
+        // Both batch kinds draw from the configured distribution (Bert4Rec once drew uniformly).
+        for kind in ["sasrec", "bert4rec"] {
+            let mut counts = [0usize; 7];
+            for epoch in 0..300 {
+                let b = match kind {
+                    "sasrec" => sasrec_batch(seqs, &[1], 50, Negatives::Weighted(&cum), 3, epoch),
+                    _ => bert4rec_batch(seqs, &[1], 50, 0.6, Negatives::Weighted(&cum), 3, epoch),
+                }
+                .unwrap();
+                for &n in b.negatives.iter().filter(|&&n| n != 0) {
+                    counts[n as usize] += 1;
+                }
             }
+            assert_eq!(&counts[..4], &[0, 0, 0, 0], "{kind}");
+            assert_eq!(counts[5], 0, "{kind}");
+            assert!(counts[6] > 5 * counts[4] && counts[4] > 0, "{kind}: {counts:?}");
         }
-        assert_eq!(&counts[..4], &[0, 0, 0, 0]);
-        assert_eq!(counts[5], 0);
-        assert!(counts[6] > 5 * counts[4] && counts[4] > 0);
         assert!(sasrec_batch(seqs, &[1], 50, Negatives::Weighted(&cum[..5]), 3, 0).is_err());
+        assert!(bert4rec_batch(seqs, &[1], 50, 0.6, Negatives::Weighted(&cum[..5]), 3, 0).is_err());
     }
 }
