@@ -98,7 +98,9 @@ def batch_for(backbone, seed=5, n_items=30, b=4, length=9):
         ("sasrec", {"cross_attention": True}),
         ("sasrec", {"shared_encoder": False, "heads": 2}),
         ("sasrec", {"views": "semantic"}),
+        ("sasrec", {"cross_attention": True, "block": "original", "init": "xavier"}),
         ("bert4rec", {"cross_attention": True}),
+        ("bert4rec", {"embed_scale": False, "block": "original"}),
         ("gru4rec", {"cross_attention": True}),
         ("gru4rec", {"views": "id"}),
     ],
@@ -167,6 +169,53 @@ def test_compat_original_attends_to_padding_and_the_future():
         ours_short = LLMESR(30, semantic, hidden=8, max_len=7, dropout=0.0).eval()
         ours_short.load_state_dict(short.state_dict())
         torch.testing.assert_close(correct.user_vector(seq), ours_short.user_vector(seq))
+
+
+def test_inputs_are_scaled_by_sqrt_hidden_but_scored_items_are_not():
+    torch.manual_seed(0)
+    m = LLMESR(30, views="id", hidden=16, max_len=12, dropout=0.0).eval()
+    seq = sequences()
+    with torch.no_grad():
+        by_hand = m.encoders[0](m.item_id(seq) * 4.0, seq != 0)
+        torch.testing.assert_close(m.user_states(seq), by_hand)
+        torch.testing.assert_close(m.item_vectors(seq), m.item_id(seq))
+    gru = LLMESR(30, views="id", backbone="gru4rec", hidden=16, max_len=12)
+    assert gru.input_scale == 1.0  # the original scales its Transformers' inputs only
+
+
+def test_original_block_is_the_pmixer_layout():
+    from llmesr.models.encoder import KeyMask, OriginalBlock
+
+    torch.manual_seed(0)
+    block = OriginalBlock(8, 1, dropout=0.0).eval()
+    x = torch.randn(2, 5, 8)
+    lengths = torch.tensor([5, 3])
+    with torch.no_grad():
+        got = block(x, KeyMask(lengths, causal=True))
+        for row, n in enumerate(lengths.tolist()):
+            xr = x[row, -n:]
+            q = torch.nn.functional.layer_norm(xr, (8,), block.norm1.weight, block.norm1.bias, eps=1e-8)
+            k, v = block.attention.kv(xr).chunk(2, dim=-1)  # keys and values from the unnormalised input
+            scores = (block.attention.q(q) @ k.T) / 8**0.5
+            scores = scores.masked_fill(torch.ones(n, n, dtype=torch.bool).triu(1), -torch.inf)
+            h = q + block.attention.out(scores.softmax(-1) @ v)  # the residual adds the normalised query
+            h = torch.nn.functional.layer_norm(h, (8,), block.norm2.weight, block.norm2.bias, eps=1e-8)
+            expected = h + block.ffn[3](torch.relu(block.ffn[0](h)))
+            torch.testing.assert_close(got[row, -n:], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_xavier_init_keeps_the_pca_table():
+    torch.manual_seed(0)
+    semantic, pca = torch.randn(31, 24), torch.randn(31, 8)
+    semantic[0], pca[0] = 0, 0
+    m = LLMESR(30, semantic, hidden=8, max_len=12, id_init=pca, init="xavier", cross_attention=True)
+    torch.testing.assert_close(m.item_id.weight[:31], pca)
+    position = m.encoders[0].position.weight  # [12, 8]: xavier normal std sqrt(2 / (12 + 8))
+    assert abs(float(position.detach().std()) - (2 / 20) ** 0.5) < 0.1
+    base = LLMESR(30, views="id", hidden=8, max_len=12, init="xavier")
+    assert not base.item_id.weight[0].any()  # padding stays zero
+    with pytest.raises(ValueError, match="init must be"):
+        LLMESR(30, views="id", hidden=8, init="uniform")
 
 
 def test_gru_reads_real_items_only():

@@ -16,6 +16,20 @@ CHOICES = {
     "distill": ("kd", "cl"),
     "compat": ("none", "original"),
     "negatives": ("uniform", "popularity"),
+    "block": ("prenorm", "original"),
+    "init": ("normal", "xavier"),
+    "select_on": ("full", "sampled"),
+    "ties": ("pessimistic", "optimistic"),
+    "user_groups": ("input", "history"),
+}
+
+# What `compat="original"` sets besides the masking, unless given explicitly: the original code's
+# model (block layout, init) and protocol (model selection, ties). Our defaults in the other column.
+COMPAT_DEFAULTS = {
+    "block": ("prenorm", "original"),
+    "init": ("normal", "xavier"),
+    "select_on": ("full", "sampled"),
+    "ties": ("pessimistic", "optimistic"),
 }
 
 
@@ -37,7 +51,16 @@ class TrainConfig:
     temperature: float = 1.0  # of the contrastive losses
     mask_prob: float = 0.6  # Bert4Rec
     negatives: str = "uniform"  # training negatives; "popularity": in proportion to training popularity
-    compat: str = "none"  # "original": the original code's masking (no causal mask, padding attended)
+    compat: str = "none"  # "original": the original code's masking, model and protocol (see COMPAT_DEFAULTS)
+    # The model's details the original differs in (None: ours, or the original's under compat="original").
+    embed_scale: bool = True  # input item embeddings times sqrt(hidden) (Transformer backbones, both views)
+    block: str | None = None  # Transformer block: "prenorm" (ours) or "original" (pmixer's SASRec layout)
+    init: str | None = None  # "normal" (ours) or "xavier" (xavier_normal_ on every matrix, as the original)
+    # Protocol: the validation metric that selects the epoch, and how a candidate tied with the target counts.
+    select_on: str | None = None  # "full" (ours) or "sampled" (the original's)
+    ties: str | None = None  # "pessimistic" (ours: a tie ranks above the target) or "optimistic" (the original's)
+    # Long-tail user groups by the length of the model input (the paper's) or of the whole history.
+    user_groups: str = "input"
     epochs: int = 200
     patience: int = 20
     seed: int = 42
@@ -54,6 +77,10 @@ class TrainConfig:
     tail_item_pop: int | None = None
 
     def __post_init__(self) -> None:
+        if self.compat in CHOICES["compat"]:
+            for name, (ours, original) in COMPAT_DEFAULTS.items():
+                if getattr(self, name) is None:
+                    setattr(self, name, original if self.compat == "original" else ours)
         for name, allowed in CHOICES.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {getattr(self, name)!r}")

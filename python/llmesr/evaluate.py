@@ -5,7 +5,8 @@
 - `sampled` (the paper's): the target is ranked against the user's stored negatives
   (`llmesr.sampling.eval_negatives`, drawn once per seed so every model sees the same candidates).
 
-Ties count against the target (see `llmesr.metrics`).
+Ties count against the target by default (`ties`, see `llmesr.metrics.target_ranks`). Item vectors
+(the adapter's output included) are computed once per call, for both protocols.
 """
 
 from __future__ import annotations
@@ -32,9 +33,11 @@ def evaluate(
     groups: Groups | None = None,
     max_len: int = 200,
     batch_size: int = 256,
+    ties: str = "pessimistic",
 ) -> GroupedMetrics:
     """Metrics of `model` (anything with `user_vector(sequences)` and `item_vectors(items)`) over
-    `users` (default: every user with a validation and test item), as mergeable sums."""
+    `users` (default: every user with a validation and test item), as mergeable sums. `groups`: the
+    long-tail groups of this split (`Groups.of(ds, split=split)` by default)."""
     if split not in ("valid", "test"):
         raise ValueError(f"split must be 'valid' or 'test', not {split!r}")
     if protocol not in ("full", "sampled"):
@@ -43,11 +46,11 @@ def evaluate(
         raise ValueError("the sampled protocol needs the stored negatives (llmesr.sampling.eval_negatives)")
     if users is None:
         users = np.flatnonzero(ds.test > 0)
-    result = GroupedMetrics(groups or Groups.of(ds))
+    result = GroupedMetrics(groups or Groups.of(ds, split=split))
     was_training = model.training
     model.eval()
     device = next(itertools.chain(model.parameters(), model.buffers())).device
-    all_items = model.item_vectors(torch.arange(ds.n_items + 1, device=device)) if protocol == "full" else None
+    all_items = model.item_vectors(torch.arange(ds.n_items + 1, device=device))
     for start in range(0, len(users), batch_size):
         batch = np.asarray(users[start : start + batch_size])
         # The training history predicts the validation item; with the validation item, the test item.
@@ -63,11 +66,11 @@ def evaluate(
             scores.scatter_(1, seq_t, -torch.inf)  # the input history is not a candidate...
             scores.scatter_(1, target_t, target_scores)  # ...but a target seen before still is
             scores = scores.cpu().numpy()
-            ranks = target_ranks(scores, targets)
+            ranks = target_ranks(scores, targets, ties)
         else:
             candidates = torch.from_numpy(np.concatenate([targets[:, None], negatives[batch]], axis=1)).to(device)
-            scores = (vectors[:, None, :] * model.item_vectors(candidates)).sum(-1).cpu().numpy()
-            ranks = target_ranks(scores, 0)
+            scores = (vectors[:, None, :] * all_items[candidates.long()]).sum(-1).cpu().numpy()
+            ranks = target_ranks(scores, 0, ties)
         result.add(batch, targets, ranks)
     model.train(was_training)
     return result

@@ -17,18 +17,25 @@ CUTOFFS = (5, 10, 20)
 GROUPS = ("overall", "tail_user", "head_user", "tail_item", "head_item")  # the headline groups
 
 
-def target_ranks(scores: np.ndarray, target: np.ndarray | int = 0) -> np.ndarray:
-    """1-based rank of each row's target among the row's candidates, ties counted against the target.
+def target_ranks(scores: np.ndarray, target: np.ndarray | int = 0, ties: str = "pessimistic") -> np.ndarray:
+    """1-based rank of each row's target among the row's candidates.
 
     `scores` is `[rows, candidates]`; `target` the target's column (one per row, or the same for all;
     the sampled protocol puts it in column 0). Candidates to ignore (e.g. items of the user's history in
-    the full protocol) should be scored `-inf` by the caller."""
+    the full protocol) should be scored `-inf` by the caller. `ties`: "pessimistic" counts a candidate
+    scoring as high as the target above it; "optimistic" below it (the original code sorts the target,
+    in column 0, first among equals). A NaN target score ranks last either way."""
     scores = np.asarray(scores)
     rows = np.arange(scores.shape[0])
     target = np.broadcast_to(np.asarray(target), rows.shape)
     t = scores[rows, target][:, None]
-    at_least = (scores >= t).sum(axis=1)  # includes the target itself
-    return at_least.astype(np.int64)
+    if ties == "pessimistic":
+        above = (scores >= t).sum(axis=1)  # includes the target itself
+    elif ties == "optimistic":
+        above = (scores > t).sum(axis=1) + 1
+    else:
+        raise ValueError(f"ties must be 'pessimistic' or 'optimistic', not {ties!r}")
+    return np.where(np.isnan(t[:, 0]), scores.shape[1], above).astype(np.int64)
 
 
 @dataclass
@@ -79,32 +86,68 @@ def quantile_edges(values: np.ndarray, bins: int = N_BINS) -> list[int]:
     return [int(np.quantile(values, q, method="higher")) for q in np.arange(1, bins) / bins]
 
 
+USER_GROUPS = ("input", "history")
+
+
+def user_lengths(ds: Dataset, definition: str = "input", split: str = "test") -> np.ndarray:
+    """`[n_users + 1]`: the length that puts each user in a group. "input" (the paper's): the length of
+    the model's input for `split` (the training history for validation, plus the validation item for
+    test); "history": the whole history, validation and test items included."""
+    if definition == "history":
+        return ds.lengths
+    if definition != "input":
+        raise ValueError(f"user groups must be one of {', '.join(USER_GROUPS)}, not {definition!r}")
+    if split not in ("valid", "test"):
+        raise ValueError(f"split must be 'valid' or 'test', not {split!r}")
+    return ds.train_end - ds.indptr[:-1] + (split == "test")
+
+
 @dataclass(frozen=True)
 class Groups:
-    """Long-tail groups: tail users have a history shorter than `tail_user_len`; tail items fewer than
-    `tail_item_pop` training interactions (both default to the Pareto rule of `pareto_threshold`).
-    Finer: `length_1..5` by the user's history length and `popularity_1..5` by the target item's
-    training popularity, split at the quintiles of all users' lengths and all items' popularities
-    (`length_edges`, `popularity_edges`; group 1 is the shortest / least popular)."""
+    """Long-tail groups: tail users have a length (`user_lengths`) below `tail_user_len`; tail items
+    fewer than `tail_item_pop` training interactions (both default to the Pareto rule of
+    `pareto_threshold`). Finer: `length_1..5` by the user's length and `popularity_1..5` by the target
+    item's training popularity, split at the quintiles of all users' lengths and all items'
+    popularities (`length_edges`, `popularity_edges`; group 1 is the shortest / least popular).
+    Thresholds and edges come from the test split's lengths, so validation and test share them."""
 
     tail_user_len: int
     tail_item_pop: int
-    user_length: np.ndarray  # [n_users + 1]
+    user_length: np.ndarray  # [n_users + 1], for the split evaluated
     item_popularity: np.ndarray  # [n_items + 1]
     length_edges: tuple[int, ...] = ()
     popularity_edges: tuple[int, ...] = ()
+    user_groups: str = "input"
 
     @classmethod
-    def of(cls, ds: Dataset, tail_user_len: int | None = None, tail_item_pop: int | None = None) -> Groups:
-        lengths, pop = ds.lengths, ds.train_popularity
+    def of(
+        cls,
+        ds: Dataset,
+        tail_user_len: int | None = None,
+        tail_item_pop: int | None = None,
+        user_groups: str = "input",
+        split: str = "test",
+    ) -> Groups:
+        lengths, pop = user_lengths(ds, user_groups, "test"), ds.train_popularity
         return cls(
             tail_user_len=pareto_threshold(lengths[1:]) if tail_user_len is None else tail_user_len,
             tail_item_pop=pareto_threshold(pop[1:]) if tail_item_pop is None else tail_item_pop,
-            user_length=lengths,
+            user_length=user_lengths(ds, user_groups, split),
             item_popularity=pop,
             length_edges=tuple(quantile_edges(lengths[1:])),
             popularity_edges=tuple(quantile_edges(pop[1:])),
+            user_groups=user_groups,
         )
+
+    def describe(self) -> dict[str, object]:
+        """What metrics.json records of the groups."""
+        return {
+            "user_groups": self.user_groups,
+            "tail_user_len": self.tail_user_len,
+            "tail_item_pop": self.tail_item_pop,
+            "length_edges": list(self.length_edges),
+            "popularity_edges": list(self.popularity_edges),
+        }
 
     def names(self) -> list[str]:
         return (

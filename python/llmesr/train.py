@@ -36,6 +36,7 @@ from llmesr.models import LLMESR
 from llmesr.sampling import bert4rec_batch, eval_negatives, histories, sasrec_batch
 
 CHECKPOINT, BEST = "checkpoint.safetensors", "best.safetensors"
+SPLITS = ("valid", "test")
 
 
 def resolve_device(name: str, ranks: distributed.Ranks | None = None) -> torch.device:
@@ -56,6 +57,9 @@ def build_model(cfg: TrainConfig, n_items: int, tables: dict[str, np.ndarray] | 
         heads=cfg.heads,
         dropout=cfg.dropout,
         compat=cfg.compat == "original",
+        block=cfg.block,
+        init=cfg.init,
+        embed_scale=cfg.embed_scale,
     )
     if cfg.method == "base":
         return LLMESR(n_items, views="id", **common)
@@ -169,7 +173,7 @@ def train(
         step_model = torch.nn.parallel.DistributedDataParallel(model)
     similar = np.array(tables["similar_users"])[:, : cfg.n_similar] if tables is not None and cfg.uses_similar else None
     negatives = eval_negatives(ds, cfg.n_negatives, seed=cfg.seed)
-    groups = Groups.of(ds, cfg.tail_user_len, cfg.tail_item_pop)
+    groups = {split: Groups.of(ds, cfg.tail_user_len, cfg.tail_item_pop, cfg.user_groups, split) for split in SPLITS}
     train_users = np.flatnonzero(ds.train_end - ds.indptr[:-1] >= (1 if cfg.backbone == "bert4rec" else 2))
     valid_users = np.flatnonzero(ds.valid > 0)
 
@@ -194,8 +198,9 @@ def train(
             protocol=protocol,
             negatives=negatives,
             users=ranks.shard(users),
-            groups=groups,
+            groups=groups[split],
             max_len=cfg.max_len,
+            ties=cfg.ties,
         )
         return distributed.reduce_metrics(result, ranks).result()
 
@@ -234,19 +239,19 @@ def train(
                 loss=f"{loss_sum / n:.4f}", seq_s=f"{(start + len(users)) / (time.perf_counter() - t0):.0f}"
             )
         train_seconds = time.perf_counter() - t0
-        ndcg = evaluate_all("valid", "full", valid_users)["overall"]["NDCG@10"] or 0.0
+        ndcg = evaluate_all("valid", cfg.select_on, valid_users)["overall"]["NDCG@10"] or 0.0
         state["history"].append(
             {
                 "epoch": epoch,
                 "loss": loss_sum / max(1, len(starts)),
-                "valid_NDCG@10": ndcg,
+                "valid_NDCG@10": ndcg,  # the selection metric (metrics.json: selected_on)
                 "train_seconds": train_seconds,
                 "batch_seconds": batch_seconds,
                 "sequences_per_second": len(order) * ranks.world / train_seconds,
             }
         )
         log(
-            f"epoch {epoch}: loss {loss_sum / max(1, len(starts)):.4f}, valid NDCG@10 {ndcg:.4f}, "
+            f"epoch {epoch}: loss {loss_sum / max(1, len(starts)):.4f}, valid {cfg.select_on} NDCG@10 {ndcg:.4f}, "
             f"{len(order) * ranks.world / train_seconds:.0f} seq/s, batches {100 * batch_seconds / train_seconds:.1f}% of the time"
         )
         state["epoch"] = epoch
@@ -259,7 +264,7 @@ def train(
             state["waited"] += 1
             if state["waited"] >= cfg.patience:
                 state["finished"] = True
-                log(f"early stop: no better validation NDCG@10 for {cfg.patience} epochs")
+                log(f"early stop: no better validation {cfg.select_on} NDCG@10 for {cfg.patience} epochs")
         if ranks.main:
             save_checkpoint(run / CHECKPOINT, model, optimizer, state)
         ranks.barrier()
@@ -274,12 +279,9 @@ def train(
         "best_epoch": state["best_epoch"],
         "epochs": state["epoch"],
         "history": state["history"],
-        "groups": {
-            "tail_user_len": groups.tail_user_len,
-            "tail_item_pop": groups.tail_item_pop,
-            "length_edges": list(groups.length_edges),
-            "popularity_edges": list(groups.popularity_edges),
-        },
+        "selected_on": f"valid {cfg.select_on} NDCG@10",
+        "ties": cfg.ties,
+        "groups": groups["test"].describe(),
     }
     for split, users in (("test", np.flatnonzero(ds.test > 0)), ("valid", valid_users)):
         for protocol in ("full", "sampled"):

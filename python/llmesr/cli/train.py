@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from llmesr.cli.common import format_rows, run_command
-from llmesr.config import CHOICES, TrainConfig, load_toml
+from llmesr.config import CHOICES, COMPAT_DEFAULTS, TrainConfig, load_toml
 from llmesr.metrics import GROUPS
 
 HELP = {
@@ -28,7 +28,14 @@ HELP = {
     "temperature": "temperature of the contrastive losses",
     "mask_prob": "Bert4Rec's masking probability",
     "negatives": "training negatives: uniform, or popularity-weighted (never in the user's training history)",
-    "compat": "original: reproduce the original code's masking (no causal mask, padding attended)",
+    "compat": "original: reproduce the original code: its masking (no causal mask, padding attended), "
+    "its block layout and init, selection on the sampled protocol, optimistic ties",
+    "embed_scale": "multiply input item embeddings by sqrt(hidden) (Transformer backbones, both views)",
+    "block": "Transformer block: prenorm, or original (pmixer's SASRec layout)",
+    "init": "parameter init: normal, or xavier (xavier_normal_ on every matrix, as the original)",
+    "select_on": "validation protocol whose NDCG@10 selects the best epoch",
+    "ties": "a candidate tied with the target ranks above it (pessimistic) or below it (optimistic)",
+    "user_groups": "tail users by the length of the model input (the paper's) or of the whole history",
     "patience": "epochs without a better validation NDCG@10 before stopping",
     "device": "auto, cpu, cuda or cuda:N",
     "max_len": "longest history the model reads (the most recent items)",
@@ -55,7 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
         if f.name in ("data", "out"):
             continue
         flag = f"--{f.name.replace('_', '-')}"
-        default = "the Pareto rule" if f.default is None else f.default
+        default = f.default
+        if f.default is None:
+            default = "from --compat" if f.name in COMPAT_DEFAULTS else "the Pareto rule"
         common: dict[str, Any] = dict(default=argparse.SUPPRESS, help=f"{HELP.get(f.name, '')} [default: {default}]")
         if f.type == "bool":
             p.add_argument(flag, action=argparse.BooleanOptionalAction, **common)

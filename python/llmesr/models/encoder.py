@@ -83,9 +83,36 @@ class Block(nn.Module):
         return x + self.drop(self.ffn(self.norm2(x)))
 
 
+class OriginalBlock(nn.Module):
+    """The original code's block (pmixer/SASRec.pytorch's layout): the normalised input queries the
+    unnormalised one and the residual adds the normalised query (`q + MHA(q, x, x)`), then a
+    LayerNorm, then a ReLU feed-forward (the original's kernel-1 convolutions, i.e. linear layers) with
+    dropout inside and its own residual; LayerNorm eps 1e-8."""
+
+    def __init__(self, hidden: int, heads: int, dropout: float) -> None:
+        super().__init__()
+        self.norm1, self.norm2 = nn.LayerNorm(hidden, eps=1e-8), nn.LayerNorm(hidden, eps=1e-8)
+        self.attention = Attention(hidden, heads, dropout)
+        self.ffn = nn.Sequential(
+            nn.Linear(hidden, hidden),
+            HashedDropout(dropout),
+            nn.ReLU(),
+            nn.Linear(hidden, hidden),
+            HashedDropout(dropout),
+        )
+
+    def forward(self, x: torch.Tensor, mask: KeyMask) -> torch.Tensor:
+        q = self.norm1(x)
+        x = self.norm2(q + self.attention(q, x, mask))
+        return x + self.ffn(x)
+
+
+BLOCKS = {"prenorm": Block, "original": OriginalBlock}
+
+
 class SequenceEncoder(nn.Module):
     """Transformer encoder (SASRec when causal, Bert4Rec when not): `[B, L, H]` item embeddings to
-    `[B, L, H]` states; padded positions give zeros."""
+    `[B, L, H]` states; padded positions give zeros. `block`: a key of `BLOCKS`."""
 
     def __init__(
         self,
@@ -96,13 +123,14 @@ class SequenceEncoder(nn.Module):
         dropout: float = 0.5,
         causal: bool = True,
         compat: bool = False,
+        block: str = "prenorm",
     ) -> None:
         super().__init__()
         self.causal, self.compat = causal, compat
         self.position = nn.Embedding(max_len, hidden)
         self.drop = HashedDropout(dropout)
-        self.blocks = nn.ModuleList(Block(hidden, heads, dropout) for _ in range(layers))
-        self.norm = nn.LayerNorm(hidden)
+        self.blocks = nn.ModuleList(BLOCKS[block](hidden, heads, dropout) for _ in range(layers))
+        self.norm = nn.LayerNorm(hidden, eps=1e-8 if block == "original" else 1e-5)
 
     def mask(self, valid: torch.Tensor) -> KeyMask:
         return key_mask(valid, self.causal, self.compat)
@@ -115,7 +143,7 @@ class SequenceEncoder(nn.Module):
         x = self.drop(emb + self.position(pos)) * valid[..., None]
         mask = self.mask(valid)
         for block in self.blocks:
-            x = block(x, mask)
+            x = block(x, mask) * valid[..., None]  # padding zeroed after each block, as the original
         return self.norm(x) * valid[..., None]
 
 

@@ -50,16 +50,21 @@ class Adapter(nn.Module):
 class CrossAttention(nn.Module):
     """One direction of the two-way cross-attention: a view's positions attend over the other
     view's (residual), under the backbone's mask so that a causal model never sees a later item
-    through the other view."""
+    through the other view. `original`: the original code's layout, where the attention output
+    replaces the view (no LayerNorm, no residual, no dropout)."""
 
-    def __init__(self, hidden: int, heads: int, dropout: float) -> None:
+    def __init__(self, hidden: int, heads: int, dropout: float, original: bool = False) -> None:
         super().__init__()
-        self.norm = nn.LayerNorm(hidden)
-        self.attention = Attention(hidden, heads, dropout)
-        self.drop = HashedDropout(dropout)
+        self.original = original
+        self.norm = nn.Identity() if original else nn.LayerNorm(hidden)
+        self.attention = Attention(hidden, heads, 0.0 if original else dropout)
+        self.drop = HashedDropout(0.0 if original else dropout)
+
+    def combine(self, x: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
+        return attended if self.original else x + self.drop(attended)
 
     def forward(self, x: torch.Tensor, other: torch.Tensor, mask: KeyMask) -> torch.Tensor:
-        return x + self.drop(self.attention(self.norm(x), other, mask))
+        return self.combine(x, self.attention(self.norm(x), other, mask))
 
 
 def two_way_cross_attention(pair: nn.ModuleList, views: list[torch.Tensor], mask: KeyMask) -> list[torch.Tensor]:
@@ -72,7 +77,10 @@ def two_way_cross_attention(pair: nn.ModuleList, views: list[torch.Tensor], mask
     lengths = torch.cat([mask.lengths, mask.lengths])
     att = masked_attention(torch.cat([q1, q2]), torch.cat([k1, k2]), torch.cat([v1, v2]), lengths, mask.causal, dropout)
     att1, att2 = att.flatten(2).chunk(2)
-    return [ids + to_id.drop(to_id.attention.out(att1)), semantic + to_semantic.drop(to_semantic.attention.out(att2))]
+    return [
+        to_id.combine(ids, to_id.attention.out(att1)),
+        to_semantic.combine(semantic, to_semantic.attention.out(att2)),
+    ]
 
 
 def length_chunks(lengths: torch.Tensor, budget: int) -> list[torch.Tensor]:
@@ -118,6 +126,9 @@ class LLMESR(nn.Module):
         cross_attention: bool = False,
         shared_encoder: bool = True,
         compat: bool = False,
+        block: str = "prenorm",
+        init: str = "normal",
+        embed_scale: bool = True,
         chunk_tokens: int = 2048,
     ) -> None:
         super().__init__()
@@ -132,6 +143,10 @@ class LLMESR(nn.Module):
         if semantic is not None and semantic.shape[0] != n_items + 1:
             raise ValueError(f"the semantic table has {semantic.shape[0]} rows, expected {n_items + 1}")
         self.n_items, self.backbone, self.views, self.max_len, self.compat = n_items, backbone, views, max_len, compat
+        self.block = block
+        # The original scales the input embeddings of its Transformers by sqrt(hidden) (both views, not
+        # the scored item vectors), which balances them against the position embeddings.
+        self.input_scale = hidden**0.5 if embed_scale and backbone != "gru4rec" else 1.0
         self.adapted: torch.Tensor | None = None  # set by `freeze_items` for serving
         self.mask_token = n_items + 1  # only used by Bert4Rec
         rows = n_items + 2
@@ -150,18 +165,39 @@ class LLMESR(nn.Module):
             if backbone == "bert4rec":  # the mask token's semantic-view vector (it has no text)
                 self.semantic_mask = nn.Parameter(torch.randn(hidden) * hidden**-0.5)
         self.cross = (
-            nn.ModuleList(CrossAttention(hidden, heads, dropout) for _ in range(2))
+            nn.ModuleList(CrossAttention(hidden, heads, dropout, original=block == "original") for _ in range(2))
             if cross_attention and views == "both"
             else None
         )
         n_encoders = 1 if shared_encoder or views != "both" else 2
         self.encoders = nn.ModuleList(self._encoder(hidden, max_len, layers, heads, dropout) for _ in range(n_encoders))
+        if init == "xavier":
+            self._xavier_init(keep_id_table=id_init is not None)
+        elif init != "normal":
+            raise ValueError(f"init must be 'normal' or 'xavier', not {init!r}")
+
+    @torch.no_grad()
+    def _xavier_init(self, keep_id_table: bool) -> None:
+        """The original's initialisation: xavier_normal_ on every matrix (embeddings too), vectors
+        (biases, LayerNorm) left as they are, a pretrained (PCA) ID table kept."""
+        for name, param in self.named_parameters():
+            if param.dim() >= 2 and not (keep_id_table and name.startswith("item_id.")):
+                nn.init.xavier_normal_(param)
+        if self.views != "semantic":
+            self.item_id.weight[0].zero_()  # padding
 
     def _encoder(self, hidden: int, max_len: int, layers: int, heads: int, dropout: float) -> nn.Module:
         if self.backbone == "gru4rec":
             return GRUEncoder(hidden, layers, dropout, compat=self.compat)
         return SequenceEncoder(
-            hidden, max_len, layers, heads, dropout, causal=self.backbone == "sasrec", compat=self.compat
+            hidden,
+            max_len,
+            layers,
+            heads,
+            dropout,
+            causal=self.backbone == "sasrec",
+            compat=self.compat,
+            block=self.block,
         )
 
     # Item side.
@@ -185,6 +221,11 @@ class LLMESR(nn.Module):
         if self.views != "id":
             out.append(self.semantic_items(items))
         return out
+
+    def input_embeddings(self, sequences: torch.Tensor) -> list[torch.Tensor]:
+        """The views' embeddings of an input sequence, scaled by `input_scale`."""
+        views = self.view_embeddings(sequences)
+        return views if self.input_scale == 1.0 else [v * self.input_scale for v in views]
 
     def item_vectors(self, items: torch.Tensor) -> torch.Tensor:
         """[e_id; adapter(e_llm)] of the given items (one part when one view is used)."""
@@ -210,7 +251,7 @@ class LLMESR(nn.Module):
     def user_states(self, sequences: torch.Tensor) -> torch.Tensor:
         """`[B, L, H·views]`: each view through the sequence encoder, concatenated."""
         valid = sequences != 0
-        views = self.view_embeddings(sequences)  # the encoders apply the embedding dropout
+        views = self.input_embeddings(sequences)  # the encoders apply the embedding dropout
         if self.cross is not None:
             views = two_way_cross_attention(self.cross, views, self.encoders[0].mask(valid))
         if len(self.encoders) == 1 and len(views) == 2:  # shared encoder: both views in one call

@@ -35,7 +35,7 @@ def view_embeddings(model: LLMESR, items: torch.Tensor) -> list[torch.Tensor]:
 
 def user_states(model: LLMESR, sequences: torch.Tensor) -> torch.Tensor:
     valid = sequences != 0
-    views = view_embeddings(model, sequences)
+    views = [v * model.input_scale for v in view_embeddings(model, sequences)]
     if model.cross is not None:
         mask = model.encoders[0].mask(valid)
         views = [model.cross[0](views[0], views[1], mask), model.cross[1](views[1], views[0], mask)]

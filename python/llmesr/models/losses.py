@@ -1,0 +1,83 @@
+"""The next-item losses (`--loss`), over the user states at the target positions `[N, D]`:
+
+- `bce`: the paper's: each target against one sampled negative, binary cross-entropy;
+- `ce`: softmax cross-entropy over the whole catalogue (as RecBole trains SASRec; Klenitskiy & Vasilev,
+  "Turning Dross Into Gold Loss", RecSys 2023), chunked so that at most `CE_CHUNK_SCORES` scores exist
+  at a time, forward or backward;
+- `sampled`: softmax over negatives shared by the batch, drawn from a distribution Q, with the log-Q
+  correction (every candidate's logit minus the log of its expected count in the draw) and accidental
+  hits (a negative that is the row's target) removed.
+
+Each returns the SUM over rows; the caller divides by the number of targets.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.nn import functional as F
+
+LOSSES = ("bce", "ce", "sampled")
+CE_CHUNK_SCORES = 1 << 22  # scores per chunk (16 MiB in float32)
+
+
+def bce_loss(states: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
+    """`states`, `positives`, `negatives`: `[N, D]` (a row's target and its negative's item vectors)."""
+    pos, neg = (states * positives).sum(-1), (states * negatives).sum(-1)
+    return F.binary_cross_entropy_with_logits(
+        pos, torch.ones_like(pos), reduction="sum"
+    ) + F.binary_cross_entropy_with_logits(neg, torch.zeros_like(neg), reduction="sum")
+
+
+class _ChunkedSoftmaxCE(torch.autograd.Function):
+    """sum_r logsumexp(states_r @ table.T) - states_r @ table[targets_r], a chunk of rows at a time; the
+    backward recomputes each chunk's scores (softmax minus one-hot) instead of keeping `[N, C]`."""
+
+    @staticmethod
+    def forward(ctx, states: torch.Tensor, table: torch.Tensor, targets: torch.Tensor, rows: int) -> torch.Tensor:
+        lse = torch.cat([torch.logsumexp(chunk @ table.T, dim=1) for chunk in states.split(rows)])
+        ctx.save_for_backward(states, table, targets, lse)
+        ctx.rows = rows
+        return (lse - (states * table[targets]).sum(-1)).sum()
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        states, table, targets, lse = ctx.saved_tensors
+        grad_states, grad_table = torch.empty_like(states), torch.zeros_like(table)
+        for start in range(0, len(states), ctx.rows):
+            chunk = states[start : start + ctx.rows]
+            p = torch.exp(chunk @ table.T - lse[start : start + len(chunk), None])
+            p[torch.arange(len(chunk), device=p.device), targets[start : start + len(chunk)]] -= 1.0
+            p = p * grad
+            grad_states[start : start + len(chunk)] = p @ table
+            grad_table.addmm_(p.T, chunk)
+        return grad_states, grad_table, None, None
+
+
+def full_softmax_loss(
+    states: torch.Tensor, table: torch.Tensor, targets: torch.Tensor, chunk_scores: int = CE_CHUNK_SCORES
+) -> torch.Tensor:
+    """Cross-entropy of each row's target (`targets`: row indices of `table`, `[C, D]`) against every row
+    of `table`, summed; memory O(chunk_scores) beyond the inputs."""
+    if len(states) == 0:
+        return states.sum() * 0.0 + table.sum() * 0.0
+    rows = max(1, chunk_scores // max(1, len(table)))
+    return _ChunkedSoftmaxCE.apply(states, table, targets, rows)
+
+
+def sampled_softmax_loss(
+    states: torch.Tensor,
+    positives: torch.Tensor,
+    candidates: torch.Tensor,
+    log_q_positive: torch.Tensor,
+    log_q_candidates: torch.Tensor,
+    accidental: torch.Tensor,
+) -> torch.Tensor:
+    """Softmax of each row's target against the shared candidates, log-Q corrected, summed.
+
+    `positives`: `[N, D]` target vectors; `candidates`: `[S, D]` shared negatives; `log_q_*`: the log of
+    each item's expected count in the draw (`[N]`, `[S]`); `accidental`: `[N, S]`, True where a
+    candidate is the row's own target (it is left out of that row's softmax)."""
+    pos = (states * positives).sum(-1) - log_q_positive
+    neg = (states @ candidates.T - log_q_candidates).masked_fill(accidental, -torch.inf)
+    logits = torch.cat([pos[:, None], neg], dim=1)
+    return (torch.logsumexp(logits, dim=1) - pos).sum()
