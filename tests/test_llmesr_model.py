@@ -101,6 +101,10 @@ def batch_for(backbone, seed=5, n_items=30, b=4, length=9):
         ("sasrec", {"cross_attention": True, "block": "original", "init": "xavier"}),
         ("bert4rec", {"cross_attention": True}),
         ("bert4rec", {"embed_scale": False, "block": "original"}),
+        # compat: the padding keys counted through one column, against rows padded to max_len
+        ("sasrec", {"compat": True, "block": "original", "cross_attention": True, "init": "xavier"}),
+        ("bert4rec", {"compat": True}),
+        ("gru4rec", {"compat": True, "cross_attention": True}),
         ("gru4rec", {"cross_attention": True}),
         ("gru4rec", {"views": "id"}),
     ],

@@ -39,6 +39,8 @@ def config(data, out, **kw):
         {"backbone": "bert4rec", "distill": "cl", "beta": 0.5},
         {"backbone": "gru4rec", "shared_encoder": False},
         {"views": "semantic", "cross_attention": False, "compat": "original"},
+        {"method": "base", "compat": "original", "loss": "ce"},
+        {"backbone": "gru4rec", "loss": "sampled", "loss_negatives": 16, "negatives": "popularity"},
     ],
 )
 def test_run_folder_and_metrics(data, tmp_path, kw):

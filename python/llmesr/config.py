@@ -21,6 +21,7 @@ CHOICES = {
     "select_on": ("full", "sampled"),
     "ties": ("pessimistic", "optimistic"),
     "user_groups": ("input", "history"),
+    "loss": ("bce", "ce", "sampled"),
 }
 
 # What `compat="original"` sets besides the masking, unless given explicitly: the original code's
@@ -51,6 +52,8 @@ class TrainConfig:
     temperature: float = 1.0  # of the contrastive losses
     mask_prob: float = 0.6  # Bert4Rec
     negatives: str = "uniform"  # training negatives; "popularity": in proportion to training popularity
+    loss: str = "bce"  # next-item loss: "bce" (the paper's), "ce" (whole catalogue), "sampled" (softmax, log-Q)
+    loss_negatives: int = 256  # negatives shared by a batch, for loss="sampled" (drawn like `negatives`)
     compat: str = "none"  # "original": the original code's masking, model and protocol (see COMPAT_DEFAULTS)
     # The model's details the original differs in (None: ours, or the original's under compat="original").
     embed_scale: bool = True  # input item embeddings times sqrt(hidden) (Transformer backbones, both views)
@@ -84,7 +87,17 @@ class TrainConfig:
         for name, allowed in CHOICES.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {getattr(self, name)!r}")
-        for name in ("epochs", "max_len", "hidden", "layers", "heads", "batch_size", "n_similar", "n_negatives"):
+        for name in (
+            "epochs",
+            "max_len",
+            "hidden",
+            "layers",
+            "heads",
+            "batch_size",
+            "n_similar",
+            "n_negatives",
+            "loss_negatives",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
         if self.hidden % self.heads:

@@ -46,6 +46,22 @@ def negative_weights(ds: Dataset, negatives: str) -> np.ndarray | None:
     raise ValueError(f"negatives must be one of {', '.join(NEGATIVES)}, not {negatives!r}")
 
 
+def negative_distribution(ds: Dataset, negatives: str) -> np.ndarray:
+    """Q: the probability of each item 0..n_items (0 for padding) in a draw of training negatives."""
+    weights = negative_weights(ds, negatives)
+    cumulative = np.arange(1.0, ds.n_items + 1) if weights is None else weights
+    q = np.diff(cumulative, prepend=0.0)
+    return np.concatenate([[0.0], q / q.sum()])
+
+
+def shared_negatives(q: np.ndarray, count: int, seed: int, epoch: int, step: int) -> np.ndarray:
+    """`count` items drawn from `q` with replacement for one batch of the `sampled` loss (shared by all
+    its targets; a draw may hold a user's own items, which is what the log-Q correction expects),
+    a function of (seed, epoch, step) alone."""
+    rng = np.random.default_rng([seed, epoch, step, 0x5A3])
+    return rng.choice(len(q), size=count, p=q).astype(np.int64)
+
+
 def sasrec_batch(
     ds: Dataset, users: np.ndarray, max_len: int = 200, seed: int = 0, epoch: int = 0, negatives: str = "uniform"
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

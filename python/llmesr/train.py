@@ -33,7 +33,15 @@ from llmesr.evaluate import evaluate
 from llmesr.io import atomic_write, atomic_write_text
 from llmesr.metrics import Groups
 from llmesr.models import LLMESR
-from llmesr.sampling import bert4rec_batch, eval_negatives, histories, sasrec_batch
+from llmesr.models.losses import SharedNegatives
+from llmesr.sampling import (
+    bert4rec_batch,
+    eval_negatives,
+    histories,
+    negative_distribution,
+    sasrec_batch,
+    shared_negatives,
+)
 
 CHECKPOINT, BEST = "checkpoint.safetensors", "best.safetensors"
 SPLITS = ("valid", "test")
@@ -174,6 +182,10 @@ def train(
     similar = np.array(tables["similar_users"])[:, : cfg.n_similar] if tables is not None and cfg.uses_similar else None
     negatives = eval_negatives(ds, cfg.n_negatives, seed=cfg.seed)
     groups = {split: Groups.of(ds, cfg.tail_user_len, cfg.tail_item_pop, cfg.user_groups, split) for split in SPLITS}
+    q = negative_distribution(ds, cfg.negatives) if cfg.loss == "sampled" else None
+    log_q = (
+        None if q is None else torch.from_numpy(np.log(np.maximum(q * cfg.loss_negatives, 1e-30))).float().to(device)
+    )
     train_users = np.flatnonzero(ds.train_end - ds.indptr[:-1] >= (1 if cfg.backbone == "bert4rec" else 2))
     valid_users = np.flatnonzero(ds.valid > 0)
 
@@ -220,6 +232,10 @@ def train(
             inputs, targets, negs, sim = (
                 None if a is None else torch.from_numpy(a).to(device, torch.long) for a in (*arrays, sim_rows)
             )
+            shared = None
+            if q is not None and log_q is not None:
+                items = shared_negatives(q, cfg.loss_negatives, cfg.seed, epoch, n)
+                shared = SharedNegatives(torch.from_numpy(items).to(device), log_q)
             batch_seconds += time.perf_counter() - b0
             loss = step_model(
                 inputs,
@@ -230,6 +246,8 @@ def train(
                 distill=cfg.distill,
                 beta=cfg.beta,
                 temperature=cfg.temperature,
+                loss=cfg.loss,
+                shared=shared,
             )
             optimizer.zero_grad()
             loss.backward()

@@ -28,6 +28,9 @@ HELP = {
     "temperature": "temperature of the contrastive losses",
     "mask_prob": "Bert4Rec's masking probability",
     "negatives": "training negatives: uniform, or popularity-weighted (never in the user's training history)",
+    "loss": "next-item loss: bce (one negative per target, the paper's), ce (softmax over the whole catalogue), "
+    "sampled (softmax over --loss-negatives shared by the batch, log-Q corrected)",
+    "loss_negatives": "negatives a batch shares under --loss sampled",
     "compat": "original: reproduce the original code: its masking (no causal mask, padding attended), "
     "its block layout and init, selection on the sampled protocol, optimistic ties",
     "embed_scale": "multiply input item embeddings by sqrt(hidden) (Transformer backbones, both views)",

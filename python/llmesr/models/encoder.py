@@ -5,12 +5,13 @@ Correct where the original LLM-ESR code is not: the causal mask is applied (a po
 items after it), padding is never attended to or fed to the GRU, and positions count from the first
 real item, so the output of a sequence does not depend on how much padding surrounds it (the
 original's results change with max_len). `compat=True` reproduces the original's masking instead (no
-causal mask, padding attended, absolute positions, the GRU run over padding) for comparisons with its
+causal mask, padding up to max_len attended, the GRU run over padding) for comparisons with its
 published numbers; it is off by default.
 """
 
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -21,17 +22,41 @@ from llmesr.ops import HashedDropout, masked_attention
 
 class KeyMask(NamedTuple):
     """Which keys each query may attend to: the real items of its row (the last `lengths[b]` positions
-    of a left-padded row) and, when `causal`, none after its own position."""
+    of a left-padded row) and, when `causal`, none after its own position. `padding_copies > 1`
+    (compat mode): the first key of every row is a padding position that stands for that many
+    identical padding keys (see `key_mask`)."""
 
     lengths: torch.Tensor
     causal: bool
+    padding_copies: int = 1
 
 
-def key_mask(valid: torch.Tensor, causal: bool, compat: bool) -> KeyMask:
-    """compat: the original's attention, over every position of the padded row in both directions."""
+def key_mask(valid: torch.Tensor, causal: bool, compat: bool, max_len: int | None = None) -> KeyMask:
+    """compat: the original's attention, over every position of the row padded to `max_len`, in both
+    directions. Every padding position holds the same zero input, so its keys and values are the same
+    at every position: a row only `L < max_len` wide lets its first column (padding, which the caller
+    ensures) stand for itself and the `max_len - L` positions left out, the same attention at a
+    fraction of the width."""
     if compat:
-        return KeyMask(torch.full_like(valid[:, 0], valid.shape[1], dtype=torch.long), False)
+        width = valid.shape[1]
+        copies = 1 if max_len is None or width >= max_len else max_len - width + 1
+        if copies > 1 and bool(valid[:, 0].any()):
+            raise ValueError("compat attention over a row without padding in its first column")
+        return KeyMask(torch.full_like(valid[:, 0], width, dtype=torch.long), False, copies)
     return KeyMask(valid.sum(dim=1), causal)
+
+
+def with_repeated_first_key(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, copies: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """q, k, v with one more head dimension so that the attention weighs key 0 as `copies` identical
+    keys: its logit gains log(copies) (queries 1 and keys log(copies) at column 0 in the new dimension,
+    queries rescaled so the operator's 1/sqrt(Dh + 1) still scales by 1/sqrt(Dh)); values get a zero."""
+    dim = q.shape[-1]
+    q = torch.cat([q * ((dim + 1) / dim) ** 0.5, torch.full_like(q[..., :1], (dim + 1) ** 0.5)], dim=-1)
+    bias = torch.zeros_like(k[..., :1])
+    bias[:, 0] = math.log(copies)
+    return q, torch.cat([k, bias], dim=-1), torch.cat([v, torch.zeros_like(v[..., :1])], dim=-1)
 
 
 def positions(valid: torch.Tensor) -> torch.Tensor:
@@ -61,7 +86,11 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, context: torch.Tensor, mask: KeyMask) -> torch.Tensor:
         q, k, v = self.project(x, context)
+        if mask.padding_copies > 1:
+            q, k, v = with_repeated_first_key(q, k, v, mask.padding_copies)
         att = masked_attention(q, k, v, mask.lengths, mask.causal, self.dropout if self.training else 0.0)
+        if mask.padding_copies > 1:
+            att = att[..., :-1]
         return self.out(att.flatten(2))
 
 
@@ -126,18 +155,17 @@ class SequenceEncoder(nn.Module):
         block: str = "prenorm",
     ) -> None:
         super().__init__()
-        self.causal, self.compat = causal, compat
+        self.causal, self.compat, self.max_len = causal, compat, max_len
         self.position = nn.Embedding(max_len, hidden)
         self.drop = HashedDropout(dropout)
         self.blocks = nn.ModuleList(BLOCKS[block](hidden, heads, dropout) for _ in range(layers))
         self.norm = nn.LayerNorm(hidden, eps=1e-8 if block == "original" else 1e-5)
 
     def mask(self, valid: torch.Tensor) -> KeyMask:
-        return key_mask(valid, self.causal, self.compat)
+        return key_mask(valid, self.causal, self.compat, self.max_len)
 
     def forward(self, emb: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        # compat: the original's absolute positions over the padded row
-        pos = torch.arange(valid.shape[1], device=valid.device).expand_as(valid) if self.compat else positions(valid)
+        pos = positions(valid)  # from the first real item, in compat mode too (as the original)
         if int(pos.max()) >= self.position.num_embeddings:
             raise ValueError(f"sequences longer than max_len={self.position.num_embeddings}")
         x = self.drop(emb + self.position(pos)) * valid[..., None]

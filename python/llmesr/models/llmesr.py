@@ -21,6 +21,7 @@ from torch.nn import functional as F
 
 from llmesr.config import CHOICES
 from llmesr.models.encoder import Attention, GRUEncoder, KeyMask, SequenceEncoder
+from llmesr.models.losses import LOSSES, SharedNegatives, bce_loss, full_softmax_loss, sampled_softmax_loss
 from llmesr.ops import HashedDropout, distill_loss, masked_attention, native_ops_loaded
 from llmesr.ops.distill import info_nce
 
@@ -242,18 +243,24 @@ class LLMESR(nn.Module):
     # User side.
 
     def _pad(self, sequences: torch.Tensor) -> torch.Tensor:
-        """The original code pads every row to max_len; compat mode does the same (its attention
-        reads the padding, so the padding length changes the result)."""
-        if self.compat and sequences.shape[1] < self.max_len:
-            return F.pad(sequences, (self.max_len - sequences.shape[1], 0))
-        return sequences
+        """The original code pads every row to max_len, and its GRU reads the padding: compat GRU4Rec
+        does the same. Compat Transformers need one padding column, which stands for all of a row's
+        padding (see `key_mask`)."""
+        if not self.compat or sequences.shape[1] >= self.max_len:
+            return sequences
+        return F.pad(sequences, (self.max_len - sequences.shape[1] if self.backbone == "gru4rec" else 1, 0))
+
+    def cross_mask(self, valid: torch.Tensor) -> KeyMask:
+        """The cross-attention's mask: the backbone's; in compat mode the original's, which masks
+        padding keys but not the future."""
+        return KeyMask(valid.sum(dim=1), False) if self.compat else self.encoders[0].mask(valid)
 
     def user_states(self, sequences: torch.Tensor) -> torch.Tensor:
         """`[B, L, H·views]`: each view through the sequence encoder, concatenated."""
         valid = sequences != 0
         views = self.input_embeddings(sequences)  # the encoders apply the embedding dropout
         if self.cross is not None:
-            views = two_way_cross_attention(self.cross, views, self.encoders[0].mask(valid))
+            views = two_way_cross_attention(self.cross, views, self.cross_mask(valid))
         if len(self.encoders) == 1 and len(views) == 2:  # shared encoder: both views in one call
             both = self.encoders[0](torch.cat(views), torch.cat([valid, valid]))
             return torch.cat(both.chunk(2), dim=-1)
@@ -262,12 +269,17 @@ class LLMESR(nn.Module):
     def by_length(self, sequences: torch.Tensor) -> list[tuple[torch.Tensor, int]]:
         """Row indices grouped by history length (see `length_chunks`), each with its longest row's
         length: the rows of a group need only that many columns. Rows are independent (attention,
-        normalisation and recurrence stay within a row), so this is exact. Compat mode keeps the
-        padding, which its attention reads."""
-        if self.compat:
+        normalisation and recurrence stay within a row), so this is exact. Compat Transformers keep
+        one padding column (standing for all of the row's padding, see `key_mask`); compat GRU4Rec
+        keeps all of it, which its recurrence reads."""
+        if self.compat and self.backbone == "gru4rec":
             return [(torch.arange(len(sequences), device=sequences.device), sequences.shape[1])]
         lengths = (sequences != 0).sum(dim=1)
-        return [(idx, max(1, int(lengths[idx].max()))) for idx in length_chunks(lengths, self.chunk_tokens)]
+        extra = 1 if self.compat else 0
+        return [
+            (idx, min(sequences.shape[1], max(1, int(lengths[idx].max()) + extra)))
+            for idx in length_chunks(lengths + extra, self.chunk_tokens)
+        ]
 
     def user_vector(self, sequences: torch.Tensor) -> torch.Tensor:
         """Each user's representation from their history (left-padded): the state at the last
@@ -293,30 +305,62 @@ class LLMESR(nn.Module):
         distill: str = "kd",
         beta: float = 0.0,
         temperature: float = 1.0,
+        loss: str = "bce",
+        shared: SharedNegatives | None = None,
     ) -> torch.Tensor:
-        """Binary cross-entropy of each target against its negative wherever `targets` is not 0
-        (every position for SASRec, the masked ones for Bert4Rec, the last for GRU4Rec), plus
-        `alpha` times the self-distillation loss towards the `similar` users' sequences (`[B·K, L]`
-        rows, K per user, see `distillation_loss`) and `beta` times the item regulariser."""
+        """The next-item `loss` (see `llmesr.models.losses`: `bce` of each target against its negative,
+        `ce` over the whole catalogue, or `sampled` softmax over the `shared` negatives) averaged over
+        the targets (wherever `targets` is not 0: every position for SASRec, the masked ones for
+        Bert4Rec, the last for GRU4Rec), plus `alpha` times the self-distillation loss towards the
+        `similar` users' sequences (`[B·K, L]` rows, K per user, see `distillation_loss`) and `beta`
+        times the item regulariser."""
         inputs, targets, negatives = self._pad(inputs), self._pad(targets), self._pad(negatives)
-        bce, students, groups = [], [], self.by_length(inputs)
+        picked, picked_targets, picked_negatives, students, groups = [], [], [], [], self.by_length(inputs)
         for idx, width in groups:
             states = self.user_states(inputs[idx, -width:])
             where = targets[idx, -width:] != 0
-            picked = states[where]
-            pos = (picked * self.item_vectors(targets[idx, -width:][where])).sum(-1)
-            neg = (picked * self.item_vectors(negatives[idx, -width:][where])).sum(-1)
-            bce.append(F.binary_cross_entropy_with_logits(pos, torch.ones_like(pos), reduction="sum"))
-            bce.append(F.binary_cross_entropy_with_logits(neg, torch.zeros_like(neg), reduction="sum"))
+            picked.append(states[where])
+            picked_targets.append(targets[idx, -width:][where])
+            picked_negatives.append(negatives[idx, -width:][where])
             students.append(states[:, -1])
         n_targets = int((targets != 0).sum())
-        loss = torch.stack(bce).sum() / max(n_targets, 1)
+        total = self.next_item_loss(
+            torch.cat(picked), torch.cat(picked_targets), torch.cat(picked_negatives), loss, shared
+        ) / max(n_targets, 1)
         if similar is not None and alpha > 0:
             student = in_original_order(students, [idx for idx, _ in groups])
-            loss = loss + alpha * self.distillation_loss(student, similar, distill, temperature)
+            total = total + alpha * self.distillation_loss(student, similar, distill, temperature)
         if beta > 0 and self.views == "both":
-            loss = loss + beta * self.item_regulariser(targets[targets != 0], temperature)
-        return loss
+            total = total + beta * self.item_regulariser(targets[targets != 0], temperature)
+        return total
+
+    def next_item_loss(
+        self,
+        states: torch.Tensor,
+        targets: torch.Tensor,
+        negatives: torch.Tensor,
+        loss: str = "bce",
+        shared: SharedNegatives | None = None,
+    ) -> torch.Tensor:
+        """The summed `loss` of `[N, D]` states against their `[N]` targets (and negatives, for bce)."""
+        if loss == "bce":
+            vectors = self.item_vectors(torch.cat([targets, negatives]))  # the adapter once for both
+            return bce_loss(states, *vectors.chunk(2))
+        if loss == "ce":
+            table = self.item_vectors(torch.arange(1, self.n_items + 1, device=states.device))
+            return full_softmax_loss(states, table, targets - 1)
+        if loss == "sampled":
+            if shared is None:
+                raise ValueError("the sampled loss needs the batch's shared negatives")
+            return sampled_softmax_loss(
+                states,
+                self.item_vectors(targets),
+                self.item_vectors(shared.items),
+                shared.log_q[targets],
+                shared.log_q[shared.items],
+                targets[:, None] == shared.items[None, :],
+            )
+        raise ValueError(f"loss must be one of {', '.join(LOSSES)}, not {loss!r}")
 
     forward = training_loss  # so DistributedDataParallel wraps the training step
 

@@ -13,11 +13,24 @@ Each returns the SUM over rows; the caller divides by the number of targets.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 from torch.nn import functional as F
 
-LOSSES = ("bce", "ce", "sampled")
+from llmesr.config import CHOICES
+
+LOSSES = CHOICES["loss"]
 CE_CHUNK_SCORES = 1 << 22  # scores per chunk (16 MiB in float32)
+
+
+class SharedNegatives(NamedTuple):
+    """The `sampled` loss's negatives for one batch: `items` `[S]` drawn from a distribution Q (with
+    replacement), and `log_q` `[n_items + 1]`, the log of each item's expected count in such a draw
+    (log(S * Q(item)))."""
+
+    items: torch.Tensor
+    log_q: torch.Tensor
 
 
 def bce_loss(states: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:

@@ -13,6 +13,7 @@ import torch
 from torch.nn import functional as F
 
 from llmesr.models.llmesr import LLMESR
+from llmesr.models.losses import SharedNegatives
 from llmesr.ops.distill import distill_loss_reference, info_nce
 
 
@@ -37,7 +38,7 @@ def user_states(model: LLMESR, sequences: torch.Tensor) -> torch.Tensor:
     valid = sequences != 0
     views = [v * model.input_scale for v in view_embeddings(model, sequences)]
     if model.cross is not None:
-        mask = model.encoders[0].mask(valid)
+        mask = model.cross_mask(valid)
         views = [model.cross[0](views[0], views[1], mask), model.cross[1](views[1], views[0], mask)]
     encoders = list(model.encoders) * (len(views) if len(model.encoders) == 1 else 1)
     return torch.cat([enc(v, valid) for enc, v in zip(encoders, views, strict=True)], dim=-1)
@@ -61,15 +62,28 @@ def training_loss(
     distill: str = "kd",
     beta: float = 0.0,
     temperature: float = 1.0,
+    loss: str = "bce",
+    shared: SharedNegatives | None = None,
 ) -> torch.Tensor:
     inputs, targets, negatives = (pad_to(t, model.max_len) for t in (inputs, targets, negatives))
     states = user_states(model, inputs)
     mask = (targets != 0).float()
     pos = (states * torch.cat(view_embeddings(model, targets), dim=-1)).sum(-1)
-    neg = (states * torch.cat(view_embeddings(model, negatives), dim=-1)).sum(-1)
-    loss = F.binary_cross_entropy_with_logits(pos, torch.ones_like(pos), reduction="none")
-    loss = loss + F.binary_cross_entropy_with_logits(neg, torch.zeros_like(neg), reduction="none")
-    loss = (loss * mask).sum() / mask.sum().clamp(min=1)
+    if loss == "bce":
+        neg = (states * torch.cat(view_embeddings(model, negatives), dim=-1)).sum(-1)
+        per_position = F.binary_cross_entropy_with_logits(pos, torch.ones_like(pos), reduction="none")
+        per_position = per_position + F.binary_cross_entropy_with_logits(neg, torch.zeros_like(neg), reduction="none")
+    elif loss == "ce":  # every item's score at every position, then the softmax's cross-entropy
+        items = torch.arange(1, model.n_items + 1)
+        logits = states @ torch.cat(view_embeddings(model, items), dim=-1).T
+        per_position = F.cross_entropy(logits.transpose(1, 2), (targets - 1).clamp(min=0), reduction="none")
+    else:  # sampled: the target and the shared negatives, each logit minus its log expected count
+        assert shared is not None
+        neg = states @ torch.cat(view_embeddings(model, shared.items), dim=-1).T - shared.log_q[shared.items]
+        neg = neg.masked_fill(targets[..., None] == shared.items, -torch.inf)
+        logits = torch.cat([(pos - shared.log_q[targets])[..., None], neg], dim=-1)
+        per_position = -torch.log_softmax(logits, dim=-1)[..., 0]
+    loss = (per_position * mask).sum() / mask.sum().clamp(min=1)
     if similar is not None and alpha > 0:
         student = states[:, -1]
         k = similar.shape[0] // inputs.shape[0]

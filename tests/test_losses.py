@@ -1,0 +1,126 @@
+"""The next-item losses against straightforward computations: the chunked full softmax against
+torch's cross-entropy over materialised scores, the sampled softmax against a per-row loop, and the
+model's fast path against the padded reference for every backbone."""
+
+import math
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from llmesr.models import LLMESR  # noqa: E402
+from llmesr.models.losses import SharedNegatives, full_softmax_loss, sampled_softmax_loss  # noqa: E402
+
+
+@pytest.mark.parametrize("chunk_scores", [7, 1 << 22])  # 7: one row per chunk; the default: one chunk
+def test_chunked_full_softmax_equals_cross_entropy(chunk_scores):
+    g = torch.Generator().manual_seed(0)
+    states = torch.randn(13, 5, dtype=torch.float64, generator=g, requires_grad=True)
+    table = torch.randn(6, 5, dtype=torch.float64, generator=g, requires_grad=True)
+    targets = torch.randint(0, 6, (13,), generator=g)
+    got = full_softmax_loss(states, table, targets, chunk_scores=chunk_scores)
+    expected = torch.nn.functional.cross_entropy(states @ table.T, targets, reduction="sum")
+    torch.testing.assert_close(got, expected)
+    for a, b in zip(
+        torch.autograd.grad(got, [states, table]), torch.autograd.grad(expected, [states, table]), strict=True
+    ):
+        torch.testing.assert_close(a, b)
+    assert torch.autograd.gradcheck(
+        lambda s, t: full_softmax_loss(s, t, targets, chunk_scores=chunk_scores), (states, table)
+    )
+
+
+def test_chunked_full_softmax_with_no_rows_is_zero_and_differentiable():
+    states = torch.zeros(0, 4, requires_grad=True)
+    table = torch.randn(5, 4, requires_grad=True)
+    loss = full_softmax_loss(states, table, torch.zeros(0, dtype=torch.long))
+    loss.backward()
+    assert loss.item() == 0.0 and not table.grad.any()
+
+
+def test_sampled_softmax_equals_a_per_row_loop():
+    g = torch.Generator().manual_seed(1)
+    states, positives = torch.randn(4, 3, generator=g), torch.randn(4, 3, generator=g)
+    candidates = torch.randn(5, 3, generator=g)
+    lq_pos, lq_cand = torch.randn(4, generator=g), torch.randn(5, generator=g)
+    accidental = torch.zeros(4, 5, dtype=torch.bool)
+    accidental[1, 2] = accidental[3, 0] = True
+    got = sampled_softmax_loss(states, positives, candidates, lq_pos, lq_cand, accidental)
+    expected = 0.0
+    for r in range(4):
+        pos = float(states[r] @ positives[r] - lq_pos[r])
+        logits = [pos] + [float(states[r] @ candidates[j] - lq_cand[j]) for j in range(5) if not accidental[r, j]]
+        expected += math.log(sum(math.exp(x) for x in logits)) - pos
+    assert math.isclose(float(got), expected, rel_tol=1e-5)
+
+
+def batch(backbone, n_items=30):
+    g = torch.Generator().manual_seed(2)
+    inputs = torch.randint(1, n_items + 1, (4, 9), generator=g)
+    inputs[0, :5] = 0
+    inputs[2, :8] = 0
+    if backbone == "sasrec":
+        targets = torch.roll(inputs, -1, dims=1) * (inputs != 0)
+    else:  # the last position (GRU4Rec), or masked ones (Bert4Rec)
+        targets = torch.zeros_like(inputs)
+        targets[:, -1] = torch.randint(1, n_items + 1, (4,), generator=g)
+        targets[1, 4] = 7
+    negatives = torch.randint(1, n_items + 1, inputs.shape, generator=g) * (targets != 0)
+    return inputs, targets, negatives
+
+
+@pytest.mark.parametrize("backbone", ["sasrec", "bert4rec", "gru4rec"])
+@pytest.mark.parametrize("loss", ["ce", "sampled"])
+@pytest.mark.parametrize("views", ["both", "id"])
+def test_fast_losses_equal_the_straightforward_ones(backbone, loss, views):
+    from llmesr.models import reference
+
+    torch.manual_seed(0)
+    semantic = torch.randn(31, 24)
+    semantic[0] = 0
+    m = LLMESR(
+        30, None if views == "id" else semantic, views=views, backbone=backbone, hidden=8, max_len=12, dropout=0.0
+    )
+    inputs, targets, negatives = batch(backbone)
+    q = np.concatenate([[0.0], np.arange(1, 31) / np.arange(1, 31).sum()])
+    items = torch.tensor([3, 7, 7, 12, 30, 1])  # with a repeat, and 7 is a target (an accidental hit)
+    shared = SharedNegatives(items, torch.from_numpy(np.log(np.maximum(q * len(items), 1e-30))).float())
+    fast = m.training_loss(inputs, targets, negatives, loss=loss, shared=shared)
+    slow = reference.training_loss(m, inputs, targets, negatives, loss=loss, shared=shared)
+    torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-6)
+    params = [p for p in m.parameters() if p.requires_grad]
+    for a, b in zip(
+        torch.autograd.grad(fast, params, allow_unused=True),
+        torch.autograd.grad(slow, params, allow_unused=True),
+        strict=True,
+    ):
+        if a is None or b is None:
+            assert a is None and b is None
+        else:
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_sampled_loss_needs_its_negatives_and_unknown_losses_are_refused():
+    m = LLMESR(30, views="id", hidden=8, max_len=12)
+    inputs, targets, negatives = batch("sasrec")
+    with pytest.raises(ValueError, match="shared negatives"):
+        m.training_loss(inputs, targets, negatives, loss="sampled")
+    with pytest.raises(ValueError, match="loss must be one of"):
+        m.training_loss(inputs, targets, negatives, loss="hinge")
+
+
+def test_shared_negatives_follow_q_and_the_seed(tmp_path):
+    from llmesr import prepare_synthetic
+    from llmesr.sampling import negative_distribution, shared_negatives
+
+    ds = prepare_synthetic(tmp_path / "s", n_users=200, n_items=40, seed=5)
+    uniform = negative_distribution(ds, "uniform")
+    assert uniform[0] == 0 and np.allclose(uniform[1:], 1 / 40)
+    q = negative_distribution(ds, "popularity")
+    np.testing.assert_allclose(q[1:], (ds.train_popularity[1:] + 1) / (ds.train_popularity[1:] + 1).sum())
+    draws = np.concatenate([shared_negatives(q, 500, 1, 1, step) for step in range(40)])
+    counts = np.bincount(draws, minlength=41) / len(draws)
+    assert counts[0] == 0 and np.abs(counts - q).max() < 0.02
+    np.testing.assert_array_equal(shared_negatives(q, 50, 1, 2, 3), shared_negatives(q, 50, 1, 2, 3))
+    assert not np.array_equal(shared_negatives(q, 50, 1, 2, 3), shared_negatives(q, 50, 1, 2, 4))
