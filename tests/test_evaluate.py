@@ -28,7 +28,7 @@ def test_protocols_match_a_per_user_loop(setup, protocol):
     got = evaluate(model, ds, protocol=protocol, negatives=negatives, max_len=20, batch_size=7).result()
     expected = MetricSums()
     users = np.flatnonzero(ds.test > 0)
-    ranks = []
+    ranks, recommended = [], []
     with torch.no_grad():
         for u in users:
             history = ds.items[ds.indptr[u] : ds.train_end[u] + 1][-20:]
@@ -42,10 +42,20 @@ def test_protocols_match_a_per_user_loop(setup, protocol):
                 candidates = [target, *negatives[u].tolist()]
             scores = {i: float(v @ model.item_vectors(torch.tensor([i]))[0]) for i in candidates}
             ranks.append(sum(1 for i in candidates if scores[i] >= scores[target]))
+            recommended += sorted(candidates, key=lambda i: -scores[i])[:10]
     expected.add(np.array(ranks))
     for name, value in expected.means().items():
         assert got["overall"][name] == pytest.approx(value, abs=1e-6), name
     assert got["overall"]["count"] == len(users)
+    if protocol == "full":  # beyond accuracy, from the top-10 lists
+        from llmesr.metrics import Groups
+
+        pop, tail = ds.train_popularity, Groups.of(ds).tail_item_pop
+        assert got["overall"]["coverage@10"] == pytest.approx(len(set(recommended)) / ds.n_items)
+        assert got["overall"]["tail_share@10"] == pytest.approx(np.mean([pop[i] < tail for i in recommended]))
+        assert got["overall"]["mean_popularity@10"] == pytest.approx(np.mean([pop[i] for i in recommended]))
+    else:
+        assert "coverage@10" not in got["overall"]
 
 
 def test_popularity_baseline_matches_numpy(setup):
@@ -64,3 +74,22 @@ def test_popularity_baseline_matches_numpy(setup):
     expected.add(np.array(ranks))
     assert got["NDCG@10"] == pytest.approx(expected.means()["NDCG@10"], abs=1e-9)
     assert got["HR@20"] == pytest.approx(expected.means()["HR@20"], abs=1e-9)
+
+
+def test_popularity_debiasing_subtracts_gamma_log_popularity(setup):
+    from llmesr.evaluate import PopularityDebiased
+
+    ds, model = setup
+    model.eval()
+    debiased = PopularityDebiased(model, ds, gamma=0.7)
+    seq = torch.tensor([[0, 3, 5, 9], [1, 2, 3, 4]])
+    items = torch.arange(ds.n_items + 1)
+    with torch.no_grad():
+        got = debiased.user_vector(seq) @ debiased.item_vectors(items).T
+        plain = model.user_vector(seq) @ model.item_vectors(items).T
+    expected = plain - 0.7 * torch.log1p(torch.from_numpy(ds.train_popularity.astype(np.float32)))
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    # It moves recommendations towards the tail.
+    before = evaluate(model, ds, protocol="full", max_len=20).result()["overall"]
+    after = evaluate(PopularityDebiased(model, ds, gamma=5.0), ds, protocol="full", max_len=20).result()["overall"]
+    assert after["mean_popularity@10"] < before["mean_popularity@10"]

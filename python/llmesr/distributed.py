@@ -71,6 +71,9 @@ def reduce_metrics(metrics: GroupedMetrics, ranks: Ranks) -> GroupedMetrics:
         metrics.by_group[g].sums[k] = v
     for g, c in zip(groups, values[len(slots) :], strict=True):
         metrics.by_group[g].count = int(round(c))
+    recommended = torch.from_numpy(metrics.recommended.copy())
+    dist.all_reduce(recommended)
+    metrics.recommended = recommended.numpy()
     return metrics
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from llmesr.data import Dataset
-from llmesr.metrics import GroupedMetrics, Groups, target_ranks
+from llmesr.metrics import TOP_K, GroupedMetrics, Groups, target_ranks
 from llmesr.sampling import histories
 
 
@@ -65,6 +65,7 @@ def evaluate(
             scores[:, 0] = -torch.inf
             scores.scatter_(1, seq_t, -torch.inf)  # the input history is not a candidate...
             scores.scatter_(1, target_t, target_scores)  # ...but a target seen before still is
+            result.recommend(scores.topk(TOP_K, dim=1).indices.cpu().numpy())
             scores = scores.cpu().numpy()
             ranks = target_ranks(scores, targets, ties)
         else:
@@ -89,3 +90,24 @@ class Popularity(torch.nn.Module):
 
     def item_vectors(self, items: torch.Tensor) -> torch.Tensor:
         return self.popularity[items]
+
+
+class PopularityDebiased(torch.nn.Module):
+    """An inference-time adjustment towards the long tail: `model`'s scores minus
+    `gamma * log(1 + training popularity)` for every item (gamma 0: the model itself). Exact as a dot
+    product: the user vector gains a coordinate `-gamma`, the item vectors `log(1 + popularity)`, so
+    both protocols and serving use it unchanged."""
+
+    def __init__(self, model: torch.nn.Module, ds: Dataset, gamma: float) -> None:
+        super().__init__()
+        self.model, self.gamma = model, float(gamma)
+        log_pop = np.log1p(ds.train_popularity.astype(np.float64)).astype(np.float32)
+        self.register_buffer("log_popularity", torch.from_numpy(log_pop)[:, None])
+
+    def user_vector(self, sequences: torch.Tensor) -> torch.Tensor:
+        vectors = self.model.user_vector(sequences)
+        return torch.cat([vectors, torch.full_like(vectors[:, :1], -self.gamma)], dim=1)
+
+    def item_vectors(self, items: torch.Tensor) -> torch.Tensor:
+        vectors = self.model.item_vectors(items)
+        return torch.cat([vectors, self.log_popularity[items]], dim=1)

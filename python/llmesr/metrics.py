@@ -174,20 +174,46 @@ class Groups:
         }
 
 
+TOP_K = 10  # the cut-off of the beyond-accuracy figures
+
+
 class GroupedMetrics:
-    """`MetricSums` per long-tail group; `add` takes the evaluated users, their targets and ranks."""
+    """`MetricSums` per long-tail group; `add` takes the evaluated users, their targets and ranks.
+    `recommend` takes the users' top-10 lists (full protocol), kept as how often each item was
+    recommended, from which `result` adds to "overall" what the field checks beside accuracy:
+    catalogue coverage@10 (the share of items in at least one list), the tail items' share of all
+    recommendations, and the mean training popularity of recommended items."""
 
     def __init__(self, groups: Groups, cutoffs: tuple[int, ...] = CUTOFFS) -> None:
         self.groups = groups
         self.by_group = {g: MetricSums(cutoffs) for g in groups.names()}
+        self.recommended = np.zeros(len(groups.item_popularity), dtype=np.float64)  # item 0 never counts
 
     def add(self, users: np.ndarray, targets: np.ndarray, ranks: np.ndarray) -> None:
         for name, mask in self.groups.masks(np.asarray(users), np.asarray(targets)).items():
             self.by_group[name].add(np.asarray(ranks)[mask])
 
+    def recommend(self, top: np.ndarray) -> None:
+        """`top`: `[users, k]` item ids, each user's highest-scored candidates."""
+        np.add.at(self.recommended, np.asarray(top).ravel(), 1.0)
+
     def merge(self, other: GroupedMetrics) -> None:
         for name, sums in other.by_group.items():
             self.by_group[name].merge(sums)
+        self.recommended += other.recommended
+
+    def beyond_accuracy(self) -> dict[str, float | None]:
+        counts, pop = self.recommended[1:], self.groups.item_popularity[1:]
+        total = counts.sum()
+        if total == 0:
+            return {}
+        return {
+            f"coverage@{TOP_K}": float((counts > 0).mean()),
+            f"tail_share@{TOP_K}": float(counts[pop < self.groups.tail_item_pop].sum() / total),
+            f"mean_popularity@{TOP_K}": float((counts * pop).sum() / total),
+        }
 
     def result(self) -> dict[str, dict[str, float | None]]:
-        return {name: sums.means() | {"count": sums.count} for name, sums in self.by_group.items()}
+        out = {name: sums.means() | {"count": sums.count} for name, sums in self.by_group.items()}
+        out["overall"] |= self.beyond_accuracy()
+        return out
