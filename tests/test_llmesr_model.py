@@ -52,6 +52,26 @@ def test_teacher_without_autograd_gives_the_same_loss_and_gradients():
             torch.testing.assert_close(a, b_)
 
 
+def test_distinct_teachers_encoded_once_give_the_same_loss_and_gradients():
+    m = model(dropout=0.2)
+    seq = sequences(1)
+    targets = torch.roll(seq, -1, dims=1) * (seq != 0)
+    negatives = torch.randint(1, 31, seq.shape) * (targets != 0)
+    distinct = torch.stack([sequences(s)[0] for s in (2, 3, 4, 5)])  # 4 neighbours, shared by the users
+    index = torch.tensor([0, 1, 2, 1, 1, 3, 0, 0, 2, 3, 3, 1])  # 3 per user, with repeats
+    losses, grads = [], []
+    for similar, similar_index in ((distinct, index), (distinct[index], None)):
+        torch.manual_seed(7)  # the same dropout in the student
+        loss = m.training_loss(seq, targets, negatives, similar, alpha=0.5, similar_index=similar_index)
+        losses.append(loss)
+        grads.append(torch.autograd.grad(loss, [p for p in m.parameters() if p.requires_grad], allow_unused=True))
+    torch.testing.assert_close(losses[0], losses[1])
+    for a, b in zip(*grads, strict=True):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(a, b)
+
+
 def test_padding_positions_do_not_count_and_training_lowers_the_loss():
     m = model(dropout=0.1)
     seq = sequences()

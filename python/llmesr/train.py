@@ -228,9 +228,13 @@ def train(
             b0 = time.perf_counter()
             users = order[start : start + cfg.batch_size]
             arrays = training_batch(cfg, ds, users, epoch)
-            sim_rows = histories(ds, similar[users].ravel(), "train", cfg.max_len) if similar is not None else None
-            inputs, targets, negs, sim = (
-                None if a is None else torch.from_numpy(a).to(device, torch.long) for a in (*arrays, sim_rows)
+            sim_rows = sim_index = None
+            if similar is not None:  # each distinct neighbour encoded once (see LLMESR.teachers)
+                neighbours, sim_index = np.unique(similar[users].ravel(), return_inverse=True)
+                sim_rows = histories(ds, neighbours, "train", cfg.max_len)
+            inputs, targets, negs, sim, sim_idx = (
+                None if a is None else torch.from_numpy(a).to(device, torch.long)
+                for a in (*arrays, sim_rows, sim_index)
             )
             shared = None
             if q is not None and log_q is not None:
@@ -248,6 +252,7 @@ def train(
                 temperature=cfg.temperature,
                 loss=cfg.loss,
                 shared=shared,
+                similar_index=sim_idx,
             )
             optimizer.zero_grad()
             loss.backward()

@@ -307,13 +307,14 @@ class LLMESR(nn.Module):
         temperature: float = 1.0,
         loss: str = "bce",
         shared: SharedNegatives | None = None,
+        similar_index: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The next-item `loss` (see `llmesr.models.losses`: `bce` of each target against its negative,
         `ce` over the whole catalogue, or `sampled` softmax over the `shared` negatives) averaged over
         the targets (wherever `targets` is not 0: every position for SASRec, the masked ones for
         Bert4Rec, the last for GRU4Rec), plus `alpha` times the self-distillation loss towards the
-        `similar` users' sequences (`[B·K, L]` rows, K per user, see `distillation_loss`) and `beta`
-        times the item regulariser."""
+        `similar` users' sequences (`[B·K, L]` rows, K per user, or distinct rows picked by
+        `similar_index`, see `teachers`) and `beta` times the item regulariser."""
         inputs, targets, negatives = self._pad(inputs), self._pad(targets), self._pad(negatives)
         picked, picked_targets, picked_negatives, students, groups = [], [], [], [], self.by_length(inputs)
         for idx, width in groups:
@@ -329,7 +330,7 @@ class LLMESR(nn.Module):
         ) / max(n_targets, 1)
         if similar is not None and alpha > 0:
             student = in_original_order(students, [idx for idx, _ in groups])
-            total = total + alpha * self.distillation_loss(student, similar, distill, temperature)
+            total = total + alpha * self.distillation_loss(student, similar, distill, temperature, similar_index)
         if beta > 0 and self.views == "both":
             total = total + beta * self.item_regulariser(targets[targets != 0], temperature)
         return total
@@ -364,24 +365,33 @@ class LLMESR(nn.Module):
 
     forward = training_loss  # so DistributedDataParallel wraps the training step
 
-    def teachers(self, similar: torch.Tensor, k: int) -> torch.Tensor:
-        """`[B, k, D]`: the representations of each user's `k` similar users (rows `[B·k, L]`),
-        without autograd and without dropout: a teacher is a target, never trained through (the
-        original applies dropout to it, which only adds noise to the target)."""
+    def teachers(self, similar: torch.Tensor, users: int, index: torch.Tensor | None = None) -> torch.Tensor:
+        """`[users, k, D]`: the representations of each user's `k` similar users, without autograd and
+        without dropout: a teacher is a target, never trained through (the original applies dropout to
+        it, which only adds noise to the target). `similar`: their sequences, `[users·k, L]`, or, with
+        `index` (`[users·k]`), the distinct ones that `index` picks from: a user who is a neighbour of
+        several users in the batch is encoded once (the same vector, as there is no dropout)."""
         was_training = self.training
         self.eval()
         with torch.no_grad():
             vectors = self.user_vector(similar)
         self.train(was_training)
-        return vectors.view(-1, k, vectors.shape[-1])
+        if index is not None:
+            vectors = vectors[index]
+        return vectors.view(users, -1, vectors.shape[-1])
 
     def distillation_loss(
-        self, student: torch.Tensor, similar: torch.Tensor, kind: str = "kd", temperature: float = 1.0
+        self,
+        student: torch.Tensor,
+        similar: torch.Tensor,
+        kind: str = "kd",
+        temperature: float = 1.0,
+        similar_index: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Retrieval-augmented self-distillation towards the mean of each user's teachers: `kd` is the
         MSE, `cl` a contrastive loss (each user's teacher against the batch's others); one fused
         operator when the native ops are loaded (`llmesr.ops`)."""
-        teachers = self.teachers(similar, similar.shape[0] // student.shape[0])
+        teachers = self.teachers(similar, student.shape[0], similar_index)
         return distill_loss(student, teachers, kind, temperature)
 
     def item_regulariser(self, items: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
