@@ -53,7 +53,13 @@ def test_run_folder_and_metrics(data, tmp_path, kw):
         "checkpoint.safetensors",
         "metrics.json",
         "metrics.png",
+        "ranks.npz",
     }
+    with np.load(run / "ranks.npz", allow_pickle=False) as per_user:
+        assert set(per_user.files) == {"users", "full", "sampled"}
+        np.testing.assert_array_equal(per_user["users"], np.arange(1, 151))
+        ndcg = np.where(per_user["full"] <= 10, 1 / np.log2(per_user["full"] + 1.0), 0.0).mean()
+        assert ndcg == pytest.approx(metrics["test"]["full"]["overall"]["NDCG@10"])
     assert (run / "metrics.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     saved = json.loads((run / "metrics.json").read_text())
     assert saved == json.loads(json.dumps(metrics))

@@ -74,7 +74,20 @@ def reduce_metrics(metrics: GroupedMetrics, ranks: Ranks) -> GroupedMetrics:
     recommended = torch.from_numpy(metrics.recommended.copy())
     dist.all_reduce(recommended)
     metrics.recommended = recommended.numpy()
+    users, user_ranks = metrics.per_user()
+    metrics.users = [gather_rows(torch.from_numpy(users), ranks).numpy()]
+    metrics.ranks = [gather_rows(torch.from_numpy(user_ranks), ranks).numpy()]
     return metrics
+
+
+def gather_rows(values: torch.Tensor, ranks: Ranks) -> torch.Tensor:
+    """Every rank's 1-d tensor, concatenated in rank order (their lengths may differ)."""
+    sizes = [torch.zeros(1, dtype=torch.long) for _ in range(ranks.world)]
+    dist.all_gather(sizes, torch.tensor([len(values)]))
+    longest = int(max(s.item() for s in sizes))
+    parts = [torch.zeros(longest, dtype=values.dtype) for _ in range(ranks.world)]
+    dist.all_gather(parts, torch.cat([values, values.new_zeros(longest - len(values))]))
+    return torch.cat([p[: int(s.item())] for p, s in zip(parts, sizes, strict=True)])
 
 
 def shutdown(ranks: Ranks) -> None:

@@ -188,10 +188,21 @@ class GroupedMetrics:
         self.groups = groups
         self.by_group = {g: MetricSums(cutoffs) for g in groups.names()}
         self.recommended = np.zeros(len(groups.item_popularity), dtype=np.float64)  # item 0 never counts
+        self.users: list[np.ndarray] = []  # each evaluated user's rank, for paired tests between runs
+        self.ranks: list[np.ndarray] = []
 
     def add(self, users: np.ndarray, targets: np.ndarray, ranks: np.ndarray) -> None:
         for name, mask in self.groups.masks(np.asarray(users), np.asarray(targets)).items():
             self.by_group[name].add(np.asarray(ranks)[mask])
+        self.users.append(np.asarray(users, dtype=np.int64))
+        self.ranks.append(np.asarray(ranks, dtype=np.int64))
+
+    def per_user(self) -> tuple[np.ndarray, np.ndarray]:
+        """(users, ranks), sorted by user."""
+        users = np.concatenate(self.users) if self.users else np.zeros(0, np.int64)
+        ranks = np.concatenate(self.ranks) if self.ranks else np.zeros(0, np.int64)
+        order = np.argsort(users, kind="stable")
+        return users[order], ranks[order]
 
     def recommend(self, top: np.ndarray) -> None:
         """`top`: `[users, k]` item ids, each user's highest-scored candidates."""
@@ -201,6 +212,8 @@ class GroupedMetrics:
         for name, sums in other.by_group.items():
             self.by_group[name].merge(sums)
         self.recommended += other.recommended
+        self.users += other.users
+        self.ranks += other.ranks
 
     def beyond_accuracy(self) -> dict[str, float | None]:
         counts, pop = self.recommended[1:], self.groups.item_popularity[1:]

@@ -31,7 +31,7 @@ from llmesr.data import Dataset, load_dataset
 from llmesr.embed import load_embeddings
 from llmesr.evaluate import evaluate
 from llmesr.io import atomic_write, atomic_write_text
-from llmesr.metrics import Groups
+from llmesr.metrics import GroupedMetrics, Groups
 from llmesr.models import LLMESR
 from llmesr.models.losses import SharedNegatives
 from llmesr.sampling import (
@@ -45,6 +45,7 @@ from llmesr.sampling import (
 
 CHECKPOINT, BEST = "checkpoint.safetensors", "best.safetensors"
 SPLITS = ("valid", "test")
+RANKS = "ranks.npz"  # each test user's rank under both protocols, for paired tests between runs
 
 
 def resolve_device(name: str, ranks: distributed.Ranks | None = None) -> torch.device:
@@ -202,7 +203,7 @@ def train(
             if progress:
                 tqdm.write(line)
 
-    def evaluate_all(split: str, protocol: str, users: np.ndarray) -> dict[str, Any]:
+    def evaluate_all(split: str, protocol: str, users: np.ndarray) -> GroupedMetrics:
         result = evaluate(
             model,
             ds,
@@ -214,7 +215,7 @@ def train(
             max_len=cfg.max_len,
             ties=cfg.ties,
         )
-        return distributed.reduce_metrics(result, ranks).result()
+        return distributed.reduce_metrics(result, ranks)
 
     while not state["finished"] and state["epoch"] < cfg.epochs:
         epoch = state["epoch"] + 1
@@ -262,7 +263,7 @@ def train(
                 loss=f"{loss_sum / n:.4f}", seq_s=f"{(start + len(users)) / (time.perf_counter() - t0):.0f}"
             )
         train_seconds = time.perf_counter() - t0
-        ndcg = evaluate_all("valid", cfg.select_on, valid_users)["overall"]["NDCG@10"] or 0.0
+        ndcg = evaluate_all("valid", cfg.select_on, valid_users).result()["overall"]["NDCG@10"] or 0.0
         state["history"].append(
             {
                 "epoch": epoch,
@@ -306,15 +307,25 @@ def train(
         "ties": cfg.ties,
         "groups": groups["test"].describe(),
     }
+    per_user: dict[str, np.ndarray] = {}
     for split, users in (("test", np.flatnonzero(ds.test > 0)), ("valid", valid_users)):
         for protocol in ("full", "sampled"):
-            metrics[split][protocol] = evaluate_all(split, protocol, users)
+            result = evaluate_all(split, protocol, users)
+            metrics[split][protocol] = result.result()
+            if split == "test":
+                per_user["users"], per_user[protocol] = result.per_user()
     if ranks.main:
+        atomic_write(run / RANKS, lambda tmp: save_npz(tmp, per_user))
         atomic_write_text(run / "metrics.json", json.dumps(metrics, indent=2) + "\n")
         plot_metrics(metrics, run / "metrics.png", title=f"{cfg.method} {cfg.backbone}, seed {cfg.seed}")
     ranks.barrier()
     distributed.shutdown(ranks)
     return metrics
+
+
+def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    with open(path, "wb") as f:  # a file object: np.savez would append ".npz" to a temporary name
+        np.savez(f, **arrays)
 
 
 def plot_metrics(metrics: dict[str, Any], path: Path, title: str = "") -> None:

@@ -1,0 +1,251 @@
+"""The paper-style table from run folders (`llmesr-report`): test HR@10 / NDCG@10 by long-tail group and
+protocol, mean +- std over seeds, per dataset and method, with a paired test over users against the
+backbone alone (`base`) on the same data: each user's NDCG@10 averaged over the seeds both share, then
+a paired t-test (normal approximation: thousands of users). Markdown, CSV and a PNG (group metrics and
+validation curves side by side)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from llmesr.metrics import GROUPS
+
+PROTOCOLS = ("full", "sampled")
+METRICS = ("HR@10", "NDCG@10")
+BEYOND = ("coverage@10", "tail_share@10", "mean_popularity@10")
+
+
+@dataclass
+class Run:
+    folder: Path
+    config: dict[str, Any]
+    metrics: dict[str, Any]
+    ranks: dict[str, np.ndarray] | None  # users, full, sampled (absent in older run folders)
+
+    @property
+    def label(self) -> str:
+        """The method as a table row names it: method and backbone, plus the settings that differ
+        from the paper's (loss, compat)."""
+        c = self.config
+        parts = [f"{'LLM-ESR' if c['method'] == 'llmesr' else 'base'}-{c['backbone']}"]
+        if c.get("loss", "bce") != "bce":
+            parts.append(c["loss"])
+        if c.get("compat", "none") != "none":
+            parts.append(f"compat {c['compat']}")
+        if c["method"] == "llmesr" and c.get("views", "both") != "both":
+            parts.append(f"{c['views']} view")
+        return " ".join(parts)
+
+    @property
+    def data(self) -> str:
+        return Path(self.config["data"]).name
+
+    def train_minutes(self) -> float:
+        return sum(h["train_seconds"] for h in self.metrics["history"]) / 60
+
+
+def load_run(folder: str | Path) -> Run:
+    folder = Path(folder)
+    for name in ("config.json", "metrics.json"):
+        if not (folder / name).is_file():
+            raise FileNotFoundError(f"{folder}: no {name} (not a finished run folder)")
+    try:
+        config = json.loads((folder / "config.json").read_text())
+        metrics = json.loads((folder / "metrics.json").read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{folder}: unreadable JSON: {e}") from None
+    ranks = None
+    if (folder / "ranks.npz").is_file():
+        with np.load(folder / "ranks.npz", allow_pickle=False) as f:
+            ranks = {k: f[k] for k in f.files}
+    return Run(folder, config, metrics, ranks)
+
+
+def ndcg_at_10(ranks: np.ndarray) -> np.ndarray:
+    return np.where(ranks <= 10, 1.0 / np.log2(ranks + 1.0), 0.0)
+
+
+def paired_test(a: np.ndarray, b: np.ndarray) -> float:
+    """Two-sided p-value of a paired t-test of mean(a - b) = 0 (normal approximation)."""
+    d = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)
+    if len(d) < 2 or not d.std(ddof=1) > 0:
+        return 1.0 if len(d) < 2 or d.mean() == 0 else 0.0
+    z = d.mean() / (d.std(ddof=1) / math.sqrt(len(d)))
+    return math.erfc(abs(z) / math.sqrt(2))
+
+
+@dataclass
+class Row:
+    data: str
+    label: str
+    runs: list[Run] = field(default_factory=list)
+
+    def values(self, protocol: str, group: str, metric: str) -> list[float]:
+        out = []
+        for r in self.runs:
+            v = r.metrics["test"][protocol][group].get(metric)
+            if v is not None:
+                out.append(float(v))
+        return out
+
+    def per_user_ndcg(self, protocol: str) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+        """seed -> (users, NDCG@10)."""
+        return {
+            r.config["seed"]: (r.ranks["users"], ndcg_at_10(r.ranks[protocol]))
+            for r in self.runs
+            if r.ranks is not None
+        }
+
+
+def significance(row: Row, base: Row, protocol: str) -> float | None:
+    """p-value of row against base over the users and seeds they share; None without per-user ranks."""
+    mine, theirs = row.per_user_ndcg(protocol), base.per_user_ndcg(protocol)
+    seeds = sorted(set(mine) & set(theirs))
+    if not seeds:
+        return None
+    users = mine[seeds[0]][0]
+    if any(not np.array_equal(mine[s][0], users) or not np.array_equal(theirs[s][0], users) for s in seeds):
+        return None  # different users (another dataset or split): no pairing
+    a = np.mean([mine[s][1] for s in seeds], axis=0)
+    b = np.mean([theirs[s][1] for s in seeds], axis=0)
+    return paired_test(a, b)
+
+
+def build_rows(runs: list[Run]) -> list[Row]:
+    rows: dict[tuple[str, str], Row] = {}
+    for r in runs:
+        rows.setdefault((r.data, r.label), Row(r.data, r.label)).runs.append(r)
+    return sorted(rows.values(), key=lambda row: (row.data, not row.label.startswith("base"), row.label))
+
+
+def base_of(row: Row, rows: list[Row]) -> Row | None:
+    """The backbone alone on the same data, with the same loss: what a method row is tested against."""
+    backbone = row.runs[0].config["backbone"]
+    loss = row.runs[0].config.get("loss", "bce")
+    for other in rows:
+        c = other.runs[0].config
+        same = other.data == row.data and c["backbone"] == backbone and c.get("loss", "bce") == loss
+        if same and c["method"] == "base" and other is not row:
+            return other
+    return None
+
+
+def mean_std(values: list[float]) -> str:
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.4f}"
+    return f"{np.mean(values):.4f} ± {np.std(values, ddof=1):.4f}"
+
+
+def markdown(rows: list[Row]) -> str:
+    out = io.StringIO()
+    for protocol in PROTOCOLS:
+        out.write(f"\n### Test, {protocol} ranking: NDCG@10 (HR@10 below), mean ± std over seeds\n\n")
+        out.write("| data | method | seeds | " + " | ".join(GROUPS) + " | p vs base |\n")
+        out.write("|---" * (len(GROUPS) + 4) + "|\n")
+        for row in rows:
+            base = base_of(row, rows)
+            p = significance(row, base, protocol) if base is not None else None
+            seeds = ",".join(str(r.config["seed"]) for r in sorted(row.runs, key=lambda r: r.config["seed"]))
+            cells = [
+                f"{mean_std(row.values(protocol, g, 'NDCG@10'))}<br>{mean_std(row.values(protocol, g, 'HR@10'))}"
+                for g in GROUPS
+            ]
+            sig = "-" if p is None else f"{p:.2g}"
+            out.write(f"| {row.data} | {row.label} | {seeds} | " + " | ".join(cells) + f" | {sig} |\n")
+    out.write(
+        "\n### Runs\n\n| data | method | seed | best epoch | epochs | training time | selected on | "
+        + " | ".join(BEYOND)
+        + " |\n"
+    )
+    out.write("|---" * (7 + len(BEYOND)) + "|\n")
+    for row in rows:
+        for r in sorted(row.runs, key=lambda r: r.config["seed"]):
+            overall = r.metrics["test"]["full"]["overall"]
+            beyond = [f"{overall[k]:.4g}" if overall.get(k) is not None else "-" for k in BEYOND]
+            out.write(
+                f"| {row.data} | {row.label} | {r.config['seed']} | {r.metrics['best_epoch']} | {r.metrics['epochs']} | "
+                f"{r.train_minutes():.1f} min | {r.metrics.get('selected_on', 'valid full NDCG@10')} | "
+                + " | ".join(beyond)
+                + " |\n"
+            )
+    return out.getvalue()
+
+
+def csv_text(rows: list[Row]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["data", "method", "seeds", "protocol", "group", "metric", "mean", "std", "p_vs_base"])
+    for row in rows:
+        base = base_of(row, rows)
+        for protocol in PROTOCOLS:
+            p = significance(row, base, protocol) if base is not None else None
+            for group in GROUPS:
+                for metric in METRICS:
+                    v = row.values(protocol, group, metric)
+                    writer.writerow(
+                        [
+                            row.data,
+                            row.label,
+                            len(row.runs),
+                            protocol,
+                            group,
+                            metric,
+                            f"{np.mean(v):.6f}" if v else "",
+                            f"{np.std(v, ddof=1):.6f}" if len(v) > 1 else "",
+                            "" if p is None or metric != "NDCG@10" else f"{p:.4g}",
+                        ]
+                    )
+    return out.getvalue()
+
+
+def plot(rows: list[Row], path: Path) -> bool:
+    """Test NDCG@10 by group (both protocols) and the validation curves, one row of panels per dataset."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        from matplotlib import pyplot as plt
+    except ImportError:
+        return False
+    datasets = sorted({r.data for r in rows})
+    fig, axes = plt.subplots(len(datasets), 3, figsize=(16, 3.6 * len(datasets)), squeeze=False)
+    for line, data in zip(axes, datasets, strict=True):
+        mine = [r for r in rows if r.data == data]
+        width = 0.8 / max(1, len(mine))
+        for ax, protocol in zip(line[:2], PROTOCOLS, strict=True):
+            x = np.arange(len(GROUPS))
+            for i, row in enumerate(mine):
+                means = [np.mean(row.values(protocol, g, "NDCG@10") or [0.0]) for g in GROUPS]
+                bars = ax.bar(x + (i - (len(mine) - 1) / 2) * width, means, width=width, label=row.label)
+                ax.bar_label(bars, fmt="%.3f", fontsize=6, rotation=90, padding=2)
+            ax.set_xticks(x, GROUPS, fontsize=8)
+            ax.set_title(f"{data}: test NDCG@10, {protocol} ranking", fontsize=9)
+            ax.margins(y=0.25)
+            ax.legend(fontsize=7)
+        for row in mine:
+            for r in row.runs:
+                history = r.metrics["history"]
+                line[2].plot(
+                    [h["epoch"] for h in history],
+                    [h["valid_NDCG@10"] for h in history],
+                    label=f"{row.label} seed {r.config['seed']}",
+                )
+        line[2].set_title(f"{data}: validation NDCG@10 (the selection metric) by epoch", fontsize=9)
+        line[2].set_xlabel("epoch")
+        line[2].legend(fontsize=6)
+    fig.tight_layout()
+    from llmesr.io import atomic_write
+
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
+    plt.close(fig)
+    return True

@@ -1,0 +1,83 @@
+"""llmesr-report on hand-made run folders: the table's means and stds, the paired test against a hand
+computation, the files it writes, and its errors."""
+
+import json
+import math
+import statistics
+
+import numpy as np
+import pytest
+
+from llmesr import report
+from llmesr.cli import report as report_cli
+from llmesr.metrics import GROUPS
+
+
+def make_run(folder, method, seed, ranks_full, loss="bce"):
+    folder.mkdir(parents=True)
+    users = np.arange(1, len(ranks_full) + 1)
+    ndcg = float(np.mean(np.where(ranks_full <= 10, 1 / np.log2(ranks_full + 1.0), 0.0)))
+    hr = float(np.mean(ranks_full <= 10))
+    groups = {g: {"HR@10": hr, "NDCG@10": ndcg, "count": len(users)} for g in GROUPS}
+    groups["overall"] |= {"coverage@10": 0.5, "tail_share@10": 0.1, "mean_popularity@10": 12.0}
+    metrics = {
+        "test": {"full": groups, "sampled": groups},
+        "best_epoch": 3,
+        "epochs": 5,
+        "history": [{"epoch": e, "valid_NDCG@10": 0.1 * e, "train_seconds": 6.0} for e in range(1, 6)],
+    }
+    config = {"data": "/x/yelp", "method": method, "backbone": "sasrec", "seed": seed, "loss": loss, "compat": "none"}
+    (folder / "config.json").write_text(json.dumps(config))
+    (folder / "metrics.json").write_text(json.dumps(metrics))
+    with open(folder / "ranks.npz", "wb") as f:
+        np.savez(f, users=users, full=ranks_full, sampled=ranks_full)
+    return ndcg
+
+
+def test_table_means_stds_and_paired_test(tmp_path):
+    rng = np.random.default_rng(0)
+    base_ranks = [rng.integers(1, 40, 300) for _ in range(2)]
+    ours_ranks = [np.maximum(1, r - rng.integers(0, 4, 300)) for r in base_ranks]
+    base = [make_run(tmp_path / f"b{s}", "base", s, r) for s, r in zip((1, 2), base_ranks, strict=True)]
+    ours = [make_run(tmp_path / f"l{s}", "llmesr", s, r) for s, r in zip((1, 2), ours_ranks, strict=True)]
+    rows = report.build_rows([report.load_run(p) for p in sorted(tmp_path.iterdir())])
+    assert [row.label for row in rows] == ["base-sasrec", "LLM-ESR-sasrec"]
+    text = report.markdown(rows)
+    assert f"{statistics.mean(ours):.4f} ± {statistics.stdev(ours):.4f}" in text
+    assert f"{statistics.mean(base):.4f} ± {statistics.stdev(base):.4f}" in text
+
+    # The paired test by hand: per-user NDCG@10 averaged over the two seeds, then a paired t-test.
+    def ndcg(r):
+        return np.where(r <= 10, 1 / np.log2(r + 1.0), 0.0)
+
+    d = (ndcg(ours_ranks[0]) + ndcg(ours_ranks[1])) / 2 - (ndcg(base_ranks[0]) + ndcg(base_ranks[1])) / 2
+    z = statistics.mean(d) / (statistics.stdev(d) / math.sqrt(len(d)))
+    expected = math.erfc(abs(z) / math.sqrt(2))
+    assert report.significance(rows[1], rows[0], "full") == pytest.approx(expected)
+    assert f"{expected:.2g}" in text
+    csv_lines = report.csv_text(rows).splitlines()
+    assert csv_lines[0].startswith("data,method,seeds,protocol,group")
+    assert len(csv_lines) == 1 + 2 * 2 * len(GROUPS) * 2
+
+
+def test_paired_test_edge_cases():
+    assert report.paired_test(np.ones(5), np.ones(5)) == 1.0
+    assert report.paired_test(np.ones(5) * 2, np.ones(5)) == 0.0
+    assert report.paired_test(np.ones(1), np.zeros(1)) == 1.0
+
+
+def test_cli_writes_the_files_and_refuses_a_non_run(tmp_path, capsys):
+    make_run(tmp_path / "b1", "base", 1, np.arange(1, 50))
+    make_run(tmp_path / "l1", "llmesr", 1, np.arange(1, 50) // 2 + 1, loss="ce")
+    assert report_cli.main([str(tmp_path / "b1"), str(tmp_path / "l1"), "--out", str(tmp_path / "rep")]) == 0
+    out = capsys.readouterr().out
+    assert "LLM-ESR-sasrec ce" in out and "| yelp |" in out
+    assert (tmp_path / "rep" / "report.md").read_text() == out.rstrip("\n") + "\n" or (
+        tmp_path / "rep" / "report.md"
+    ).exists()
+    assert (tmp_path / "rep" / "report.csv").read_text().startswith("data,")
+    pytest.importorskip("matplotlib")
+    assert (tmp_path / "rep" / "report.png").read_bytes()[:4] == b"\x89PNG"
+    (tmp_path / "empty").mkdir()
+    assert report_cli.main([str(tmp_path / "empty")]) == 2
+    assert "not a finished run folder" in capsys.readouterr().err
