@@ -155,3 +155,25 @@ def test_recommender_serves_what_the_model_scores(data, tmp_path):
         rec.recommend([["no such item"]], raw=True)
     with pytest.raises(ValueError, match="item ids must be in"):
         rec.recommend([[0]])
+
+
+def test_tail_tradeoff_and_score_parts(data, tmp_path):
+    from llmesr import load_dataset
+    from llmesr.analysis import score_parts, tail_tradeoff
+    from llmesr.recommend import Recommender
+    from llmesr.sampling import histories
+
+    metrics = train(config(data, tmp_path / "run", epochs=2), progress=False)
+    rows = tail_tradeoff(tmp_path / "run", [0.0, 50.0])
+    assert rows[0]["overall_NDCG@10"] == pytest.approx(metrics["test"]["full"]["overall"]["NDCG@10"])
+    assert rows[0]["coverage@10"] == pytest.approx(metrics["test"]["full"]["overall"]["coverage@10"])
+    assert rows[1]["mean_popularity@10"] < rows[0]["mean_popularity@10"]  # towards the tail
+    parts = score_parts(tmp_path / "run")
+    assert set(parts["top1"]) == {"id", "semantic", "count"}
+    assert parts["tail_target"]["count"] + parts["head_target"]["count"] == parts["top1"]["count"] == 150
+    # The two parts add up to the score of each user's top item.
+    rec = Recommender(tmp_path / "run")
+    ds = load_dataset(data)
+    inputs = histories(ds, np.flatnonzero(ds.test > 0), "test", 20)
+    _, scores = rec.recommend([row[row != 0].tolist() for row in inputs], k=1)
+    assert parts["top1"]["id"] + parts["top1"]["semantic"] == pytest.approx(float(np.mean(scores[:, 0])), rel=1e-4)
