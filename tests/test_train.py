@@ -124,6 +124,24 @@ def test_command_line_with_toml_config(data, tmp_path, capsys):
         train_cli.main(["--backbone", "lstm"])
 
 
+def test_compare_trains_the_backbone_alone_and_shows_popularity(data, tmp_path, capsys):
+    from llmesr.train import popularity_metrics
+
+    toml = tmp_path / "run.toml"
+    toml.write_text("epochs = 1\nhidden = 8\nmax-len = 20\nbatch_size = 32\nn_negatives = 20\n")
+    out = tmp_path / "cmp"
+    assert train_cli.main(["--data", str(data), "--out", str(out), "--config", str(toml), "--compare", "-q"]) == 0
+    printed = capsys.readouterr().out
+    base = json.loads((tmp_path / "cmp-base" / "metrics.json").read_text())
+    assert json.loads((tmp_path / "cmp-base" / "config.json").read_text())["method"] == "base"
+    ours = json.loads((out / "metrics.json").read_text())
+    popularity = popularity_metrics(TrainConfig(**json.loads((out / "config.json").read_text())))
+    line = next(x for x in printed.splitlines() if x.strip().startswith("full tail_user"))
+    for column in (ours["test"], base["test"], popularity):
+        assert f"{column['full']['tail_user']['NDCG@10']:.4f}" in line
+    assert "LLM-ESR-sasrec" in printed and "popularity" in printed
+
+
 def test_recommender_serves_what_the_model_scores(data, tmp_path):
     from safetensors.torch import load_file
 

@@ -323,6 +323,23 @@ def train(
     return metrics
 
 
+def popularity_metrics(cfg: TrainConfig) -> dict[str, Any]:
+    """Test metrics of ranking by training popularity, with `cfg`'s groups, negatives and ties: the
+    reference every model should beat."""
+    from llmesr.evaluate import Popularity
+
+    ds = load_dataset(cfg.data)
+    groups = Groups.of(ds, cfg.tail_user_len, cfg.tail_item_pop, cfg.user_groups, "test")
+    negatives = eval_negatives(ds, cfg.n_negatives, seed=cfg.seed)
+    users = np.flatnonzero(ds.test > 0)
+    return {
+        protocol: evaluate(
+            Popularity(ds), ds, protocol=protocol, negatives=negatives, users=users, groups=groups, ties=cfg.ties
+        ).result()
+        for protocol in ("full", "sampled")
+    }
+
+
 def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     with open(path, "wb") as f:  # a file object: np.savez would append ".npz" to a temporary name
         np.savez(f, **arrays)

@@ -62,6 +62,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     p.add_argument(
+        "--compare",
+        action=argparse.BooleanOptionalAction,
+        help="also train the backbone alone (--method base, same settings, run folder OUT-base) and print both "
+        "beside ranking by popularity [default: on for the built-in synthetic data]",
+    )
+    p.add_argument(
         "--threads",
         type=int,
         help="CPU threads of torch and the Rust core [default: every core]; waiting threads sleep rather than spin",
@@ -123,6 +129,25 @@ def summary(out: str, metrics: dict[str, Any]) -> str:
     return format_rows(rows)
 
 
+def comparison(columns: dict[str, dict[str, Any]]) -> str:
+    """Test NDCG@10 (HR@10) by group and protocol, one column per model: `columns` maps a name to its
+    test metrics (metrics.json's "test")."""
+    names = list(columns)
+    header = ("", *names)
+    lines = [header]
+    for protocol in ("full", "sampled"):
+        for group in GROUPS:
+            cells = []
+            for name in names:
+                m = columns[name][protocol][group]
+                cells.append("-" if m["count"] == 0 else f"{m['NDCG@10']:.4f} ({m['HR@10']:.4f})")
+            n = columns[names[0]][protocol][group]["count"]
+            lines.append((f"{protocol} {group} (n={n})", *cells))
+    widths = [max(len(row[i]) for row in lines) for i in range(len(header))]
+    text = ["  " + "  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in lines]
+    return "test NDCG@10 (HR@10) by long-tail group\n" + "\n".join(text)
+
+
 def set_threads(threads: int | None) -> None:
     """Before torch and the Rust thread pool start. OpenMP threads that wait sleep instead of spinning
     (OMP_WAIT_POLICY=PASSIVE, unless set): spinning threads made a training step about 10x slower
@@ -158,9 +183,29 @@ def main(argv: list[str] | None = None) -> int:
             cfg = resolve_config(args)
             if cfg.data is None:
                 cfg.data = default_data(cfg.hidden)
+        compare = args.compare if args.compare is not None else (not args.resume and args.data is None)
         metrics = train(cfg, progress=not args.quiet, resume=bool(args.resume), overwrite=args.overwrite)
-        if int(os.environ.get("RANK", "0")) == 0:  # one summary under torchrun
+        main_rank = int(os.environ.get("RANK", "0")) == 0  # one summary under torchrun
+        if main_rank:
             print(summary(cfg.out, metrics))
+        if compare and cfg.method != "base":
+            from dataclasses import replace
+
+            from llmesr.train import popularity_metrics
+
+            base = replace(cfg, method="base", out=f"{cfg.out}-base")
+            base_resume = bool(args.resume) and (Path(base.out) / "config.json").exists()
+            base_metrics = train(base, progress=not args.quiet, resume=base_resume, overwrite=args.overwrite)
+            if main_rank:
+                columns = {
+                    f"LLM-ESR-{cfg.backbone}": metrics["test"],
+                    f"{cfg.backbone} alone": base_metrics["test"],
+                    "popularity": popularity_metrics(cfg),
+                }
+                print(
+                    f"\nbackbone alone: {base.out}, best epoch {base_metrics['best_epoch']} of {base_metrics['epochs']}"
+                )
+                print(comparison(columns))
 
     return run_command(body, interrupted="interrupted: continue with llmesr-train --resume RUN_DIR")
 
