@@ -173,6 +173,11 @@ def test_recommender_serves_what_the_model_scores(data, tmp_path):
         rec.recommend([["no such item"]], raw=True)
     with pytest.raises(ValueError, match="item ids must be in"):
         rec.recommend([[0]])
+    # The popularity penalty: the same scores minus gamma * log(1 + popularity).
+    debiased = Recommender(tmp_path / "run", popularity_penalty=2.0)
+    penalised = all_scores - 2.0 * torch.log1p(torch.from_numpy(ds.train_popularity.astype(np.float32)))
+    items, scores = debiased.recommend([history], k=5)
+    np.testing.assert_allclose(scores[0], penalised.topk(5).values.numpy(), rtol=1e-5, atol=1e-5)
 
 
 def test_tail_tradeoff_and_score_parts(data, tmp_path):

@@ -28,9 +28,11 @@ from llmesr.models import LLMESR
 
 class Recommender:
     """A trained model from a run folder written by `llmesr-train` (best weights, config.json); the
-    dataset folder it was trained on must still exist (the semantic table and id maps live there)."""
+    dataset folder it was trained on must still exist (the semantic table and id maps live there).
+    `popularity_penalty` (gamma): scores minus gamma * log(1 + training popularity), to serve more of
+    the long tail (0: the model's own scores)."""
 
-    def __init__(self, run_dir: str | os.PathLike[str], device: str = "cpu") -> None:
+    def __init__(self, run_dir: str | os.PathLike[str], device: str = "cpu", popularity_penalty: float = 0.0) -> None:
         from llmesr.train import BEST, build_model
 
         run = Path(run_dir)
@@ -47,6 +49,12 @@ class Recommender:
         self.n_items = ds.n_items
         with torch.no_grad():
             self.item_table = self.model.item_vectors(torch.arange(ds.n_items + 1, device=self.device))
+        # Towards the long tail: every item's score minus gamma * log(1 + training popularity), as
+        # llmesr.evaluate.PopularityDebiased (`llmesr-report --tail-curve` measures the trade-off).
+        self.popularity_penalty = float(popularity_penalty)
+        self.item_offset = -self.popularity_penalty * torch.log1p(
+            torch.from_numpy(ds.train_popularity.astype(np.float32))
+        ).to(self.device)
         self.raw_ids = ds.item_ids()
         self._index = {raw: i for i, raw in enumerate(self.raw_ids) if raw is not None}
 
@@ -77,7 +85,7 @@ class Recommender:
         """Top-`k` items for each history (oldest item first), best first, and their scores. With
         `raw=True`, histories and results use the source files' item ids."""
         seqs = self._encode(histories, raw)
-        scores = self.model.user_vector(seqs) @ self.item_table.T
+        scores = self.model.user_vector(seqs) @ self.item_table.T + self.item_offset
         scores[:, 0] = -torch.inf
         scores.scatter_(1, seqs, -torch.inf)  # the history is not recommended again
         top = scores.topk(min(k, self.n_items), dim=1)
