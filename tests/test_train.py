@@ -122,6 +122,8 @@ def test_command_line_with_toml_config(data, tmp_path, capsys):
     assert "unknown setting 'epoch'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         train_cli.main(["--backbone", "lstm"])
+    assert train_cli.main(["--data", str(data), "--threads", "0"]) == 2
+    assert "--threads must be at least 1" in capsys.readouterr().err
 
 
 def test_compare_trains_the_backbone_alone_and_shows_popularity(data, tmp_path, capsys):
@@ -200,3 +202,20 @@ def test_tail_tradeoff_and_score_parts(data, tmp_path):
     inputs = histories(ds, np.flatnonzero(ds.test > 0), "test", 20)
     _, scores = rec.recommend([row[row != 0].tolist() for row in inputs], k=1)
     assert parts["top1"]["id"] + parts["top1"]["semantic"] == pytest.approx(float(np.mean(scores[:, 0])), rel=1e-4)
+
+
+def test_compat_original_sets_the_original_model_and_protocol_unless_given():
+    ours = TrainConfig(data="d", out="o")
+    assert (ours.block, ours.init, ours.select_on, ours.ties) == ("prenorm", "normal", "full", "pessimistic")
+    original = TrainConfig(data="d", out="o", compat="original")
+    assert (original.block, original.init, original.select_on, original.ties) == (
+        "original",
+        "xavier",
+        "sampled",
+        "optimistic",
+    )
+    mixed = TrainConfig(data="d", out="o", compat="original", select_on="full")
+    assert mixed.select_on == "full" and mixed.block == "original"
+    assert TrainConfig(**json.loads(json.dumps(original.__dict__))) == original  # what resume reads back
+    with pytest.raises(ValueError, match="block must be one of"):
+        TrainConfig(data="d", out="o", block="postnorm")
