@@ -10,7 +10,12 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from llmesr.models import LLMESR  # noqa: E402
-from llmesr.models.losses import SharedNegatives, full_softmax_loss, sampled_softmax_loss  # noqa: E402
+from llmesr.models.losses import (  # noqa: E402
+    SharedNegatives,
+    full_softmax_loss,
+    logit_adjustment,
+    sampled_softmax_loss,
+)
 
 
 @pytest.mark.parametrize("chunk_scores", [7, 1 << 22])  # 7: one row per chunk; the default: one chunk
@@ -71,9 +76,10 @@ def batch(backbone, n_items=30):
 
 
 @pytest.mark.parametrize("backbone", ["sasrec", "bert4rec", "gru4rec"])
-@pytest.mark.parametrize("loss", ["ce", "sampled"])
+@pytest.mark.parametrize("loss", ["bce", "ce", "sampled"])
 @pytest.mark.parametrize("views", ["both", "id"])
-def test_fast_losses_equal_the_straightforward_ones(backbone, loss, views):
+@pytest.mark.parametrize("tau", [0.0, 0.7])
+def test_fast_losses_equal_the_straightforward_ones(backbone, loss, views, tau):
     from llmesr.models import reference
 
     torch.manual_seed(0)
@@ -86,8 +92,9 @@ def test_fast_losses_equal_the_straightforward_ones(backbone, loss, views):
     q = np.concatenate([[0.0], np.arange(1, 31) / np.arange(1, 31).sum()])
     items = torch.tensor([3, 7, 7, 12, 30, 1])  # with a repeat, and 7 is a target (an accidental hit)
     shared = SharedNegatives(items, torch.from_numpy(np.log(np.maximum(q * len(items), 1e-30))).float())
-    fast = m.training_loss(inputs, targets, negatives, loss=loss, shared=shared)
-    slow = reference.training_loss(m, inputs, targets, negatives, loss=loss, shared=shared)
+    offset = logit_adjustment(torch.arange(31) % 7, tau) if tau else None
+    fast = m.training_loss(inputs, targets, negatives, loss=loss, shared=shared, item_offset=offset)
+    slow = reference.training_loss(m, inputs, targets, negatives, loss=loss, shared=shared, item_offset=offset)
     torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-6)
     params = [p for p in m.parameters() if p.requires_grad]
     for a, b in zip(
@@ -124,3 +131,10 @@ def test_shared_negatives_follow_q_and_the_seed(tmp_path):
     assert counts[0] == 0 and np.abs(counts - q).max() < 0.02
     np.testing.assert_array_equal(shared_negatives(q, 50, 1, 2, 3), shared_negatives(q, 50, 1, 2, 3))
     assert not np.array_equal(shared_negatives(q, 50, 1, 2, 3), shared_negatives(q, 50, 1, 2, 4))
+
+
+def test_logit_adjustment_is_tau_log_prior():
+    popularity = torch.tensor([0, 3, 0, 1])  # item 0 is padding
+    offset = logit_adjustment(popularity, 0.5)
+    prior = torch.tensor([1.0, 4.0, 1.0, 2.0]) / 7.0
+    torch.testing.assert_close(offset[1:], 0.5 * torch.log(prior[1:]))

@@ -3,6 +3,7 @@ are the paper's settings; `load_toml` reads the same names from a TOML file."""
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -54,6 +55,7 @@ class TrainConfig:
     negatives: str = "uniform"  # training negatives; "popularity": in proportion to training popularity
     loss: str = "bce"  # next-item loss: "bce" (the paper's), "ce" (whole catalogue), "sampled" (softmax, log-Q)
     loss_negatives: int = 256  # negatives shared by a batch, for loss="sampled" (drawn like `negatives`)
+    logit_adjust: float = 0.0  # tau: train with tau * log(item prior) added to the logits, rank without (0: off)
     compat: str = "none"  # "original": the original code's masking, model and protocol (see COMPAT_DEFAULTS)
     # The model's details the original differs in (None: ours, or the original's under compat="original").
     embed_scale: bool = True  # input item embeddings times sqrt(hidden) (Transformer backbones, both views)
@@ -102,6 +104,8 @@ class TrainConfig:
                 raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
         if self.hidden % self.heads:
             raise ValueError(f"hidden ({self.hidden}) must be divisible by heads ({self.heads})")
+        if not math.isfinite(self.logit_adjust) or self.logit_adjust < 0:
+            raise ValueError(f"logit_adjust must be a finite number >= 0, not {self.logit_adjust}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), not {self.dropout}")
 

@@ -33,7 +33,7 @@ from llmesr.evaluate import evaluate
 from llmesr.io import atomic_write, atomic_write_text
 from llmesr.metrics import GroupedMetrics, Groups
 from llmesr.models import LLMESR
-from llmesr.models.losses import SharedNegatives
+from llmesr.models.losses import SharedNegatives, logit_adjustment
 from llmesr.sampling import (
     bert4rec_batch,
     eval_negatives,
@@ -187,6 +187,10 @@ def train(
     log_q = (
         None if q is None else torch.from_numpy(np.log(np.maximum(q * cfg.loss_negatives, 1e-30))).float().to(device)
     )
+    item_offset = None
+    if cfg.logit_adjust > 0:
+        popularity = torch.from_numpy(ds.train_popularity.astype(np.int64))
+        item_offset = logit_adjustment(popularity, cfg.logit_adjust).to(device)
     train_users = np.flatnonzero(ds.train_end - ds.indptr[:-1] >= (1 if cfg.backbone == "bert4rec" else 2))
     valid_users = np.flatnonzero(ds.valid > 0)
 
@@ -254,6 +258,7 @@ def train(
                 loss=cfg.loss,
                 shared=shared,
                 similar_index=sim_idx,
+                item_offset=item_offset,
             )
             optimizer.zero_grad()
             loss.backward()

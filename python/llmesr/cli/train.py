@@ -31,6 +31,8 @@ HELP = {
     "loss": "next-item loss: bce (one negative per target, the paper's), ce (softmax over the whole catalogue), "
     "sampled (softmax over --loss-negatives shared by the batch, log-Q corrected)",
     "loss_negatives": "negatives a batch shares under --loss sampled",
+    "logit_adjust": "tau: train with tau*log(item's share of interactions) added to every logit and rank without it "
+    "(logit adjustment, towards the long tail; 0: off)",
     "compat": "original: reproduce the original code: its masking (no causal mask, padding attended), "
     "its block layout and init, selection on the sampled protocol, optimistic ties",
     "embed_scale": "multiply input item embeddings by sqrt(hidden) (Transformer backbones, both views)",

@@ -308,13 +308,15 @@ class LLMESR(nn.Module):
         loss: str = "bce",
         shared: SharedNegatives | None = None,
         similar_index: torch.Tensor | None = None,
+        item_offset: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The next-item `loss` (see `llmesr.models.losses`: `bce` of each target against its negative,
         `ce` over the whole catalogue, or `sampled` softmax over the `shared` negatives) averaged over
         the targets (wherever `targets` is not 0: every position for SASRec, the masked ones for
         Bert4Rec, the last for GRU4Rec), plus `alpha` times the self-distillation loss towards the
         `similar` users' sequences (`[B·K, L]` rows, K per user, or distinct rows picked by
-        `similar_index`, see `teachers`) and `beta` times the item regulariser."""
+        `similar_index`, see `teachers`) and `beta` times the item regulariser. `item_offset`: a
+        training-only logit offset per item (see `next_item_loss`)."""
         inputs, targets, negatives = self._pad(inputs), self._pad(targets), self._pad(negatives)
         picked, picked_targets, picked_negatives, students, groups = [], [], [], [], self.by_length(inputs)
         for idx, width in groups:
@@ -326,7 +328,7 @@ class LLMESR(nn.Module):
             students.append(states[:, -1])
         n_targets = int((targets != 0).sum())
         total = self.next_item_loss(
-            torch.cat(picked), torch.cat(picked_targets), torch.cat(picked_negatives), loss, shared
+            torch.cat(picked), torch.cat(picked_targets), torch.cat(picked_negatives), loss, shared, item_offset
         ) / max(n_targets, 1)
         if similar is not None and alpha > 0:
             student = in_original_order(students, [idx for idx, _ in groups])
@@ -342,21 +344,31 @@ class LLMESR(nn.Module):
         negatives: torch.Tensor,
         loss: str = "bce",
         shared: SharedNegatives | None = None,
+        item_offset: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """The summed `loss` of `[N, D]` states against their `[N]` targets (and negatives, for bce)."""
+        """The summed `loss` of `[N, D]` states against their `[N]` targets (and negatives, for bce).
+        `item_offset` (`[n_items + 1]`): added to every item's logit in training only (logit
+        adjustment, see `logit_adjustment`), as one more coordinate of the states and item vectors."""
+        if item_offset is not None:
+            states = torch.cat([states, states.new_ones(len(states), 1)], dim=1)
+
+        def vectors_of(items: torch.Tensor) -> torch.Tensor:
+            vectors = self.item_vectors(items)
+            return vectors if item_offset is None else torch.cat([vectors, item_offset[items, None]], dim=1)
+
         if loss == "bce":
-            vectors = self.item_vectors(torch.cat([targets, negatives]))  # the adapter once for both
+            vectors = vectors_of(torch.cat([targets, negatives]))  # the adapter once for both
             return bce_loss(states, *vectors.chunk(2))
         if loss == "ce":
-            table = self.item_vectors(torch.arange(1, self.n_items + 1, device=states.device))
+            table = vectors_of(torch.arange(1, self.n_items + 1, device=states.device))
             return full_softmax_loss(states, table, targets - 1)
         if loss == "sampled":
             if shared is None:
                 raise ValueError("the sampled loss needs the batch's shared negatives")
             return sampled_softmax_loss(
                 states,
-                self.item_vectors(targets),
-                self.item_vectors(shared.items),
+                vectors_of(targets),
+                vectors_of(shared.items),
                 shared.log_q[targets],
                 shared.log_q[shared.items],
                 targets[:, None] == shared.items[None, :],

@@ -8,7 +8,10 @@
   correction (every candidate's logit minus the log of its expected count in the draw) and accidental
   hits (a negative that is the row's target) removed.
 
-Each returns the SUM over rows; the caller divides by the number of targets.
+Each returns the SUM over rows; the caller divides by the number of targets. `logit_adjustment` gives
+the per-item offsets of the logit-adjusted losses (Menon et al., "Long-tail learning via logit
+adjustment", ICLR 2021): trained with tau * log(prior) added to every item's logit and ranked without it,
+a model stops spending its scores on popularity, which lifts the long tail.
 """
 
 from __future__ import annotations
@@ -94,3 +97,10 @@ def sampled_softmax_loss(
     neg = (states @ candidates.T - log_q_candidates).masked_fill(accidental, -torch.inf)
     logits = torch.cat([pos[:, None], neg], dim=1)
     return (torch.logsumexp(logits, dim=1) - pos).sum()
+
+
+def logit_adjustment(popularity: torch.Tensor, tau: float) -> torch.Tensor:
+    """`[n_items + 1]`: tau * log of each item's share of the training interactions (+1 each, so an
+    unseen item has a finite prior); entry 0 (padding) too, never used."""
+    prior = popularity.double() + 1.0
+    return (tau * torch.log(prior / prior[1:].sum())).float()

@@ -64,22 +64,25 @@ def training_loss(
     temperature: float = 1.0,
     loss: str = "bce",
     shared: SharedNegatives | None = None,
+    item_offset: torch.Tensor | None = None,
 ) -> torch.Tensor:
     inputs, targets, negatives = (pad_to(t, model.max_len) for t in (inputs, targets, negatives))
     states = user_states(model, inputs)
     mask = (targets != 0).float()
-    pos = (states * torch.cat(view_embeddings(model, targets), dim=-1)).sum(-1)
+    offset = torch.zeros(model.n_items + 1) if item_offset is None else item_offset  # added to each item's logit
+    pos = (states * torch.cat(view_embeddings(model, targets), dim=-1)).sum(-1) + offset[targets]
     if loss == "bce":
-        neg = (states * torch.cat(view_embeddings(model, negatives), dim=-1)).sum(-1)
+        neg = (states * torch.cat(view_embeddings(model, negatives), dim=-1)).sum(-1) + offset[negatives]
         per_position = F.binary_cross_entropy_with_logits(pos, torch.ones_like(pos), reduction="none")
         per_position = per_position + F.binary_cross_entropy_with_logits(neg, torch.zeros_like(neg), reduction="none")
     elif loss == "ce":  # every item's score at every position, then the softmax's cross-entropy
         items = torch.arange(1, model.n_items + 1)
-        logits = states @ torch.cat(view_embeddings(model, items), dim=-1).T
+        logits = states @ torch.cat(view_embeddings(model, items), dim=-1).T + offset[items]
         per_position = F.cross_entropy(logits.transpose(1, 2), (targets - 1).clamp(min=0), reduction="none")
     else:  # sampled: the target and the shared negatives, each logit minus its log expected count
         assert shared is not None
-        neg = states @ torch.cat(view_embeddings(model, shared.items), dim=-1).T - shared.log_q[shared.items]
+        neg = states @ torch.cat(view_embeddings(model, shared.items), dim=-1).T
+        neg = neg + offset[shared.items] - shared.log_q[shared.items]
         neg = neg.masked_fill(targets[..., None] == shared.items, -torch.inf)
         logits = torch.cat([(pos - shared.log_q[targets])[..., None], neg], dim=-1)
         per_position = -torch.log_softmax(logits, dim=-1)[..., 0]
