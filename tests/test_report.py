@@ -71,7 +71,7 @@ def test_cli_writes_the_files_and_refuses_a_non_run(tmp_path, capsys):
     make_run(tmp_path / "l1", "llmesr", 1, np.arange(1, 50) // 2 + 1, loss="ce")
     assert report_cli.main([str(tmp_path / "b1"), str(tmp_path / "l1"), "--out", str(tmp_path / "rep")]) == 0
     out = capsys.readouterr().out
-    assert "LLM-ESR-sasrec ce" in out and "| yelp |" in out
+    assert "LLM-ESR-sasrec loss=ce" in out and "| yelp |" in out
     assert (tmp_path / "rep" / "report.md").read_text() == out.rstrip("\n") + "\n" or (
         tmp_path / "rep" / "report.md"
     ).exists()

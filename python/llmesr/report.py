@@ -10,15 +10,30 @@ import csv
 import io
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from llmesr.config import TrainConfig
 from llmesr.metrics import GROUPS
 
 PROTOCOLS = ("full", "sampled")
+# Settings that do not make another method: where, which seed, how long, and the group thresholds.
+UNLABELLED = {
+    "data",
+    "out",
+    "seed",
+    "device",
+    "method",
+    "backbone",
+    "epochs",
+    "patience",
+    "tail_user_len",
+    "tail_item_pop",
+}
+LLMESR_ONLY = {"views", "cross_attention", "shared_encoder", "id_init", "distill", "alpha", "n_similar", "beta"}
 METRICS = ("HR@10", "NDCG@10")
 BEYOND = ("coverage@10", "tail_share@10", "mean_popularity@10")
 
@@ -32,16 +47,15 @@ class Run:
 
     @property
     def label(self) -> str:
-        """The method as a table row names it: method and backbone, plus the settings that differ
-        from the paper's (loss, compat)."""
+        """The method as a table row names it: method and backbone, plus every setting that differs from
+        the defaults (those implied by `compat` left out), e.g. "base-sasrec loss=ce compat=original"."""
         c = self.config
         parts = [f"{'LLM-ESR' if c['method'] == 'llmesr' else 'base'}-{c['backbone']}"]
-        if c.get("loss", "bce") != "bce":
-            parts.append(c["loss"])
-        if c.get("compat", "none") != "none":
-            parts.append(f"compat {c['compat']}")
-        if c["method"] == "llmesr" and c.get("views", "both") != "both":
-            parts.append(f"{c['views']} view")
+        defaults = asdict(TrainConfig(data="", out="", compat=c.get("compat", "none"))) | {"compat": "none"}
+        ignored = UNLABELLED | (LLMESR_ONLY if c["method"] == "base" else set())
+        for key, value in c.items():
+            if key not in ignored and key in defaults and value != defaults[key]:
+                parts.append(f"{key}={value}")
         return " ".join(parts)
 
     @property
