@@ -47,12 +47,15 @@ class Run:
 
     @property
     def label(self) -> str:
-        """The method as a table row names it: method and backbone, plus every setting that differs from
-        the defaults (those implied by `compat` left out), e.g. "base-sasrec loss=ce compat=original"."""
+        return self.label_as(self.config["method"])
+
+    def label_as(self, method: str) -> str:
+        """The row a run belongs to: method and backbone, plus every setting that differs from the
+        defaults (those implied by `compat` left out), e.g. "base-sasrec loss=ce compat=original"."""
         c = self.config
-        parts = [f"{'LLM-ESR' if c['method'] == 'llmesr' else 'base'}-{c['backbone']}"]
+        parts = [f"{'LLM-ESR' if method == 'llmesr' else 'base'}-{c['backbone']}"]
         defaults = asdict(TrainConfig(data="", out="", compat=c.get("compat", "none"))) | {"compat": "none"}
-        ignored = UNLABELLED | (LLMESR_ONLY if c["method"] == "base" else set())
+        ignored = UNLABELLED | (LLMESR_ONLY if method == "base" else set())
         for key, value in c.items():
             if key not in ignored and key in defaults and value != defaults[key]:
                 parts.append(f"{key}={value}")
@@ -141,15 +144,13 @@ def build_rows(runs: list[Run]) -> list[Row]:
 
 
 def base_of(row: Row, rows: list[Row]) -> Row | None:
-    """The backbone alone on the same data, with the same loss: what a method row is tested against."""
-    backbone = row.runs[0].config["backbone"]
-    loss = row.runs[0].config.get("loss", "bce")
-    for other in rows:
-        c = other.runs[0].config
-        same = other.data == row.data and c["backbone"] == backbone and c.get("loss", "bce") == loss
-        if same and c["method"] == "base" and other is not row:
-            return other
-    return None
+    """What an LLM-ESR row is tested against: the backbone alone on the same data with the same
+    settings otherwise (base rows are not tested)."""
+    run = row.runs[0]
+    if run.config["method"] == "base":
+        return None
+    wanted = run.label_as("base")
+    return next((other for other in rows if other.data == row.data and other.label == wanted), None)
 
 
 def mean_std(values: list[float]) -> str:
