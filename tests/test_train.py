@@ -206,16 +206,11 @@ def test_tail_tradeoff_and_score_parts(data, tmp_path):
 
 def test_compat_original_sets_the_original_model_and_protocol_unless_given():
     ours = TrainConfig(data="d", out="o")
-    assert (ours.block, ours.init, ours.select_on, ours.ties) == ("prenorm", "normal", "full", "pessimistic")
+    assert (ours.block, ours.init, ours.select_on, ours.ties) == ("original", "xavier", "full", "pessimistic")
     original = TrainConfig(data="d", out="o", compat="original")
-    assert (original.block, original.init, original.select_on, original.ties) == (
-        "original",
-        "xavier",
-        "sampled",
-        "optimistic",
-    )
+    assert (original.select_on, original.ties) == ("sampled", "optimistic")
     mixed = TrainConfig(data="d", out="o", compat="original", select_on="full")
-    assert mixed.select_on == "full" and mixed.block == "original"
+    assert mixed.select_on == "full" and mixed.ties == "optimistic"
     assert TrainConfig(**json.loads(json.dumps(original.__dict__))) == original  # what resume reads back
     with pytest.raises(ValueError, match="block must be one of"):
         TrainConfig(data="d", out="o", block="postnorm")

@@ -34,7 +34,7 @@ HELP = {
     "logit_adjust": "tau: train with tau*log(item's share of interactions) added to every logit and rank without it "
     "(logit adjustment, towards the long tail; 0: off)",
     "compat": "original: reproduce the original code: its masking (no causal mask, padding attended), "
-    "its block layout and init, selection on the sampled protocol, optimistic ties",
+    "selection on the sampled protocol, optimistic ties (its block layout and init are our defaults too)",
     "embed_scale": "multiply input item embeddings by sqrt(hidden) (Transformer backbones, both views)",
     "block": "Transformer block: prenorm, or original (pmixer's SASRec layout)",
     "init": "parameter init: normal, or xavier (xavier_normal_ on every matrix, as the original)",

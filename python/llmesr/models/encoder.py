@@ -152,7 +152,7 @@ class SequenceEncoder(nn.Module):
         dropout: float = 0.5,
         causal: bool = True,
         compat: bool = False,
-        block: str = "prenorm",
+        block: str = "original",
     ) -> None:
         super().__init__()
         self.causal, self.compat, self.max_len = causal, compat, max_len

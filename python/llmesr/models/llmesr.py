@@ -127,8 +127,8 @@ class LLMESR(nn.Module):
         cross_attention: bool = False,
         shared_encoder: bool = True,
         compat: bool = False,
-        block: str = "prenorm",
-        init: str = "normal",
+        block: str = "original",
+        init: str = "xavier",
         embed_scale: bool = True,
         chunk_tokens: int = 2048,
     ) -> None:
