@@ -19,3 +19,20 @@ def shared_data() -> Path:
     if not root or not Path(root).is_dir():
         pytest.skip("LLMESR_TEST_DATA is not set to the shared datasets folder")
     return Path(root)
+
+
+def assert_same_loss_and_gradients(fast, slow, module) -> None:
+    """Two losses over `module`'s parameters agree, and so do their gradients (float32 tolerances)."""
+    import torch
+
+    torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-6)
+    params = [p for p in module.parameters() if p.requires_grad]
+    for a, b in zip(
+        torch.autograd.grad(fast, params, allow_unused=True),
+        torch.autograd.grad(slow, params, allow_unused=True),
+        strict=True,
+    ):
+        if a is None or b is None:
+            assert a is None and b is None
+        else:
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)

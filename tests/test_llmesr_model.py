@@ -2,6 +2,8 @@
 
 import pytest
 
+from conftest import assert_same_loss_and_gradients
+
 torch = pytest.importorskip("torch")
 
 from llmesr.models import LLMESR  # noqa: E402
@@ -144,17 +146,7 @@ def test_fast_training_loss_equals_the_straightforward_one(backbone, kw, distill
     opts = dict(alpha=0.3, distill=distill, beta=beta, temperature=0.7)
     fast = m.training_loss(inputs, targets, negatives, similar, **opts)
     slow = reference.training_loss(m, inputs, targets, negatives, similar, **opts)
-    torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-6)
-    params = [p for p in m.parameters() if p.requires_grad]
-    for a, b in zip(
-        torch.autograd.grad(fast, params, allow_unused=True),
-        torch.autograd.grad(slow, params, allow_unused=True),
-        strict=True,
-    ):
-        if a is None or b is None:
-            assert a is None and b is None
-        else:
-            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    assert_same_loss_and_gradients(fast, slow, m)
     with torch.no_grad():
         torch.testing.assert_close(m.user_vector(similar), reference.user_vector(m, similar), rtol=1e-4, atol=1e-5)
 

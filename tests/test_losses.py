@@ -7,6 +7,8 @@ import math
 import numpy as np
 import pytest
 
+from conftest import assert_same_loss_and_gradients
+
 torch = pytest.importorskip("torch")
 
 from llmesr.models import LLMESR  # noqa: E402
@@ -95,17 +97,7 @@ def test_fast_losses_equal_the_straightforward_ones(backbone, loss, views, tau):
     offset = logit_adjustment(torch.arange(31) % 7, tau) if tau else None
     fast = m.training_loss(inputs, targets, negatives, loss=loss, shared=shared, item_offset=offset)
     slow = reference.training_loss(m, inputs, targets, negatives, loss=loss, shared=shared, item_offset=offset)
-    torch.testing.assert_close(fast, slow, rtol=1e-5, atol=1e-6)
-    params = [p for p in m.parameters() if p.requires_grad]
-    for a, b in zip(
-        torch.autograd.grad(fast, params, allow_unused=True),
-        torch.autograd.grad(slow, params, allow_unused=True),
-        strict=True,
-    ):
-        if a is None or b is None:
-            assert a is None and b is None
-        else:
-            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    assert_same_loss_and_gradients(fast, slow, m)
 
 
 def test_sampled_loss_needs_its_negatives_and_unknown_losses_are_refused():

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from llmesr.config import TrainConfig
+from llmesr.io import atomic_write
 from llmesr.metrics import GROUPS
 
 PROTOCOLS = ("full", "sampled")
@@ -259,8 +260,6 @@ def plot(rows: list[Row], path: Path) -> bool:
         line[2].set_xlabel("epoch")
         line[2].legend(fontsize=6)
     fig.tight_layout()
-    from llmesr.io import atomic_write
-
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
     plt.close(fig)
     return True
