@@ -80,12 +80,27 @@ def test_cache_survives_a_killed_write(tmp_path):
     enc = CountingEncoder()
     cache = EmbeddingCache(tmp_path, enc.name)
     encode_all(["one", "two"], enc, cache)
-    with open(cache.dir / "vectors.f32", "ab") as f:  # a vector written, its key never
-        f.write(np.ones(16, dtype=np.float32).tobytes()[:40])
+    cache.db.close()
+    # A kill in the middle of the next batch: its transaction is torn and never committed.
+    script = f"""
+import os, numpy as np
+from llmesr.encoders import EmbeddingCache
+c = EmbeddingCache({str(tmp_path)!r}, {enc.name!r})
+c.db.execute("BEGIN")
+c.db.execute("INSERT INTO vectors VALUES (?, ?, ?)", (c.model, c.key("three"), np.ones(16, np.float32).tobytes()))
+os._exit(9)
+"""
+    subprocess.run([sys.executable, "-c", script], check=False)
     enc2 = CountingEncoder()
     vectors, stats = encode_all(["one", "two", "three"], enc2, EmbeddingCache(tmp_path, enc2.name))
     assert enc2.seen == ["three"] and stats["cache_hits"] == 2
     np.testing.assert_array_equal(vectors, HashingEncoder(16).encode(["one", "two", "three"]))
+
+
+def test_a_corrupt_cache_is_a_clear_error(tmp_path):
+    (tmp_path / "embeddings.sqlite").write_bytes(b"this is not a database" * 100)
+    with pytest.raises(ValueError, match=r"embeddings.sqlite: not a usable embedding cache .*--no-cache"):
+        encode_all(["x"], HashingEncoder(16), EmbeddingCache(tmp_path, "hashing:16"))
 
 
 class StubEmbeddings(BaseHTTPRequestHandler):

@@ -259,3 +259,21 @@ def test_length_chunks_respect_the_budget():
     for g in groups:
         assert len(g) == 1 or len(g) * int(lengths[g].clamp(min=1).max()) <= 20
     assert [lengths[g].tolist() for g in groups] == [[0, 1, 2, 3], [7, 7], [50], [200]]
+
+
+def test_original_cross_attention_keeps_each_view_s_own_values():
+    # The original code feeds the ID view llm2id(llm_seqs, id_seqs): semantic queries over ID keys and
+    # VALUES, so the ID stream stays made of ID vectors. With every position of the view holding the
+    # same vector, the attention's weighted mean is that vector, whatever the other view holds.
+    from llmesr.models.encoder import KeyMask
+    from llmesr.models.llmesr import CrossAttention
+
+    torch.manual_seed(0)
+    cross = CrossAttention(8, 1, 0.0, original=True).eval()
+    view = torch.randn(1, 1, 8).expand(2, 5, 8).contiguous()
+    others = torch.randn(2, 5, 8)
+    mask = KeyMask(torch.tensor([5, 3]), causal=True)
+    with torch.no_grad():
+        a, b = cross(view, others, mask), cross(view, 3 * others.flip(1), mask)
+    torch.testing.assert_close(a[0], b[0])
+    torch.testing.assert_close(a[0, 0], cross.attention.out(cross.attention.kv(view[0, :1])[..., 8:])[0])

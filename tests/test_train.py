@@ -48,6 +48,7 @@ def test_run_folder_and_metrics(data, tmp_path, kw):
     run = tmp_path / "run"
     assert {p.name for p in run.iterdir()} == {
         "config.json",
+        "inputs.json",
         "log.txt",
         "best.safetensors",
         "checkpoint.safetensors",

@@ -23,6 +23,7 @@ CHOICES = {
     "ties": ("pessimistic", "optimistic"),
     "user_groups": ("input", "history"),
     "loss": ("bce", "ce", "sampled"),
+    "on_nonfinite": ("stop", "skip"),
 }
 
 # What `compat="original"` sets besides the masking, unless given explicitly: the original code's
@@ -65,6 +66,8 @@ class TrainConfig:
     ties: str | None = None  # "pessimistic" (ours: a tie ranks above the target) or "optimistic" (the original's)
     # Long-tail user groups by the length of the model input (the paper's) or of the whole history.
     user_groups: str = "input"
+    # A NaN or infinite training loss stops the run with an error, or ("skip") skips that batch's update.
+    on_nonfinite: str = "stop"
     epochs: int = 200
     patience: int = 20
     seed: int = 42
@@ -88,8 +91,11 @@ class TrainConfig:
         for name, allowed in CHOICES.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {getattr(self, name)!r}")
+        if not self.out:
+            raise ValueError("out must name a run folder")
         for name in (
             "epochs",
+            "patience",
             "max_len",
             "hidden",
             "layers",
@@ -103,10 +109,21 @@ class TrainConfig:
                 raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
         if self.hidden % self.heads:
             raise ValueError(f"hidden ({self.hidden}) must be divisible by heads ({self.heads})")
-        if not math.isfinite(self.logit_adjust) or self.logit_adjust < 0:
-            raise ValueError(f"logit_adjust must be a finite number >= 0, not {self.logit_adjust}")
+        for name in ("logit_adjust", "alpha", "beta"):
+            if not math.isfinite(getattr(self, name)) or getattr(self, name) < 0:
+                raise ValueError(f"{name} must be a finite number >= 0, not {getattr(self, name)}")
+        for name in ("temperature", "lr"):
+            if not math.isfinite(getattr(self, name)) or getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be a finite number > 0, not {getattr(self, name)}")
         if not 0 <= self.dropout < 1:
             raise ValueError(f"dropout must be in [0, 1), not {self.dropout}")
+        if not 0 < self.mask_prob < 1:
+            raise ValueError(f"mask_prob must be in (0, 1), not {self.mask_prob}")
+        if self.seed < 0:
+            raise ValueError(f"seed must be >= 0, not {self.seed}")
+        for name in ("tail_user_len", "tail_item_pop"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
 
     @property
     def uses_semantic(self) -> bool:

@@ -60,7 +60,7 @@ def prepare(
     """
     if format not in FORMATS:
         raise ValueError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
-    with atomic_dir(out, overwrite=overwrite) as tmp:
+    with atomic_dir(out, overwrite=overwrite, replaceable=is_dataset_folder) as tmp:
         _native.prepare_dataset(
             [os.fspath(p) for p in inputs],
             os.fspath(tmp),
@@ -97,7 +97,7 @@ def prepare_synthetic(
     overwrite: bool = False,
 ) -> Dataset:
     """Writes the built-in synthetic long-tail dataset (deterministic for a seed) and loads it."""
-    with atomic_dir(out, overwrite=overwrite) as tmp:
+    with atomic_dir(out, overwrite=overwrite, replaceable=is_dataset_folder) as tmp:
         _native.prepare_synthetic(
             os.fspath(tmp),
             n_users=n_users,
@@ -184,19 +184,32 @@ class Dataset:
         return self._cache[name]
 
 
+def is_dataset_folder(path: Path) -> bool:
+    """A folder `--overwrite` may replace: one of ours (meta.json says so), or an empty one."""
+    try:
+        if not any(path.iterdir()):
+            return True
+        return json.loads((path / "meta.json").read_text(encoding="utf-8")).get("format") == "llmesr-dataset"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def _load_array(folder: Path, name: str, dtype: str, length: int) -> np.ndarray:
     path = folder / name
     try:
         arr = np.load(path, mmap_mode="r", allow_pickle=False)
     except FileNotFoundError:
         raise _native.DataError(f"{path}: missing; the dataset folder is incomplete") from None
-    except ValueError as e:
-        raise _native.DataError(f"{path}: not a valid .npy file ({e})") from None
+    except (ValueError, EOFError, OSError) as e:
+        raise _native.DataError(f"{path}: not a valid .npy file ({e or 'empty'})") from None
     if arr.dtype != np.dtype(dtype) or arr.shape != (length,):
         raise _native.DataError(
             f"{path}: expected {dtype} of shape ({length},), found {arr.dtype} of shape {arr.shape}"
         )
     return arr
+
+
+META_KEYS = {"n_users": int, "n_items": int, "n_interactions": int, "has_timestamps": bool, "has_ratings": bool}
 
 
 def load_dataset(path: str | os.PathLike[str]) -> Dataset:
@@ -216,7 +229,12 @@ def load_dataset(path: str | os.PathLike[str]) -> Dataset:
             f"{meta_path}: format version {meta.get('format_version')} is not supported "
             f"(this llmesr reads version {FORMAT_VERSION}); prepare the data again"
         )
-    n_users, n_inter = int(meta["n_users"]), int(meta["n_interactions"])
+    for key, kind in META_KEYS.items():
+        value = meta.get(key)
+        if not isinstance(value, kind) or (kind is int and (isinstance(value, bool) or value < 0)):
+            what = "true or false" if kind is bool else "a count"
+            raise _native.DataError(f"{meta_path}: {key!r} must be {what}, found {value!r}")
+    n_users, n_inter = meta["n_users"], meta["n_interactions"]
     ds = Dataset(
         path=folder,
         meta=meta,
@@ -228,8 +246,7 @@ def load_dataset(path: str | os.PathLike[str]) -> Dataset:
         timestamps=_load_array(folder, "timestamps.npy", "<i8", n_inter) if meta["has_timestamps"] else None,
         ratings=_load_array(folder, "ratings.npy", "<f4", n_inter) if meta["has_ratings"] else None,
     )
-    if ds.indptr[-1] != n_inter:
-        raise _native.DataError(f"{folder / 'indptr.npy'}: offsets end at {ds.indptr[-1]}, not {n_inter}")
+    _native.check_dataset(str(folder), ds.indptr, ds.train_end, ds.items, ds.valid, ds.test, ds.n_items)
     return ds
 
 

@@ -7,6 +7,7 @@ rank 0 writes the run folder. Without torchrun's environment everything runs in 
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 
@@ -78,6 +79,17 @@ def reduce_metrics(metrics: GroupedMetrics, ranks: Ranks) -> GroupedMetrics:
     metrics.users = [gather_rows(torch.from_numpy(users), ranks).numpy()]
     metrics.ranks = [gather_rows(torch.from_numpy(user_ranks), ranks).numpy()]
     return metrics
+
+
+def all_finite(value: float, ranks: Ranks) -> bool:
+    """Whether every rank's loss is finite, so all ranks stop or skip a step together (one rank
+    leaving the gradient all-reduce alone would hang the others)."""
+    finite = math.isfinite(value)
+    if not ranks.active:
+        return finite
+    flag = torch.tensor([0.0 if finite else 1.0])
+    dist.all_reduce(flag)
+    return flag.item() == 0.0
 
 
 def gather_rows(values: torch.Tensor, ranks: Ranks) -> torch.Tensor:

@@ -7,11 +7,16 @@ that initialises the ID view, and every user's most similar users, all stored in
 | `user_emb.npy` | float32 `[n_users + 1, d]`: user embeddings (training history only), row 0 zeros |
 | `item_pca.npy` | float32 `[n_items + 1, hidden]`: PCA of the item table, to initialise the ID table |
 | `similar_users.npy` | int32 `[n_users + 1, k]`: user ids (1-based), best first, self excluded; row 0 zeros |
-| `embed.json` | encoder, dimensions, templates, k, timings, texts encoded and cache hits |
+| `embed.json` | encoder, dimensions, templates, k, timings, texts encoded and cache hits, and the SHA-256 of each table (`files`) |
+
+The four tables are written one by one (each atomically), then embed.json, which names their
+hashes: `load_embeddings` checks them, so a run killed between two tables (new item table, old
+similar users) is refused instead of mixing two embeddings.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import pickle
@@ -172,14 +177,39 @@ def embed_dataset(
     }
     for name, array in outputs.items():
         atomic_write(folder / name, lambda p, a=array: _save_npy(p, a))
+    info["files"] = {name: file_sha256(folder / name) for name in outputs}
     atomic_write_text(folder / "embed.json", json.dumps(info, indent=2) + "\n")
     return info
 
 
+def file_sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
 def load_embeddings(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
-    """The tables written by `embed_dataset` (memory-mapped)."""
+    """The tables written by `embed_dataset` (memory-mapped), checked against embed.json's hashes (one
+    set, written by one llmesr-embed run) and for NaN or infinite values."""
     folder = Path(path)
     missing = [n for n in OUTPUTS if not (folder / n).exists()]
     if missing:
         raise DataError(f"{folder}: no {', '.join(missing)}; run llmesr-embed {folder} first")
-    return {n[:-4]: np.load(folder / n, mmap_mode="r", allow_pickle=False) for n in OUTPUTS if n.endswith(".npy")}
+    again = f"run llmesr-embed {folder} again"
+    try:
+        files = json.loads((folder / "embed.json").read_text())["files"]
+    except (ValueError, KeyError, TypeError):
+        raise DataError(f"{folder / 'embed.json'}: no table hashes (an older or damaged embedding); {again}") from None
+    tables = {}
+    for name in OUTPUTS[:-1]:
+        if file_sha256(folder / name) != files.get(name):
+            raise DataError(
+                f"{folder / name}: not the table embed.json describes (an llmesr-embed run killed midway?); {again}"
+            )
+        try:
+            table = np.load(folder / name, mmap_mode="r", allow_pickle=False)
+        except (ValueError, EOFError, OSError) as e:
+            raise DataError(f"{folder / name}: not a valid .npy file ({e or 'empty'}); {again}") from None
+        if table.ndim != 2 or (table.dtype.kind == "f" and not np.isfinite(table).all()):
+            raise DataError(f"{folder / name}: NaN or infinite values, or not a 2-D table; {again}")
+        tables[name[:-4]] = table
+    return tables

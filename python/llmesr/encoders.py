@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sqlite3
 import time
 import urllib.error
 import urllib.request
@@ -136,62 +137,63 @@ class OpenAIEncoder:
 
 
 class EmbeddingCache:
-    """Vectors by (encoder name, text hash), appended to a file as they are computed, so a rerun (or a
-    run resumed after a kill) encodes only the texts it has not seen. Layout: `<dir>/<model hash>/`
-    with `vectors.f32` (raw float32 rows), `keys.txt` (one SHA-256 of the text per row, written after
-    its vector) and `model.json`; a row without its key line (a killed write) is ignored."""
+    """Vectors by (encoder name, SHA-256 of the text), committed as they are computed, so a rerun (or a
+    run resumed after a kill) encodes only the texts it has not seen. Stored in one SQLite database
+    (`<dir>/embeddings.sqlite`, table `vectors(model, key, vector)`): each batch is one transaction
+    with a full fsync (synchronous=FULL), so a kill or power loss keeps every committed batch and
+    drops the torn one whole; a half-written record cannot shift later keys onto wrong vectors, as an
+    append-only keys file could. SQLite (the standard library's) rather than our own file format."""
 
     def __init__(self, folder: str | os.PathLike[str], model_name: str) -> None:
-        self.dir = Path(folder) / hashlib.sha256(model_name.encode()).hexdigest()[:16]
+        self.dir = Path(folder)
         self.dir.mkdir(parents=True, exist_ok=True)
-        (self.dir / "model.json").write_text(json.dumps({"model": model_name}))
-        self.rows: dict[str, tuple[int, int]] = {}
-        self.blocks: list[np.ndarray] = []
-        self.n_rows = 0
-        self.dim = 0
-        keys_path, vec_path = self.dir / "keys.txt", self.dir / "vectors.f32"
-        if keys_path.exists() and vec_path.exists():
-            keys = keys_path.read_text().split()
-            meta = self.dir / "dim.txt"
-            self.dim = int(meta.read_text()) if meta.exists() else 0
-            raw = np.fromfile(vec_path, dtype=np.float32)
-            n = min(len(keys), len(raw) // self.dim) if self.dim else 0
-            if n:
-                self.blocks = [raw[: n * self.dim].reshape(n, self.dim)]
-                self.rows = {k: (0, i) for i, k in enumerate(keys[:n])}
-                self.n_rows = n
-            if n < len(keys) or n * self.dim < len(raw):  # a killed write: drop the partial tail
-                self._rewrite(keys[:n], raw[: n * self.dim])
+        self.path = self.dir / "embeddings.sqlite"
+        self.model = model_name
+        try:
+            self.db = sqlite3.connect(self.path, timeout=60)
+            self.db.execute("PRAGMA synchronous=FULL")
+            self.db.execute(
+                "CREATE TABLE IF NOT EXISTS vectors (model TEXT NOT NULL, key TEXT NOT NULL, vector BLOB NOT NULL, "
+                "PRIMARY KEY (model, key))"
+            )
+            self.db.commit()
+            row = self.db.execute("SELECT vector FROM vectors WHERE model = ? LIMIT 1", (model_name,)).fetchone()
+        except sqlite3.DatabaseError as e:
+            raise ValueError(f"{self.path}: not a usable embedding cache ({e}); delete it or pass --no-cache") from None
+        self.dim = len(row[0]) // 4 if row else 0
 
     @staticmethod
     def key(text: str) -> str:
         return hashlib.sha256(text.encode()).hexdigest()
 
-    def _rewrite(self, keys: list[str], vectors: np.ndarray) -> None:
-        vectors.tofile(self.dir / "vectors.f32")
-        (self.dir / "keys.txt").write_text("".join(k + "\n" for k in keys))
+    def lookup(self, keys: Sequence[str]) -> dict[str, np.ndarray]:
+        """The cached vectors among `keys`."""
+        found: dict[str, np.ndarray] = {}
+        for start in range(0, len(keys), 500):  # SQLite's limit on bound parameters
+            chunk = list(keys[start : start + 500])
+            marks = ",".join("?" * len(chunk))
+            rows = self.db.execute(
+                f"SELECT key, vector FROM vectors WHERE model = ? AND key IN ({marks})", (self.model, *chunk)
+            )
+            for key, blob in rows:
+                if len(blob) == 4 * self.dim:  # a row of another width is not this cache's
+                    found[key] = np.frombuffer(blob, dtype=np.float32)
+        return found
 
     def get(self, key: str) -> np.ndarray | None:
-        where = self.rows.get(key)
-        return None if where is None else self.blocks[where[0]][where[1]]
+        return self.lookup([key]).get(key)
 
     def add(self, keys: list[str], vectors: np.ndarray) -> None:
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        if self.n_rows == 0:
+        if self.dim == 0:
             self.dim = vectors.shape[1]
-            (self.dir / "dim.txt").write_text(str(self.dim))
         elif vectors.shape[1] != self.dim:
-            raise ValueError(f"{self.dir}: cached vectors are {self.dim}-d, new ones {vectors.shape[1]}-d")
-        with open(self.dir / "vectors.f32", "ab") as f:
-            f.write(vectors.tobytes())
-            f.flush()
-            os.fsync(f.fileno())
-        with open(self.dir / "keys.txt", "a") as f:
-            f.write("".join(k + "\n" for k in keys))
-        # Blocks, not one growing array: appending stays linear in the number of vectors.
-        self.blocks.append(vectors)
-        self.rows.update({k: (len(self.blocks) - 1, i) for i, k in enumerate(keys)})
-        self.n_rows += len(keys)
+            raise ValueError(f"{self.path}: cached vectors are {self.dim}-d, new ones {vectors.shape[1]}-d")
+        with self.db:  # one transaction: the whole batch or none of it
+            self.db.executemany(
+                "INSERT OR REPLACE INTO vectors (model, key, vector) VALUES (?, ?, ?)",
+                ((self.model, k, v.tobytes()) for k, v in zip(keys, vectors, strict=True)),
+            )
 
 
 def encode_all(
@@ -206,7 +208,7 @@ def encode_all(
     first: dict[str, str] = {}
     for k, t in zip(keys, texts, strict=True):
         first.setdefault(k, t)
-    known = {k: v for k in first if cache is not None and (v := cache.get(k)) is not None}
+    known = cache.lookup(list(first)) if cache is not None else {}
     missing = [k for k in first if k not in known]
     for start in range(0, len(missing), batch_size):
         batch = missing[start : start + batch_size]

@@ -50,14 +50,14 @@ def evaluate(
     was_training = model.training
     model.eval()
     device = next(itertools.chain(model.parameters(), model.buffers())).device
-    all_items = model.item_vectors(torch.arange(ds.n_items + 1, device=device))
+    all_items = require_finite(model.item_vectors(torch.arange(ds.n_items + 1, device=device)), "item vectors")
     for start in range(0, len(users), batch_size):
         batch = np.asarray(users[start : start + batch_size])
         # The training history predicts the validation item; with the validation item, the test item.
         seqs = histories(ds, batch, "train" if split == "valid" else "test", max_len)
         targets = (ds.valid if split == "valid" else ds.test)[batch].astype(np.int64)
         seq_t = torch.from_numpy(seqs.astype(np.int64)).to(device)
-        vectors = model.user_vector(seq_t)
+        vectors = require_finite(model.user_vector(seq_t), "user vectors")
         if protocol == "full":
             scores = vectors @ all_items.T
             target_t = torch.from_numpy(targets).to(device)[:, None]
@@ -75,6 +75,14 @@ def evaluate(
         result.add(batch, targets, ranks)
     model.train(was_training)
     return result
+
+
+def require_finite(vectors: torch.Tensor, what: str) -> torch.Tensor:
+    """A model whose vectors hold NaN or inf has diverged: its ranks would be meaningless (a NaN score
+    ties with everything), so evaluation refuses rather than report them."""
+    if not torch.isfinite(vectors).all():
+        raise ValueError(f"the model's {what} hold NaN or infinite values (diverged training? try a lower --lr)")
+    return vectors
 
 
 class Popularity(torch.nn.Module):

@@ -1,5 +1,7 @@
 """Atomic outputs: a result is built under a temporary name beside its final path and renamed into
-place, so a killed run leaves either the old result or the new one, never half of one."""
+place, so a killed run leaves either the old result or the new one, never half of one. Temporary
+names carry the writer's process id (`.NAME.tmp-PID-XXXX`), so what a killed writer left behind is
+recognised and removed by the next writer of the same path."""
 
 from __future__ import annotations
 
@@ -26,14 +28,50 @@ def _exchange(a: Path, b: Path) -> bool:
     return rc == 0
 
 
+def _temporary_prefix(final: Path) -> str:
+    return f".{final.name}.tmp-"
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
+
+
+def remove_stale_temporaries(folder: Path, final: Path | None = None) -> None:
+    """Removes the temporaries in `folder` (of `final` only, when given) whose writer process is gone
+    (a killed run's leftovers)."""
+    for tmp in folder.glob(f"{_temporary_prefix(final)}*" if final is not None else ".*.tmp-*"):
+        pid = tmp.name.rsplit(".tmp-", 1)[1].split("-", 1)[0]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            if tmp.is_dir():
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                tmp.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
-def atomic_dir(final: str | os.PathLike[str], overwrite: bool = False) -> Iterator[Path]:
-    """Yields an empty temporary folder that replaces `final` when the block succeeds."""
+def atomic_dir(
+    final: str | os.PathLike[str], overwrite: bool = False, replaceable: Callable[[Path], bool] | None = None
+) -> Iterator[Path]:
+    """Yields an empty temporary folder that replaces `final` when the block succeeds. With
+    `overwrite`, an existing `final` is replaced only if it is a folder and `replaceable(final)` holds
+    (e.g. it is one of our dataset folders), never a file or someone else's folder."""
     final = Path(final)
-    if final.exists() and not overwrite:
-        raise FileExistsError(f"{final} already exists (pass --overwrite to replace it)")
+    if not final.name:
+        raise ValueError(f"{str(final)!r} does not name a folder to write")
+    if final.exists():
+        if not overwrite:
+            raise FileExistsError(f"{final} already exists (pass --overwrite to replace it)")
+        if not final.is_dir() or (replaceable is not None and not replaceable(final)):
+            raise FileExistsError(f"{final} exists and is not a folder this command wrote: refusing to replace it")
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+    remove_stale_temporaries(final.parent, final)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{_temporary_prefix(final)}{os.getpid()}-", dir=final.parent))
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; the result should not be
     try:
         yield tmp
@@ -54,7 +92,8 @@ def atomic_dir(final: str | os.PathLike[str], overwrite: bool = False) -> Iterat
 def atomic_write(final: str | os.PathLike[str], write: Callable[[Path], object]) -> None:
     """Calls `write(tmp)` for a temporary file beside `final`, then renames it into place."""
     final = Path(final)
-    fd, name = tempfile.mkstemp(prefix=f".{final.name}.tmp-", dir=final.parent)
+    remove_stale_temporaries(final.parent, final)
+    fd, name = tempfile.mkstemp(prefix=f"{_temporary_prefix(final)}{os.getpid()}-", dir=final.parent)
     os.close(fd)
     tmp = Path(name)
     try:

@@ -28,9 +28,10 @@ from tqdm import tqdm
 from llmesr import distributed
 from llmesr.config import TrainConfig
 from llmesr.data import Dataset, load_dataset
-from llmesr.embed import load_embeddings
+from llmesr.embed import OUTPUTS as EMBEDDINGS
+from llmesr.embed import file_sha256, load_embeddings
 from llmesr.evaluate import evaluate
-from llmesr.io import atomic_write, atomic_write_text
+from llmesr.io import atomic_write, atomic_write_text, remove_stale_temporaries
 from llmesr.metrics import GroupedMetrics, Groups
 from llmesr.models import LLMESR
 from llmesr.models.losses import SharedNegatives, logit_adjustment
@@ -44,6 +45,7 @@ from llmesr.sampling import (
 )
 
 CHECKPOINT, BEST = "checkpoint.safetensors", "best.safetensors"
+INPUTS = "inputs.json"  # SHA-256 of the dataset files the run reads, checked on resume
 SPLITS = ("valid", "test")
 RANKS = "ranks.npz"  # each test user's rank under both protocols, for paired tests between runs
 
@@ -139,24 +141,87 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
     return json.loads(meta["state"])
 
 
+def read_run_config(run: Path) -> dict[str, Any]:
+    """config.json of a run folder, or a clear error naming the file."""
+    path = run / "config.json"
+    try:
+        saved = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{run} is not a run folder (no config.json)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(saved, dict) or not {"method", "backbone", "data"} <= saved.keys():
+        raise ValueError(f"{path}: not the config of an llmesr run")
+    return saved
+
+
+def is_run_folder(path: Path) -> bool:
+    try:
+        read_run_config(path)
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+def input_digests(cfg: TrainConfig) -> dict[str, str]:
+    """SHA-256 of the dataset files the run reads (embed.json stands for the embedding tables: it holds
+    their hashes), so a resume notices that the data or its embeddings changed since the run started."""
+    folder = Path(cfg.data)
+    names = sorted(p.name for p in folder.glob("*.npy") if p.name not in EMBEDDINGS) + ["meta.json"]
+    if cfg.method == "llmesr":
+        names.append("embed.json")
+    return {name: file_sha256(folder / name) for name in names}
+
+
 def prepare_run_folder(cfg: TrainConfig, resume: bool, overwrite: bool) -> Path:
     run = Path(cfg.out)
     if resume:
-        if not (run / "config.json").exists():
-            raise FileNotFoundError(f"{run} is not a run folder (no config.json) to resume")
-        saved, now = json.loads((run / "config.json").read_text()), asdict(cfg)
-        changed = sorted(k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k) and k != "device")
+        saved, now = read_run_config(run), asdict(cfg)
+        # The folder may have been moved or copied: it is resumed where it is now (cfg.out).
+        changed = sorted(
+            k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k) and k not in ("device", "out")
+        )
         if changed:
             raise ValueError(f"{run}: the run was started with other settings ({', '.join(changed)})")
+        recorded = json.loads((run / INPUTS).read_text()) if (run / INPUTS).exists() else None
+        current = input_digests(cfg)
+        if recorded is not None and recorded != current:
+            changed = sorted(k for k in recorded.keys() | current.keys() if recorded.get(k) != current.get(k))
+            raise ValueError(
+                f"{run}: {cfg.data} changed since the run started ({', '.join(changed)}): "
+                "start a new run (--overwrite) rather than resume on other data"
+            )
+        remove_stale_temporaries(run)
         return run
-    if run.exists() and any(run.iterdir()):
+    if run.exists() and (not run.is_dir() or any(run.iterdir())):
         if not overwrite:
             raise FileExistsError(f"run folder {run} exists: pass --resume to continue it or --overwrite to start over")
+        if not run.is_dir() or not is_run_folder(run):
+            raise FileExistsError(
+                f"{run} exists and is not a run folder (no config.json of a training run): "
+                "--overwrite replaces only run folders; choose another --out"
+            )
         shutil.rmtree(run)
     run.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run / "config.json", json.dumps(asdict(cfg), indent=2) + "\n")
+    atomic_write_text(run / INPUTS, json.dumps(input_digests(cfg), indent=2) + "\n")
     (run / "log.txt").write_text("")
     return run
+
+
+def truncate_log(run: Path, epoch: int) -> None:
+    """Drops log lines of epochs after the checkpoint's (a run killed after logging an epoch but before
+    its checkpoint repeats that epoch on resume)."""
+    path = run / "log.txt"
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text().splitlines(keepends=True):
+        head = line.split(":", 1)[0].split()
+        if len(head) == 2 and head[0] == "epoch" and head[1].isdigit() and int(head[1]) > epoch:
+            continue
+        kept.append(line)
+    atomic_write_text(path, "".join(kept))
 
 
 def train(
@@ -180,7 +245,14 @@ def train(
     step_model: torch.nn.Module = model
     if ranks.active:
         step_model = torch.nn.parallel.DistributedDataParallel(model)
-    similar = np.array(tables["similar_users"])[:, : cfg.n_similar] if tables is not None and cfg.uses_similar else None
+    similar = None
+    if tables is not None and cfg.uses_similar:
+        if cfg.n_similar > tables["similar_users"].shape[1]:
+            raise ValueError(
+                f"n_similar is {cfg.n_similar}, but {cfg.data} stores {tables['similar_users'].shape[1]} similar "
+                "users per user (llmesr-embed -k)"
+            )
+        similar = np.array(tables["similar_users"])[:, : cfg.n_similar]
     negatives = eval_negatives(ds, cfg.n_negatives, seed=cfg.seed)
     groups = {split: Groups.of(ds, cfg.tail_user_len, cfg.tail_item_pop, cfg.user_groups, split) for split in SPLITS}
     q = negative_distribution(ds, cfg.negatives) if cfg.loss == "sampled" else None
@@ -199,6 +271,8 @@ def train(
     state: dict[str, Any] = {"epoch": 0, "best": -1.0, "best_epoch": 0, "waited": 0, "history": [], "finished": False}
     if resume and (run / CHECKPOINT).exists():
         state = load_checkpoint(run / CHECKPOINT, model, optimizer)
+    if resume and ranks.main:
+        truncate_log(run, state["epoch"])
 
     def log(line: str) -> None:
         if ranks.main:
@@ -226,7 +300,7 @@ def train(
         torch.manual_seed(epoch_seed(cfg.seed, epoch) + ranks.rank)  # dropout: a function of (seed, epoch, rank)
         model.train()
         order = ranks.training_shard(np.random.default_rng([cfg.seed, epoch]).permutation(train_users))
-        loss_sum, batch_seconds, t0 = 0.0, 0.0, time.perf_counter()
+        loss_sum, batch_seconds, skipped, t0 = 0.0, 0.0, 0, time.perf_counter()
         starts = range(0, len(order), cfg.batch_size)
         bar = tqdm(starts, desc=f"epoch {epoch}", disable=not (progress and ranks.main), leave=False, unit="batch")
         for n, start in enumerate(bar, 1):
@@ -260,19 +334,30 @@ def train(
                 similar_index=sim_idx,
                 item_offset=item_offset,
             )
+            value = loss.item()
+            if not distributed.all_finite(value, ranks):
+                if cfg.on_nonfinite == "stop":
+                    raise ValueError(
+                        f"epoch {epoch}, batch {n}: the training loss is not finite ({value}; diverged): lower --lr, or pass "
+                        "--on-nonfinite skip to skip such batches"
+                    )
+                skipped += 1
+                continue
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-            loss_sum += loss.item()
+            loss_sum += value
             bar.set_postfix(
                 loss=f"{loss_sum / n:.4f}", seq_s=f"{(start + len(users)) / (time.perf_counter() - t0):.0f}"
             )
         train_seconds = time.perf_counter() - t0
+        if skipped:
+            log(f"epoch {epoch}: skipped {skipped} of {len(starts)} batches with a NaN or infinite loss")
         ndcg = evaluate_all("valid", cfg.select_on, valid_users).result()["overall"]["NDCG@10"] or 0.0
         state["history"].append(
             {
                 "epoch": epoch,
-                "loss": loss_sum / max(1, len(starts)),
+                "loss": loss_sum / max(1, len(starts) - skipped),
                 "valid_NDCG@10": ndcg,  # the selection metric (metrics.json: selected_on)
                 "train_seconds": train_seconds,
                 "batch_seconds": batch_seconds,
@@ -280,7 +365,7 @@ def train(
             }
         )
         log(
-            f"epoch {epoch}: loss {loss_sum / max(1, len(starts)):.4f}, valid {cfg.select_on} NDCG@10 {ndcg:.4f}, "
+            f"epoch {epoch}: loss {loss_sum / max(1, len(starts) - skipped):.4f}, valid {cfg.select_on} NDCG@10 {ndcg:.4f}, "
             f"{len(order) * ranks.world / train_seconds:.0f} seq/s, batches {100 * batch_seconds / train_seconds:.1f}% of the time"
         )
         state["epoch"] = epoch

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from dataclasses import MISSING, fields
@@ -181,9 +180,10 @@ def main(argv: list[str] | None = None) -> int:
             torch.set_num_threads(args.threads)  # in case torch was imported before (the Python API)
 
         if args.resume:
-            saved = json.loads((Path(args.resume) / "config.json").read_text()) if Path(args.resume).is_dir() else None
-            if saved is None:
-                raise FileNotFoundError(f"{args.resume} is not a run folder")
+            from llmesr.train import read_run_config
+
+            saved = read_run_config(Path(args.resume))
+            saved["out"] = args.resume  # where the folder is now (it may have been moved or copied)
             if hasattr(args, "device"):
                 saved["device"] = args.device
             cfg = TrainConfig(**saved)

@@ -49,10 +49,12 @@ class Adapter(nn.Module):
 
 
 class CrossAttention(nn.Module):
-    """One direction of the two-way cross-attention: a view's positions attend over the other
-    view's (residual), under the backbone's mask so that a causal model never sees a later item
-    through the other view. `original`: the original code's layout, where the attention output
-    replaces the view (no LayerNorm, no residual, no dropout)."""
+    """One direction of the two-way cross-attention, under the backbone's mask so that a causal model
+    never sees a later item through the other view. Ours (residual): the view's positions attend over
+    the other view's and add what they read, `x + Attention(q=LN(x), kv=other)`. `original`: the
+    original code's layout (its `llm2id(llm_seqs, id_seqs)` for the ID view): the OTHER view's
+    positions query this view, and the result replaces the view, `Attention(q=other, kv=x)` (no
+    LayerNorm, residual or dropout), so each view still carries its own item vectors."""
 
     def __init__(self, hidden: int, heads: int, dropout: float, original: bool = False) -> None:
         super().__init__()
@@ -61,19 +63,23 @@ class CrossAttention(nn.Module):
         self.attention = Attention(hidden, heads, 0.0 if original else dropout)
         self.drop = HashedDropout(0.0 if original else dropout)
 
+    def sources(self, x: torch.Tensor, other: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(what the queries read, what the keys and values read) for view `x`."""
+        return (other, x) if self.original else (self.norm(x), other)
+
     def combine(self, x: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
         return attended if self.original else x + self.drop(attended)
 
     def forward(self, x: torch.Tensor, other: torch.Tensor, mask: KeyMask) -> torch.Tensor:
-        return self.combine(x, self.attention(self.norm(x), other, mask))
+        return self.combine(x, self.attention(*self.sources(x, other), mask))
 
 
 def two_way_cross_attention(pair: nn.ModuleList, views: list[torch.Tensor], mask: KeyMask) -> list[torch.Tensor]:
     """`[pair[0](id, semantic), pair[1](semantic, id)]` with both directions in one operator call (their
     queries, keys and values stacked along the batch)."""
     (to_id, to_semantic), (ids, semantic) = pair, views
-    q1, k1, v1 = to_id.attention.project(to_id.norm(ids), semantic)
-    q2, k2, v2 = to_semantic.attention.project(to_semantic.norm(semantic), ids)
+    q1, k1, v1 = to_id.attention.project(*to_id.sources(ids, semantic))
+    q2, k2, v2 = to_semantic.attention.project(*to_semantic.sources(semantic, ids))
     dropout = to_id.attention.dropout if to_id.training else 0.0
     lengths = torch.cat([mask.lengths, mask.lengths])
     att = masked_attention(torch.cat([q1, q2]), torch.cat([k1, k2]), torch.cat([v1, v2]), lengths, mask.causal, dropout)

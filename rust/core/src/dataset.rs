@@ -274,9 +274,10 @@ pub fn build(mut log: RawLog, filters: &Filters) -> Result<Dataset> {
         report.by_rating = keep.iter().filter(|k| !**k).count() as u64;
     }
     if let Some(times) = &log.times {
-        let window = filters.since.unwrap_or(i64::MIN)..filters.until.unwrap_or(i64::MAX);
-        for (k, t) in keep.iter_mut().zip(times) {
-            if *k && !window.contains(t) {
+        // No bound set keeps every timestamp (i64::MAX included).
+        let in_window = |t: i64| filters.since.is_none_or(|s| t >= s) && filters.until.is_none_or(|u| t < u);
+        for (k, &t) in keep.iter_mut().zip(times) {
+            if *k && !in_window(t) {
                 *k = false;
                 report.by_date += 1;
             }
@@ -449,5 +450,13 @@ mod tests {
         let d = build(l, &Filters { dedup_consecutive: true, ..Default::default() }).unwrap();
         assert_eq!(d.items, vec![1, 2, 1]);
         assert_eq!(d.report.by_dedup, 1);
+    }
+
+    #[test]
+    fn date_window_bounds() {
+        let l = || log(&[("1", "a", i64::MIN), ("1", "b", 5), ("1", "c", i64::MAX)]);
+        assert_eq!(build(l(), &Filters::default()).unwrap().items.len(), 3); // no window: all kept
+        let d = build(l(), &Filters { since: Some(5), until: Some(i64::MAX), ..Default::default() }).unwrap();
+        assert_eq!((d.items.len(), d.report.by_date), (1, 2)); // until is exclusive
     }
 }

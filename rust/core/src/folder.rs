@@ -130,3 +130,112 @@ pub fn write(dir: &Path, ds: &Dataset, items_meta: &FxHashMap<String, ItemMeta>,
     write_json(dir, "meta.json", &meta)?;
     Ok(meta)
 }
+
+/// The arrays of a loaded dataset folder, checked once at load: every later step (samplers, training,
+/// llmesr-embed) indexes with them unchecked. `folder` names the files in the messages.
+pub struct Arrays<'a> {
+    pub indptr: &'a [i64],
+    pub train_end: &'a [i64],
+    pub items: &'a [i32],
+    pub valid: &'a [i32],
+    pub test: &'a [i32],
+    pub n_items: usize,
+}
+
+impl Arrays<'_> {
+    /// The first problem found, naming the file and the row: `indptr` non-decreasing from 0 to the
+    /// number of interactions, every `train_end` inside its user's history, every item id (history,
+    /// validation, test) in 1..=n_items (0 allowed for "no target").
+    pub fn check(&self, folder: &str) -> Result<()> {
+        let file = |name: &str| format!("{folder}/{name}");
+        let n_users = self.train_end.len().saturating_sub(1);
+        if self.indptr.len() != n_users + 2 || self.valid.len() != n_users + 1 || self.test.len() != n_users + 1 {
+            return Err(Error::Input(format!(
+                "{folder}: indptr.npy, train_end.npy, valid.npy and test.npy disagree on the number of users"
+            )));
+        }
+        if self.indptr[0] != 0 {
+            return Err(Error::Input(format!("{}: row 0 is {}, not 0", file("indptr.npy"), self.indptr[0])));
+        }
+        if let Some(u) = self.indptr.windows(2).position(|w| w[1] < w[0]) {
+            return Err(Error::Input(format!(
+                "{}: offsets decrease at row {} ({} after {})",
+                file("indptr.npy"),
+                u + 1,
+                self.indptr[u + 1],
+                self.indptr[u]
+            )));
+        }
+        let end = *self.indptr.last().unwrap_or(&0);
+        if end as usize != self.items.len() {
+            return Err(Error::Input(format!(
+                "{}: offsets end at {end}, but items.npy holds {} interactions",
+                file("indptr.npy"),
+                self.items.len()
+            )));
+        }
+        if let Some(u) = (0..=n_users).find(|&u| !(self.indptr[u]..=self.indptr[u + 1]).contains(&self.train_end[u])) {
+            return Err(Error::Input(format!(
+                "{}: row {u} is {}, outside the user's history [{}, {}]",
+                file("train_end.npy"),
+                self.train_end[u],
+                self.indptr[u],
+                self.indptr[u + 1]
+            )));
+        }
+        let outside = |&id: &i32| id < 1 || id as usize > self.n_items;
+        if let Some(i) = self.items.par_iter().position_first(outside) {
+            let user = self.indptr.partition_point(|&o| o <= i as i64) - 1;
+            return Err(Error::Input(format!(
+                "{}: entry {i} (user {user}) is item {}, outside 1..={}",
+                file("items.npy"),
+                self.items[i],
+                self.n_items
+            )));
+        }
+        for (name, targets) in [("valid.npy", self.valid), ("test.npy", self.test)] {
+            if let Some(u) = targets.iter().position(|&id| id != 0 && outside(&id)) {
+                return Err(Error::Input(format!(
+                    "{}: row {u} is item {}, outside 1..={} (0 = none)",
+                    file(name),
+                    targets[u],
+                    self.n_items
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Arrays;
+
+    fn check(indptr: &[i64], train_end: &[i64], items: &[i32], valid: &[i32], test: &[i32]) -> String {
+        let a = Arrays { indptr, train_end, items, valid, test, n_items: 3 };
+        a.check("ds").err().map(|e| e.to_string()).unwrap_or_default()
+    }
+
+    #[test]
+    fn a_consistent_folder_passes() {
+        assert_eq!(check(&[0, 0, 3, 5], &[0, 1, 4], &[1, 2, 3, 3, 1], &[0, 2, 0], &[0, 3, 1]), "");
+    }
+
+    #[test]
+    fn each_inconsistency_names_its_file_and_row() {
+        let msg = check(&[0, 0, 3, 2], &[0, 1, 2], &[1, 2, 3], &[0, 0, 0], &[0, 0, 0]);
+        assert_eq!(msg, "ds/indptr.npy: offsets decrease at row 3 (2 after 3)");
+        let msg = check(&[0, 0, 3, 5], &[0, 1, 6], &[1, 2, 3, 3, 1], &[0, 0, 0], &[0, 0, 0]);
+        assert_eq!(msg, "ds/train_end.npy: row 2 is 6, outside the user's history [3, 5]");
+        let msg = check(&[0, 0, 3, 5], &[0, 1, 4], &[1, 2, 3, 4, 1], &[0, 0, 0], &[0, 0, 0]);
+        assert_eq!(msg, "ds/items.npy: entry 3 (user 2) is item 4, outside 1..=3");
+        let msg = check(&[0, 0, 3, 5], &[0, 1, 4], &[1, 0, 3, 3, 1], &[0, 0, 0], &[0, 0, 0]);
+        assert_eq!(msg, "ds/items.npy: entry 1 (user 1) is item 0, outside 1..=3");
+        let msg = check(&[0, 0, 3, 5], &[0, 1, 4], &[1, 2, 3, 3, 1], &[0, 0, -1], &[0, 0, 0]);
+        assert_eq!(msg, "ds/valid.npy: row 2 is item -1, outside 1..=3 (0 = none)");
+        let msg = check(&[0, 0, 3, 4], &[0, 1, 4], &[1, 2, 3, 3, 1], &[0, 0, 0], &[0, 0, 0]);
+        assert_eq!(msg, "ds/indptr.npy: offsets end at 4, but items.npy holds 5 interactions");
+        let msg = check(&[1, 1, 3, 5], &[1, 1, 4], &[1, 2, 3, 3, 1], &[0, 0, 0], &[0, 0, 0]);
+        assert_eq!(msg, "ds/indptr.npy: row 0 is 1, not 0");
+    }
+}

@@ -236,8 +236,8 @@ impl TextInterner {
     }
 }
 
-/// Codes sorted in the natural order of their ids: numeric when every key is an unsigned integer,
-/// bytewise otherwise (ties of equal numbers such as "01" and "1" broken bytewise).
+/// Codes sorted in the natural order of their ids: numeric when every key is an unsigned integer
+/// (of any length), bytewise otherwise (ties of equal numbers such as "01" and "1" broken bytewise).
 pub fn key_order(keys: &[Key]) -> Vec<u32> {
     let numeric: Option<Vec<(u128, u32)>> = keys
         .iter()
@@ -247,6 +247,7 @@ pub fn key_order(keys: &[Key]) -> Vec<u32> {
             Key::Text(t) => parse_uint(t).map(|v| (v, code)),
         })
         .collect();
+    let text = || keys.iter().map(Key::to_text).collect::<Vec<String>>();
     match numeric {
         Some(mut pairs) => {
             // Sorting (value, code) pairs directly is cache-friendly; equal values ("01", "1") are
@@ -263,16 +264,30 @@ pub fn key_order(keys: &[Key]) -> Vec<u32> {
             order
         }
         None => {
-            let text: Vec<String> = keys.iter().map(Key::to_text).collect();
+            let text = text();
             let mut order: Vec<u32> = (0..keys.len() as u32).collect();
-            order.sort_unstable_by(|&a, &b| text[a as usize].as_bytes().cmp(text[b as usize].as_bytes()));
+            if text.iter().all(|t| is_digits(t.as_bytes())) {
+                // Integers too long for u128 (39+ digits): by value (significant digits: length,
+                // then bytes), ties bytewise.
+                let by_value = |t: &str| {
+                    let significant = t.trim_start_matches('0');
+                    (significant.len(), significant.as_bytes().to_vec(), t.as_bytes().to_vec())
+                };
+                order.sort_by_cached_key(|&c| by_value(&text[c as usize]));
+            } else {
+                order.sort_unstable_by(|&a, &b| text[a as usize].as_bytes().cmp(text[b as usize].as_bytes()));
+            }
             order
         }
     }
 }
 
+fn is_digits(s: &[u8]) -> bool {
+    !s.is_empty() && s.iter().all(u8::is_ascii_digit)
+}
+
 fn parse_uint(s: &[u8]) -> Option<u128> {
-    if s.is_empty() || s.len() > 38 || !s.iter().all(u8::is_ascii_digit) {
+    if s.len() > 38 || !is_digits(s) {
         return None;
     }
     Some(s.iter().fold(0u128, |acc, &d| acc * 10 + (d - b'0') as u128))
@@ -291,6 +306,9 @@ mod tests {
         assert_eq!(key_order(&keys(&["10", "9", "100"])), vec![1, 0, 2]);
         assert_eq!(key_order(&keys(&["b", "a", "10"])), vec![2, 1, 0]);
         assert_eq!(key_order(&keys(&["01", "1", "0", "99999999999999999999"])), vec![2, 0, 1, 3]);
+        // 39+ digits: still by value, not bytewise ("9" before "10...0").
+        let long = format!("1{}", "0".repeat(40));
+        assert_eq!(key_order(&keys(&[&long, "9", "010", "10"])), vec![1, 2, 3, 0]);
     }
 
     fn codes(g: &mut Interner, ids: &[&str], rows: &mut Vec<u32>) {

@@ -4,14 +4,20 @@
 use std::io::{self, Write};
 
 /// Plain numeric element types (no padding, every bit pattern valid).
-pub trait NpyElement: Copy + Send + Sync {
+///
+/// # Safety
+/// `write` reinterprets a `&[Self]` as bytes on little-endian machines, which is sound only for a
+/// type without padding whose in-memory bytes are its `write_le` bytes (the test below checks the
+/// second for every implementation).
+pub unsafe trait NpyElement: Copy + Send + Sync {
     const DESCR: &'static str;
     fn write_le(self, out: &mut Vec<u8>);
 }
 
 macro_rules! npy_element {
     ($t:ty, $d:literal) => {
-        impl NpyElement for $t {
+        // SAFETY: a primitive number: no padding, little-endian bytes = memory on this target.
+        unsafe impl NpyElement for $t {
             const DESCR: &'static str = $d;
             fn write_le(self, out: &mut Vec<u8>) {
                 out.extend_from_slice(&self.to_le_bytes());
@@ -70,5 +76,23 @@ mod tests {
         let mut out = Vec::new();
         super::write(&mut out, &[1i32, -2]).unwrap();
         assert_eq!(&out[out.len() - 8..], &[1, 0, 0, 0, 0xfe, 0xff, 0xff, 0xff]);
+    }
+
+    /// The byte reinterpretation in `write` must agree with the element-by-element encoding.
+    fn payload_matches_write_le<T: super::NpyElement>(data: &[T]) {
+        let mut out = Vec::new();
+        super::write(&mut out, data).unwrap();
+        let mut expected = Vec::new();
+        data.iter().for_each(|&x| x.write_le(&mut expected));
+        assert_eq!(&out[out.len() - expected.len()..], &expected[..]);
+        assert_eq!(out.len(), super::header(T::DESCR, data.len()).len() + expected.len());
+    }
+
+    #[test]
+    fn every_element_type_writes_its_little_endian_bytes() {
+        payload_matches_write_le(&[i32::MIN, -1, 0, 7, i32::MAX]);
+        payload_matches_write_le(&[i64::MIN, -1, 0, 1 << 40, i64::MAX]);
+        payload_matches_write_le(&[f32::MIN, -0.0, 1.5, f32::INFINITY, f32::NAN]);
+        payload_matches_write_le(&[f64::MIN, -0.0, 1e300, f64::NEG_INFINITY]);
     }
 }

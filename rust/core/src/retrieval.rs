@@ -35,7 +35,9 @@ fn normalized(emb: &[f32], n: usize, dim: usize) -> Result<Vec<f32>> {
 /// `scores[i][j] = <queries[i], db[j]>` for `qn` query rows and `dn` database rows (row-major).
 fn dot_block(queries: &[f32], qn: usize, db: &[f32], dn: usize, dim: usize, scores: &mut [f32]) {
     assert!(queries.len() >= qn * dim && db.len() >= dn * dim && scores.len() >= qn * dn);
-    // SAFETY: the asserts above keep every access inside the three slices.
+    // SAFETY: gemm reads queries[i * dim + d] and db[j * dim + d] and writes scores[i * dn + j] for
+    // i < qn, j < dn, d < dim (the strides given below); the assert above keeps all of them inside
+    // the three slices, which do not overlap (one is borrowed mutably).
     unsafe {
         gemm(
             qn,
@@ -332,6 +334,13 @@ pub fn similar_approx(
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    #[should_panic]
+    fn dot_block_refuses_slices_shorter_than_the_shapes() {
+        let mut scores = vec![0.0; 4];
+        super::dot_block(&[1.0; 6], 2, &[1.0; 5], 2, 3, &mut scores); // db needs 6 values
+    }
+
     use super::*;
     use crate::rng::Rng;
 

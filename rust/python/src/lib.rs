@@ -220,12 +220,7 @@ fn sequences<'a>(
         items: items.as_slice().map_err(|_| contiguous("items"))?,
         n_items,
     };
-    let ok = seqs.indptr.len() == seqs.train_end.len() + 1
-        && seqs.indptr.last().is_some_and(|&e| e as usize == seqs.items.len())
-        && seqs.indptr.windows(2).all(|w| 0 <= w[0] && w[0] <= w[1]);
-    if !ok {
-        return Err(DataError::new_err("indptr, train_end and items do not describe one dataset"));
-    }
+    seqs.check().map_err(|e| to_py_err(e, None))?;
     Ok(seqs)
 }
 
@@ -338,6 +333,32 @@ fn histories<'py>(
     PyArray1::from_vec(py, out).reshape([users.len(), len])
 }
 
+/// Checks a loaded dataset folder's arrays once (see `folder::Arrays::check`); DataError names the
+/// file and the first bad row.
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+fn check_dataset(
+    py: Python<'_>,
+    folder: &str,
+    indptr: PyReadonlyArray1<'_, i64>,
+    train_end: PyReadonlyArray1<'_, i64>,
+    items: PyReadonlyArray1<'_, i32>,
+    valid: PyReadonlyArray1<'_, i32>,
+    test: PyReadonlyArray1<'_, i32>,
+    n_items: usize,
+) -> PyResult<()> {
+    let slice = |what: &str| PyValueError::new_err(format!("{what} must be C-contiguous"));
+    let arrays = llmesr_core::folder::Arrays {
+        indptr: indptr.as_slice().map_err(|_| slice("indptr"))?,
+        train_end: train_end.as_slice().map_err(|_| slice("train_end"))?,
+        items: items.as_slice().map_err(|_| slice("items"))?,
+        valid: valid.as_slice().map_err(|_| slice("valid"))?,
+        test: test.as_slice().map_err(|_| slice("test"))?,
+        n_items,
+    };
+    run_detached(py, || arrays.check(folder))?.map_err(|e| to_py_err(e, None))
+}
+
 /// Unix seconds of a number or a date (`YYYY-MM-DD[ HH:MM:SS]`, ISO 8601, `MM DD, YYYY`); None if neither.
 #[pyfunction]
 fn parse_timestamp(text: &str) -> Option<i64> {
@@ -364,7 +385,7 @@ fn _panic_for_test(py: Python<'_>) -> PyResult<()> {
 mod _native {
     #[pymodule_export]
     use super::{
-        _panic_for_test, bert4rec_batch, default_ivf_settings, detect_format, eval_negatives, histories,
+        _panic_for_test, bert4rec_batch, check_dataset, default_ivf_settings, detect_format, eval_negatives, histories,
         parse_timestamp, prepare_dataset, prepare_synthetic, sasrec_batch, similar_users, DataError,
     };
 }

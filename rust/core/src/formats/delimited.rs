@@ -204,6 +204,17 @@ impl Delimited {
         let item = pick(&spec.item, ITEM_NAMES, "item", "--item-col")?.unwrap_or(0);
         let time = pick(&spec.time, TIME_NAMES, "time", "--time-col")?;
         let rating = pick(&spec.rating, RATING_NAMES, "rating", "--rating-col")?;
+        // A column chosen by a name the header repeats is ambiguous: refuse rather than guess.
+        for col in [Some(user), Some(item), time, rating].into_iter().flatten() {
+            let name = &names[col];
+            let same: Vec<usize> = (0..names.len()).filter(|&c| names[c] == *name).map(|c| c + 1).collect();
+            if same.len() > 1 {
+                return Err(format!(
+                    "the header names column '{name}' {} times (columns {same:?}): rename all but one",
+                    same.len()
+                ));
+            }
+        }
         Ok(Delimited { sep, quoted, header: true, ncols: names.len(), user, item, time, rating, integer_ids: false })
     }
 
@@ -441,6 +452,8 @@ mod tests {
             Delimited::from_header(Sep::Byte(b'\t'), false, b"user_id:token\titem_id:token\ttimestamp:float", &spec)
                 .unwrap();
         assert_eq!((d.user, d.item, d.time, d.rating), (0, 1, Some(2), None));
+        let err = Delimited::from_header(Sep::Byte(b','), true, b"user,item,user", &spec).err().unwrap();
+        assert!(err.starts_with("the header names column 'user' 2 times (columns [1, 3])"), "{err}");
         let err = Delimited::from_header(Sep::Byte(b','), true, b"a,b", &spec).err().unwrap();
         assert!(err.contains("no user column"), "{err}");
     }

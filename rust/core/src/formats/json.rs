@@ -3,6 +3,15 @@
 //! go through the safe literal parser.
 
 use super::{check_id, Chunk, RecordParser};
+
+/// A JSON number beyond float32 would be stored as inf (serde narrows f64 to f32).
+fn finite(rating: f32, field: &str) -> Result<f32, String> {
+    if rating.is_finite() {
+        Ok(rating)
+    } else {
+        Err(format!("'{field}' rating is out of range"))
+    }
+}
 use serde::Deserialize;
 use std::borrow::Cow;
 
@@ -54,7 +63,7 @@ impl RecordParser for AmazonReviews {
             (None, Some(d)) => crate::time::parse_date(d).ok_or_else(|| format!("reviewTime '{d}' is not a date"))?,
             (None, None) => return Err("no unixReviewTime or reviewTime".into()),
         };
-        let rating = r.overall.ok_or("no 'overall' rating")?;
+        let rating = finite(r.overall.ok_or("no 'overall' rating")?, "overall")?;
         check_id("user", r.user.as_bytes(), false)?;
         check_id("item", r.asin.as_bytes(), false)?;
         out.push(r.user.as_bytes(), r.asin.as_bytes(), Some(time), Some(rating));
@@ -87,7 +96,7 @@ impl RecordParser for YelpReviews {
         let time = crate::time::parse_date(&r.date).ok_or_else(|| format!("date '{}' is not a date", r.date))?;
         check_id("user", r.user_id.as_bytes(), false)?;
         check_id("item", r.business_id.as_bytes(), false)?;
-        out.push(r.user_id.as_bytes(), r.business_id.as_bytes(), Some(time), Some(r.stars));
+        out.push(r.user_id.as_bytes(), r.business_id.as_bytes(), Some(time), Some(finite(r.stars, "stars")?));
         Ok(())
     }
 }
@@ -115,5 +124,7 @@ mod tests {
         YelpReviews.parse(l, &mut c).unwrap();
         assert_eq!(c.times, vec![1469898283]);
         assert!(YelpReviews.parse(br#"{"user_id":"u","business_id":"b","stars":4.0,"date":"July"}"#, &mut c).is_err());
+        let huge = br#"{"user_id":"u","business_id":"b","stars":1e39,"date":"2016-07-30"}"#;
+        assert_eq!(YelpReviews.parse(huge, &mut c).unwrap_err(), "'stars' rating is out of range");
     }
 }
