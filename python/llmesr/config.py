@@ -125,6 +125,17 @@ class TrainConfig:
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
 
+    @classmethod
+    def from_saved(cls, saved: dict[str, Any], source: str) -> TrainConfig:
+        """The config recorded in a run folder's config.json (`source` names it in errors)."""
+        unknown = sorted(set(saved) - set(field_names()))
+        if unknown:
+            raise ValueError(f"{source}: unknown settings {', '.join(unknown)} (written by another llmesr version?)")
+        try:
+            return cls(**saved)
+        except TypeError as e:
+            raise ValueError(f"{source}: {e}") from None
+
     @property
     def uses_semantic(self) -> bool:
         return self.method == "llmesr" and self.views != "id"

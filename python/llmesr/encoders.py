@@ -9,10 +9,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import sqlite3
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol
@@ -93,8 +92,20 @@ class HashingEncoder:
         return out
 
 
+KEY_LIKE = re.compile(r"(sk-[A-Za-z0-9_\-]{6,}|Bearer\s+\S+|[A-Za-z0-9_\-]{32,})")
+
+
 class OpenAIEncoder:
-    """An OpenAI-compatible `/embeddings` endpoint, with retries and backoff on 429 and 5xx answers."""
+    """An OpenAI-compatible `/embeddings` endpoint through httpx (a maintained HTTP client: connection
+    reuse, per-phase timeouts, TLS).
+
+    Safe with a key: redirects are never followed (httpx would not forward the key to another
+    origin, but even a same-origin redirect is more likely a wrong --base-url than intended), and
+    anything key-like in an error body is redacted before it is shown. Bounded: `timeout` seconds
+    per request in all (a server that trickles its answer is cut off at the deadline), answers of at
+    most `max_bytes`. Robust: 429 and 5xx answers, dropped connections, timeouts and malformed
+    answers (not JSON, missing or mis-sized `data`) are retried `retries` times with exponential
+    backoff; what still fails raises one RuntimeError line."""
 
     def __init__(
         self,
@@ -105,35 +116,84 @@ class OpenAIEncoder:
         retries: int = 5,
         backoff: float = 1.0,
         sleep: Callable[[float], None] = time.sleep,
+        max_bytes: int = 256 << 20,
     ) -> None:
+        import httpx
+
+        if timeout <= 0 or retries < 0:
+            raise ValueError(f"timeout must be > 0 and retries >= 0, not {timeout} and {retries}")
         self.url = base_url.rstrip("/") + "/embeddings"
         self.model, self.api_key = model, api_key
         self.timeout, self.retries, self.backoff, self.sleep = timeout, retries, backoff, sleep
+        self.max_bytes = max_bytes
         self.name = f"openai:{base_url.rstrip('/')}:{model}"
+        self.client = httpx.Client(timeout=httpx.Timeout(timeout), follow_redirects=False)
+
+    def redact(self, text: str) -> str:
+        if self.api_key:
+            text = text.replace(self.api_key, "[key]")
+        return KEY_LIKE.sub("[redacted]", text)
+
+    def _post(self, body: bytes, headers: dict[str, str]) -> tuple[int, bytes, str]:
+        """One request: (status, body, redirect target), the whole of it within `timeout` seconds."""
+        deadline = time.monotonic() + self.timeout
+        with self.client.stream("POST", self.url, content=body, headers=headers) as response:
+            chunks, size = [], 0
+            for chunk in response.iter_bytes():
+                size += len(chunk)
+                if size > self.max_bytes:
+                    raise ValueError(f"answer larger than {self.max_bytes} bytes")
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"no complete answer within {self.timeout:g} s")
+                chunks.append(chunk)
+            return response.status_code, b"".join(chunks), response.headers.get("location", "")
+
+    def _vectors(self, payload: bytes, n: int) -> np.ndarray:
+        """The answer's vectors in input order, or ValueError for a malformed answer."""
+        try:
+            rows = sorted(json.loads(payload)["data"], key=lambda d: d["index"])
+            vectors = np.asarray([r["embedding"] for r in rows], dtype=np.float32)
+        except (ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"malformed answer ({type(e).__name__}: {self.redact(str(e))[:100]})") from None
+        if len(rows) != n or vectors.ndim != 2 or not np.isfinite(vectors).all():
+            raise ValueError(f"asked for {n} embeddings, got {len(rows)} (or non-finite values)")
+        return vectors
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
+        import httpx
+
         body = json.dumps({"model": self.model, "input": list(texts)}).encode()
         headers = {"Content-Type": "application/json"}
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
+        problem = ""
         for attempt in range(self.retries + 1):
-            request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
+            if attempt:
+                self.sleep(self.backoff * 2 ** (attempt - 1))
             try:
-                with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                    data = json.load(response)["data"]
-                break
-            except urllib.error.HTTPError as e:
-                retryable = e.code == 429 or e.code >= 500
-                if not retryable or attempt == self.retries:
-                    raise RuntimeError(f"{self.url}: HTTP {e.code} {e.reason}: {e.read()[:200]!r}") from None
-            except (urllib.error.URLError, TimeoutError) as e:
-                if attempt == self.retries:
-                    raise RuntimeError(f"{self.url}: {e} (after {self.retries} retries)") from None
-            self.sleep(self.backoff * 2**attempt)
-        rows = sorted(data, key=lambda d: d["index"])
-        if len(rows) != len(texts):
-            raise RuntimeError(f"{self.url}: asked for {len(texts)} embeddings, got {len(rows)}")
-        return np.asarray([r["embedding"] for r in rows], dtype=np.float32)
+                status, payload, location = self._post(body, headers)
+            except (httpx.TransportError, TimeoutError) as e:
+                problem = self.redact(str(e) or type(e).__name__)
+                continue
+            except ValueError as e:
+                problem = str(e)
+                continue
+            if 300 <= status < 400:
+                raise RuntimeError(
+                    f"{self.url}: HTTP {status}, redirected to {self.redact(location)!r}: not followed "
+                    "(the API key must not go elsewhere); give the final address as --base-url"
+                )
+            if status == 429 or status >= 500:
+                problem = f"HTTP {status}: {self.redact(payload[:200].decode('utf-8', 'replace'))!r}"
+                continue
+            if status != 200:
+                text = self.redact(payload[:200].decode("utf-8", "replace"))
+                raise RuntimeError(f"{self.url}: HTTP {status}: {text!r}")
+            try:
+                return self._vectors(payload, len(texts))
+            except ValueError as e:
+                problem = str(e)
+        raise RuntimeError(f"{self.url}: {problem} (after {self.retries} retries)")
 
 
 class EmbeddingCache:

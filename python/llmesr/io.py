@@ -28,6 +28,15 @@ def _exchange(a: Path, b: Path) -> bool:
     return rc == 0
 
 
+@contextlib.contextmanager
+def _naming(final: Path) -> Iterator[None]:
+    """An OS error while creating an output names the output, not our temporary beside it."""
+    try:
+        yield
+    except OSError as e:
+        raise type(e)(f"{final}: cannot write here ({e.strerror or e})") from None
+
+
 def _temporary_prefix(final: Path) -> str:
     return f".{final.name}.tmp-"
 
@@ -69,9 +78,10 @@ def atomic_dir(
             raise FileExistsError(f"{final} already exists (pass --overwrite to replace it)")
         if not final.is_dir() or (replaceable is not None and not replaceable(final)):
             raise FileExistsError(f"{final} exists and is not a folder this command wrote: refusing to replace it")
-    final.parent.mkdir(parents=True, exist_ok=True)
-    remove_stale_temporaries(final.parent, final)
-    tmp = Path(tempfile.mkdtemp(prefix=f"{_temporary_prefix(final)}{os.getpid()}-", dir=final.parent))
+    with _naming(final):
+        final.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(final.parent, final)
+        tmp = Path(tempfile.mkdtemp(prefix=f"{_temporary_prefix(final)}{os.getpid()}-", dir=final.parent))
     os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; the result should not be
     try:
         yield tmp
@@ -92,8 +102,9 @@ def atomic_dir(
 def atomic_write(final: str | os.PathLike[str], write: Callable[[Path], object]) -> None:
     """Calls `write(tmp)` for a temporary file beside `final`, then renames it into place."""
     final = Path(final)
-    remove_stale_temporaries(final.parent, final)
-    fd, name = tempfile.mkstemp(prefix=f"{_temporary_prefix(final)}{os.getpid()}-", dir=final.parent)
+    with _naming(final):
+        remove_stale_temporaries(final.parent, final)
+        fd, name = tempfile.mkstemp(prefix=f"{_temporary_prefix(final)}{os.getpid()}-", dir=final.parent)
     os.close(fd)
     tmp = Path(name)
     try:

@@ -11,14 +11,12 @@ plain SASRec costs: table lookups, the encoder, and one matrix product with the 
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
 
 from llmesr.config import TrainConfig
 from llmesr.data import load_dataset
@@ -33,16 +31,16 @@ class Recommender:
     the long tail (0: the model's own scores)."""
 
     def __init__(self, run_dir: str | os.PathLike[str], device: str = "cpu", popularity_penalty: float = 0.0) -> None:
-        from llmesr.train import BEST, build_model
+        from llmesr.train import BEST, build_model, read_run_config, read_weights
 
         run = Path(run_dir)
         if not (run / BEST).exists():
             raise FileNotFoundError(f"{run} has no {BEST}: not a finished run folder")
-        self.config = TrainConfig(**json.loads((run / "config.json").read_text()))
+        self.config = TrainConfig.from_saved(read_run_config(run), str(run / "config.json"))
         ds = load_dataset(self.config.data)
         tables = load_embeddings(self.config.data) if self.config.method == "llmesr" else None
         self.model: LLMESR = build_model(self.config, ds.n_items, tables)
-        self.model.load_state_dict(load_file(run / BEST))
+        self.model.load_state_dict(read_weights(run / BEST)[0])
         self.model.to(device).eval()
         self.model.freeze_items()
         self.device = torch.device(device)
@@ -55,41 +53,57 @@ class Recommender:
         self.item_offset = -self.popularity_penalty * torch.log1p(
             torch.from_numpy(ds.train_popularity.astype(np.float32))
         ).to(self.device)
+        self.popularity = torch.from_numpy(ds.train_popularity.astype(np.float32)).to(self.device)
         self.raw_ids = ds.item_ids()
         self._index = {raw: i for i, raw in enumerate(self.raw_ids) if raw is not None}
 
-    def _encode(self, histories: Sequence[Sequence[int | str]], raw: bool) -> torch.Tensor:
-        max_len = self.config.max_len
-        rows = []
-        for h in histories:
-            if raw:
-                unknown = [x for x in h if x not in self._index]
-                if unknown:
-                    raise KeyError(f"unknown item ids: {unknown[:5]}")
-                ids = [self._index[x] for x in h]
-            else:
-                ids = [int(x) for x in h]
-                if any(not 1 <= i <= self.n_items for i in ids):
-                    raise ValueError(f"item ids must be in 1..{self.n_items}")
-            rows.append(ids[-max_len:])
-        width = max(1, max(len(r) for r in rows))
-        out = np.zeros((len(rows), width), dtype=np.int64)
+    def _ids(self, history: Sequence[int | str], raw: bool) -> list[int]:
+        if raw:
+            unknown = [x for x in history if x not in self._index]
+            if unknown:
+                raise KeyError(f"unknown item ids: {unknown[:5]}")
+            return [self._index[x] for x in history]
+        bad = [x for x in history if isinstance(x, bool | np.bool_) or not isinstance(x, int | np.integer)]
+        if bad:
+            raise TypeError(f"item ids must be integers, found {bad[0]!r} ({type(bad[0]).__name__})")
+        ids = [int(x) for x in history]
+        if any(not 1 <= i <= self.n_items for i in ids):
+            raise ValueError(f"item ids must be in 1..{self.n_items}")
+        return ids
+
+    @staticmethod
+    def _left_padded(rows: list[list[int]]) -> np.ndarray:
+        out = np.zeros((len(rows), max(1, max(len(r) for r in rows))), dtype=np.int64)
         for i, r in enumerate(rows):
-            out[i, width - len(r) :] = r
-        return torch.from_numpy(out).to(self.device)
+            out[i, out.shape[1] - len(r) :] = r
+        return out
 
     @torch.no_grad()
     def recommend(
         self, histories: Sequence[Sequence[int | str]], k: int = 10, raw: bool = False
     ) -> tuple[np.ndarray | list[list[str | None]], np.ndarray]:
         """Top-`k` items for each history (oldest item first), best first, and their scores. With
-        `raw=True`, histories and results use the source files' item ids."""
-        seqs = self._encode(histories, raw)
+        `raw=True`, histories and results use the source files' item ids.
+
+        The model reads the last `max_len` items; every item of the history is excluded from the
+        results. A row with fewer than `k` items left ends with item 0 (None with `raw`) scored -inf.
+        An empty history has nothing for the model to read: it gets the most popular items (their
+        training interaction counts as scores)."""
+        if k < 1 or k > self.n_items:
+            raise ValueError(f"k must be between 1 and the number of items ({self.n_items}), not {k}")
+        rows = [self._ids(h, raw) for h in histories]
+        if not rows:
+            return ([] if raw else np.zeros((0, k), dtype=np.int64)), np.zeros((0, k), dtype=np.float32)
+        seqs = torch.from_numpy(self._left_padded([r[-self.config.max_len :] for r in rows])).to(self.device)
         scores = self.model.user_vector(seqs) @ self.item_table.T + self.item_offset
+        empty = torch.tensor([not r for r in rows], device=self.device)
+        scores[empty] = self.popularity.to(scores.dtype)
         scores[:, 0] = -torch.inf
-        scores.scatter_(1, seqs, -torch.inf)  # the history is not recommended again
-        top = scores.topk(min(k, self.n_items), dim=1)
+        seen = torch.from_numpy(self._left_padded(rows)).to(self.device)
+        scores.scatter_(1, seen, -torch.inf)  # the whole history, beyond max_len too
+        top = scores.topk(k, dim=1)
         items, values = top.indices.cpu().numpy(), top.values.cpu().numpy()
+        items[np.isneginf(values)] = 0  # no candidate left for these places
         if raw:
             return [[self.raw_ids[i] for i in row] for row in items], values
         return items, values

@@ -127,11 +127,28 @@ def save_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
 
 
+def read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """A safetensors file's tensors and metadata, or a clear error naming the file."""
+    try:
+        with safe_open(path, framework="pt") as f:
+            meta = f.metadata() or {}
+        return load_file(path), meta
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # safetensors raises its own error type for a damaged file
+        raise ValueError(f"{path}: not a readable safetensors file ({e})") from None
+
+
 def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict:
-    with safe_open(path, framework="pt") as f:
-        meta = f.metadata()
-    tensors = load_file(path)
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    tensors, meta = read_weights(path)
+    try:
+        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        return _load_optimizer(tensors, meta, optimizer)
+    except (KeyError, RuntimeError, ValueError) as e:
+        raise ValueError(f"{path}: not a checkpoint of this run ({e}); start over with --overwrite") from None
+
+
+def _load_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, str], optimizer: torch.optim.Optimizer) -> dict:
     state: dict[int, dict[str, torch.Tensor]] = {}
     for key, value in tensors.items():
         if key.startswith("optimizer."):
@@ -386,7 +403,7 @@ def train(
             on_epoch(epoch)
 
     ranks.barrier()
-    model.load_state_dict(load_file(run / BEST))
+    model.load_state_dict(read_weights(run / BEST)[0])
     metrics: dict[str, Any] = {
         "test": {},
         "valid": {},

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Callable
 from typing import Any
@@ -50,13 +51,35 @@ def format_rows(rows: list[tuple[str, str]]) -> str:
     return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)
 
 
+def count(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer of at least `minimum` (a clear usage error, not a traceback from
+    the Rust side's unsigned types)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, not {value}")
+        return value
+
+    parse.__name__ = f"integer >= {minimum}"
+    return parse
+
+
 def run_command(main: Callable[[], Any], interrupted: str = "interrupted; nothing was written") -> int:
-    """Runs a command body; expected failures print one clear line instead of a traceback."""
+    """Runs a command body; expected failures print one clear line instead of a traceback: bad input
+    and settings, files that cannot be read or written (OSError names the path), and an internal
+    error of the Rust core (a panic, reported as such)."""
     try:
         main()
-    except (DataError, FileNotFoundError, FileExistsError, ValueError) as e:
+    except (DataError, OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except RuntimeError as e:  # the encoders' remote failures; a Rust panic ("llmesr internal error")
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     except ImportError as e:
         print(f'error: {e} (training and the default encoder need: pip install "llmesr[train,embed]")', file=sys.stderr)
         return 2

@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from llmesr.cli.common import StageProgress, format_rows, run_command
+from llmesr.cli.common import StageProgress, count, format_rows, run_command
 from llmesr.embed import embed_dataset, load_table
 from llmesr.text import DEFAULT_ITEM_TEMPLATE, DEFAULT_USER_TEMPLATE
 
@@ -36,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key (preferred)"
     )
     p.add_argument("--api-key", help="the API key itself (visible to other users in the process list)")
+    p.add_argument("--timeout", type=float, default=60.0, help="--encoder openai: seconds per request, all of it")
+    p.add_argument("--retries", type=count(0), default=5, help="--encoder openai: retries of a failed request")
     p.add_argument("--item-table", help="precomputed item table (.npy, or the original's .pkl with --allow-pickle)")
     p.add_argument("--user-table", help="precomputed user table (.npy, or .pkl with --allow-pickle)")
     p.add_argument("--similar-table", help="precomputed similar users (.npy, or the original's sim_user_100.pkl)")
@@ -43,8 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-pickle", action="store_true", help="UNSAFE for untrusted files: read .pkl tables")
     p.add_argument("--item-template", default=DEFAULT_ITEM_TEMPLATE, help="item prompt with {field} placeholders")
     p.add_argument("--user-template", default=DEFAULT_USER_TEMPLATE, help="user prompt with a {titles} placeholder")
-    p.add_argument("-k", "--similar", type=int, default=100, help="similar users kept per user")
-    p.add_argument("--hidden", type=int, default=64, help="PCA dimension (the ID view's hidden size)")
+    p.add_argument("-k", "--similar", type=count(1), default=100, help="similar users kept per user")
+    p.add_argument("--hidden", type=count(1), default=64, help="PCA dimension (the ID view's hidden size)")
     p.add_argument(
         "--approximate", action="store_true", help="approximate similar users (inverted file), for millions of users"
     )
@@ -64,7 +66,13 @@ def make_encoder(args: argparse.Namespace):
 
         if not args.base_url or not args.model:
             raise ValueError("--encoder openai needs --base-url (or OPENAI_BASE_URL) and --model")
-        return OpenAIEncoder(args.base_url, args.model, api_key=args.api_key or os.environ.get(args.api_key_env))
+        return OpenAIEncoder(
+            args.base_url,
+            args.model,
+            api_key=args.api_key or os.environ.get(args.api_key_env),
+            timeout=args.timeout,
+            retries=args.retries,
+        )
     if args.encoder == "hashing":
         from llmesr.encoders import HashingEncoder
 

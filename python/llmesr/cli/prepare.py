@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from llmesr import _native
-from llmesr.cli.common import StageProgress, format_rows, run_command
+from llmesr.cli.common import StageProgress, count, format_rows, run_command
 from llmesr.data import FORMATS, Dataset, prepare, prepare_synthetic, summarize
 
 
@@ -41,8 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     flt.add_argument("--min-rating", type=float, help="keep interactions rated at least this")
     flt.add_argument("--since", type=_timestamp, help="keep interactions at or after this date / Unix time")
     flt.add_argument("--until", type=_timestamp, help="keep interactions before this date / Unix time")
-    flt.add_argument("--min-user", type=int, default=0, help="k-core: minimum interactions per user")
-    flt.add_argument("--min-item", type=int, default=0, help="k-core: minimum interactions per item")
+    flt.add_argument("--min-user", type=count(0), default=0, help="k-core: minimum interactions per user")
+    flt.add_argument("--min-item", type=count(0), default=0, help="k-core: minimum interactions per item")
     flt.add_argument(
         "--core-mode",
         choices=("iterative", "single-pass"),
@@ -53,11 +53,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-bad-lines", action="store_true", help="skip malformed lines (counted) instead of failing")
     syn = p.add_argument_group("synthetic data (instead of INPUT)")
     syn.add_argument("--synthetic", action="store_true", help="generate the built-in synthetic long-tail dataset")
-    syn.add_argument("--n-users", type=int, default=2000)
-    syn.add_argument("--n-items", type=int, default=1000)
-    syn.add_argument("--seed", type=int, default=42)
-    p.add_argument("--tail-user-len", type=int, help="summary: tail users have shorter histories (default: Pareto)")
-    p.add_argument("--tail-item-pop", type=int, help="summary: tail items have fewer interactions (default: Pareto)")
+    syn.add_argument("--n-users", type=count(2), default=2000, help="users to generate")
+    syn.add_argument("--n-items", type=count(2), default=1000, help="items to generate")
+    syn.add_argument("--seed", type=count(0), default=42, help="the generator's seed")
+    p.add_argument(
+        "--tail-user-len", type=count(1), help="summary: tail users have shorter histories (default: Pareto)"
+    )
+    p.add_argument(
+        "--tail-item-pop", type=count(1), help="summary: tail items have fewer interactions (default: Pareto)"
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or summary")
     return p

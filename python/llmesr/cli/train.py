@@ -186,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
             saved["out"] = args.resume  # where the folder is now (it may have been moved or copied)
             if hasattr(args, "device"):
                 saved["device"] = args.device
-            cfg = TrainConfig(**saved)
+            cfg = TrainConfig.from_saved(saved, str(Path(args.resume) / "config.json"))
         else:
             cfg = resolve_config(args)
             if cfg.data is None:

@@ -170,12 +170,21 @@ pub trait RecordParser: Sync {
 pub const MAX_BAD_EXAMPLES: usize = 5;
 
 /// Validates an id token: non-empty, and for integer-id formats a decimal that fits in 64 bits.
+/// A token as it appears in a message: at most 40 characters, longer ones cut with their length.
+pub fn shown(t: &[u8]) -> String {
+    let s = String::from_utf8_lossy(t);
+    match s.char_indices().nth(40) {
+        Some((cut, _)) => format!("{}... ({} bytes)", &s[..cut], t.len()),
+        None => s.into_owned(),
+    }
+}
+
 pub fn check_id(what: &str, t: &[u8], integer: bool) -> std::result::Result<(), String> {
     if t.is_empty() {
         return Err(format!("empty {what} id"));
     }
     if integer {
-        let s = String::from_utf8_lossy(t);
+        let s = shown(t);
         if !t.iter().all(u8::is_ascii_digit) {
             return Err(format!("{what} id '{s}' is not a non-negative integer"));
         }
@@ -201,7 +210,7 @@ pub fn parse_rating(tok: &[u8]) -> std::result::Result<f32, String> {
     let s = std::str::from_utf8(tok).unwrap_or("").trim();
     match s.parse::<f32>() {
         Ok(v) if v.is_finite() => Ok(v),
-        _ => Err(format!("rating '{s}' is not a number")),
+        _ => Err(format!("rating '{}' is not a number", shown(s.as_bytes()))),
     }
 }
 
@@ -210,7 +219,8 @@ pub fn parse_time(tok: &[u8]) -> std::result::Result<i64, String> {
         return Ok(v);
     }
     let s = std::str::from_utf8(tok).unwrap_or("").trim();
-    crate::time::parse_timestamp(s).ok_or_else(|| format!("timestamp '{s}' is neither a number nor a date"))
+    crate::time::parse_timestamp(s)
+        .ok_or_else(|| format!("timestamp '{}' is neither a number nor a date", shown(s.as_bytes())))
 }
 
 /// Picks the format of an interaction file from its name and first lines.
@@ -284,6 +294,15 @@ mod tests {
 
     fn lines(s: &str) -> Vec<Vec<u8>> {
         s.lines().map(|l| l.as_bytes().to_vec()).collect()
+    }
+
+    #[test]
+    fn long_tokens_are_shortened_in_messages() {
+        let long = "9".repeat(100);
+        let msg = check_id("user", long.as_bytes(), true).unwrap_err();
+        assert_eq!(msg, format!("user id {}... (100 bytes) does not fit in 64 bits", "9".repeat(40)));
+        assert_eq!(shown("é".repeat(41).as_bytes()), format!("{}... (82 bytes)", "é".repeat(40)));
+        assert_eq!(shown(b"short"), "short");
     }
 
     #[test]
