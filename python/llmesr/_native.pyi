@@ -6,6 +6,7 @@ import numpy as np
 __all__ = [
     "_panic_for_test",
     "bert4rec_batch",
+    "check_dataset",
     "default_ivf_settings",
     "detect_format",
     "eval_negatives",
