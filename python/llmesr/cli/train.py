@@ -40,6 +40,7 @@ HELP = {
     "select_on": "validation protocol whose NDCG@10 selects the best epoch",
     "ties": "a candidate tied with the target ranks above it (pessimistic) or below it (optimistic)",
     "user_groups": "tail users by the length of the model input (the paper's) or of the whole history",
+    "on_nonfinite": "a NaN or infinite training loss: stop the run with an error, or skip that batch (logged)",
     "patience": "epochs without a better validation NDCG@10 before stopping",
     "device": "auto, cpu, cuda or cuda:N",
     "max_len": "longest history the model reads (the most recent items)",
