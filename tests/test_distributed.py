@@ -56,7 +56,7 @@ def torchrun(*args, cwd):
 def data(tmp_path_factory):
     path = tmp_path_factory.mktemp("d") / "syn"
     prepare_synthetic(path, n_users=101, n_items=50, seed=3)  # odd: the shards differ in size
-    embed_dataset(path, HashingEncoder(16), k=5, hidden=8)
+    embed_dataset(path, HashingEncoder(16), k=10, hidden=8)
     return path
 
 

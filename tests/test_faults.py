@@ -404,3 +404,18 @@ def test_temporaries_of_a_killed_writer_are_removed(tmp_path):
     atomic_write_text(target, "{}")
     assert [p.name for p in tmp_path.iterdir()] == ["out.json"]
     assert os.path.exists(target)
+
+
+def test_samplers_refuse_inconsistent_arrays_instead_of_panicking(data):
+    from llmesr import _native
+
+    ds = load_dataset(data)
+    train_end = np.array(ds.train_end)
+    train_end[3] = ds.indptr[4] + 5  # past the user's history
+    with pytest.raises(DataError, match="do not describe one dataset"):
+        _native.sasrec_batch(np.array([3], np.uint32), ds.indptr, train_end, ds.items, ds.n_items, 10, None, 0, 1)
+
+
+def test_train_refuses_an_empty_out(data, capsys):
+    assert train_cli.main(["--data", str(data), "--out", "", "-q"]) == 2
+    assert "out must name a run folder" in capsys.readouterr().err

@@ -314,7 +314,7 @@ def test_one_epoch_with_native_ops_ends_like_the_reference(tmp_path):
 
     data = tmp_path / "syn"
     prepare_synthetic(data, n_users=120, n_items=50, seed=5)
-    embed_dataset(data, HashingEncoder(16), k=5, hidden=8)
+    embed_dataset(data, HashingEncoder(16), k=10, hidden=8)
     losses = {}
     for mode in ("auto", "ref"):
         out = tmp_path / mode

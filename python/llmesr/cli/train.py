@@ -100,12 +100,12 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
     values.update(toml)
     given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
     values.update({k: v for k, v in given.items() if v is not None})
-    if args.data:
+    if args.data is not None:
         values["data"] = args.data
     values.setdefault("data", None)
     if values["data"] is None and "epochs" not in given and "epochs" not in toml:
         values["epochs"] = DEMO_EPOCHS  # the built-in data's demo: a budget run of a few minutes
-    if args.out:
+    if args.out is not None:
         values["out"] = args.out
     values.setdefault("out", str(Path("runs") / f"{values['method']}-{values['backbone']}-{values['seed']}"))
     return TrainConfig(**values)
