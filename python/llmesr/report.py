@@ -55,7 +55,7 @@ class Run:
         defaults (those implied by `compat` left out), e.g. "base-sasrec loss=ce compat=original"."""
         c = self.config
         parts = [f"{'LLM-ESR' if method == 'llmesr' else 'base'}-{c['backbone']}"]
-        defaults = asdict(TrainConfig(data="", out="", compat=c.get("compat", "none"))) | {"compat": "none"}
+        defaults = asdict(TrainConfig(data="-", out="-", compat=c.get("compat", "none"))) | {"compat": "none"}
         ignored = UNLABELLED | (LLMESR_ONLY if method == "base" else set())
         for key, value in c.items():
             if key not in ignored and key in defaults and value != defaults[key]:
