@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from llmesr import DataError, prepare_synthetic
-from llmesr.embed import embed_dataset, load_embeddings, load_table
+from llmesr.data import load_embeddings
+from llmesr.embed import embed_dataset, load_table
 from llmesr.encoders import EmbeddingCache, HashingEncoder, OpenAIEncoder, encode_all
 
 

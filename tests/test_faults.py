@@ -21,8 +21,8 @@ from llmesr.cli import embed as embed_cli  # noqa: E402
 from llmesr.cli import prepare as prepare_cli  # noqa: E402
 from llmesr.cli import train as train_cli  # noqa: E402
 from llmesr.config import TrainConfig  # noqa: E402
-from llmesr.data import load_dataset  # noqa: E402
-from llmesr.embed import embed_dataset, load_embeddings  # noqa: E402
+from llmesr.data import load_dataset, load_embeddings  # noqa: E402
+from llmesr.embed import embed_dataset  # noqa: E402
 from llmesr.encoders import HashingEncoder, OpenAIEncoder  # noqa: E402
 from llmesr.evaluate import evaluate  # noqa: E402
 from llmesr.io import atomic_write_text  # noqa: E402
@@ -127,7 +127,7 @@ def test_embedding_tables_with_nan_are_refused_at_load(data, tmp_path):
     table[2, 1] = np.inf
     np.save(ds / "item_emb.npy", table)
     info = json.loads((ds / "embed.json").read_text())
-    from llmesr.embed import file_sha256
+    from llmesr.data import file_sha256
 
     info["files"]["item_emb.npy"] = file_sha256(ds / "item_emb.npy")  # consistent hashes, bad values
     (ds / "embed.json").write_text(json.dumps(info))

@@ -45,7 +45,7 @@ def test_yelp_prepare_and_embed_pipeline(shared_data, tmp_path):
     import subprocess
     import sys
 
-    from llmesr.embed import load_embeddings
+    from llmesr.data import load_embeddings
 
     yelp = shared_data / "yelp"
     out = tmp_path / "yelp"

@@ -148,10 +148,9 @@ def test_compare_trains_the_backbone_alone_and_shows_popularity(data, tmp_path, 
 def test_recommender_serves_what_the_model_scores(data, tmp_path):
     from safetensors.torch import load_file
 
-    from llmesr.data import load_dataset
-    from llmesr.embed import load_embeddings
+    from llmesr.data import load_dataset, load_embeddings
     from llmesr.recommend import Recommender
-    from llmesr.train import build_model
+    from llmesr.runs import build_model
 
     cfg = config(data, tmp_path / "run", epochs=1, dropout=0.0)
     train(cfg, progress=False)

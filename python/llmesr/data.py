@@ -5,6 +5,7 @@ The folder layout is documented in the README ("Dataset folder") and in `rust/co
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Callable, Sequence
@@ -284,3 +285,42 @@ def summarize(ds: Dataset, tail_user_len: int | None = None, tail_item_pop: int 
         "evaluable_users": int((ds.test[1:] > 0).sum()),
         "skipped_lines": int(ds.meta.get("skipped_lines", 0)),
     }
+
+
+# The tables llmesr-embed adds to a dataset folder (written by llmesr.embed), embed.json last.
+EMBEDDING_FILES = ("item_emb.npy", "user_emb.npy", "item_pca.npy", "similar_users.npy", "embed.json")
+
+
+def file_sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def load_embeddings(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
+    """The tables written by `embed_dataset` (memory-mapped), checked against embed.json's hashes (one
+    set, written by one llmesr-embed run) and for NaN or infinite values."""
+    folder = Path(path)
+    missing = [n for n in EMBEDDING_FILES if not (folder / n).exists()]
+    if missing:
+        raise _native.DataError(f"{folder}: no {', '.join(missing)}; run llmesr-embed {folder} first")
+    again = f"run llmesr-embed {folder} again"
+    try:
+        files = json.loads((folder / "embed.json").read_text())["files"]
+    except (ValueError, KeyError, TypeError):
+        raise _native.DataError(
+            f"{folder / 'embed.json'}: no table hashes (an older or damaged embedding); {again}"
+        ) from None
+    tables = {}
+    for name in EMBEDDING_FILES[:-1]:
+        if file_sha256(folder / name) != files.get(name):
+            raise _native.DataError(
+                f"{folder / name}: not the table embed.json describes (an llmesr-embed run killed midway?); {again}"
+            )
+        try:
+            table = np.load(folder / name, mmap_mode="r", allow_pickle=False)
+        except (ValueError, EOFError, OSError) as e:
+            raise _native.DataError(f"{folder / name}: not a valid .npy file ({e or 'empty'}); {again}") from None
+        if table.ndim != 2 or (table.dtype.kind == "f" and not np.isfinite(table).all()):
+            raise _native.DataError(f"{folder / name}: NaN or infinite values, or not a 2-D table; {again}")
+        tables[name[:-4]] = table
+    return tables

@@ -16,7 +16,6 @@ similar users) is refused instead of mixing two embeddings.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import pickle
@@ -28,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from llmesr import _native
-from llmesr.data import Dataset, load_dataset
+from llmesr.data import Dataset, file_sha256, load_dataset
 from llmesr.encoders import EmbeddingCache, Encoder, encode_all
 from llmesr.io import atomic_write, atomic_write_text
 from llmesr.retrieval import similar_users
@@ -42,7 +41,6 @@ from llmesr.text import (
 )
 
 DataError = _native.DataError
-OUTPUTS = ("item_emb.npy", "user_emb.npy", "item_pca.npy", "similar_users.npy", "embed.json")
 
 
 def pca(table: np.ndarray, dim: int) -> np.ndarray:
@@ -180,36 +178,3 @@ def embed_dataset(
     info["files"] = {name: file_sha256(folder / name) for name in outputs}
     atomic_write_text(folder / "embed.json", json.dumps(info, indent=2) + "\n")
     return info
-
-
-def file_sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
-def load_embeddings(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
-    """The tables written by `embed_dataset` (memory-mapped), checked against embed.json's hashes (one
-    set, written by one llmesr-embed run) and for NaN or infinite values."""
-    folder = Path(path)
-    missing = [n for n in OUTPUTS if not (folder / n).exists()]
-    if missing:
-        raise DataError(f"{folder}: no {', '.join(missing)}; run llmesr-embed {folder} first")
-    again = f"run llmesr-embed {folder} again"
-    try:
-        files = json.loads((folder / "embed.json").read_text())["files"]
-    except (ValueError, KeyError, TypeError):
-        raise DataError(f"{folder / 'embed.json'}: no table hashes (an older or damaged embedding); {again}") from None
-    tables = {}
-    for name in OUTPUTS[:-1]:
-        if file_sha256(folder / name) != files.get(name):
-            raise DataError(
-                f"{folder / name}: not the table embed.json describes (an llmesr-embed run killed midway?); {again}"
-            )
-        try:
-            table = np.load(folder / name, mmap_mode="r", allow_pickle=False)
-        except (ValueError, EOFError, OSError) as e:
-            raise DataError(f"{folder / name}: not a valid .npy file ({e or 'empty'}); {again}") from None
-        if table.ndim != 2 or (table.dtype.kind == "f" and not np.isfinite(table).all()):
-            raise DataError(f"{folder / name}: NaN or infinite values, or not a 2-D table; {again}")
-        tables[name[:-4]] = table
-    return tables

@@ -18,10 +18,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from llmesr.config import TrainConfig
-from llmesr.data import load_dataset
-from llmesr.embed import load_embeddings
+from llmesr.data import load_dataset, load_embeddings
 from llmesr.models import LLMESR
+from llmesr.runs import BEST, build_model, load_config, read_weights
 
 
 class Recommender:
@@ -31,12 +30,11 @@ class Recommender:
     the long tail (0: the model's own scores)."""
 
     def __init__(self, run_dir: str | os.PathLike[str], device: str = "cpu", popularity_penalty: float = 0.0) -> None:
-        from llmesr.train import BEST, build_model, read_run_config, read_weights
 
         run = Path(run_dir)
         if not (run / BEST).exists():
             raise FileNotFoundError(f"{run} has no {BEST}: not a finished run folder")
-        self.config = TrainConfig.from_saved(read_run_config(run), str(run / "config.json"))
+        self.config = load_config(run)
         ds = load_dataset(self.config.data)
         tables = load_embeddings(self.config.data) if self.config.method == "llmesr" else None
         self.model: LLMESR = build_model(self.config, ds.n_items, tables)

@@ -19,6 +19,7 @@ import numpy as np
 from llmesr.config import TrainConfig
 from llmesr.io import atomic_write
 from llmesr.metrics import GROUPS
+from llmesr.runs import read_run_config
 
 PROTOCOLS = ("full", "sampled")
 # Settings that do not make another method: where, which seed, how long, and the group thresholds.
@@ -75,8 +76,8 @@ def load_run(folder: str | Path) -> Run:
     for name in ("config.json", "metrics.json"):
         if not (folder / name).is_file():
             raise FileNotFoundError(f"{folder}: no {name} (not a finished run folder)")
+    config = read_run_config(folder)
     try:
-        config = json.loads((folder / "config.json").read_text())
         metrics = json.loads((folder / "metrics.json").read_text())
     except json.JSONDecodeError as e:
         raise ValueError(f"{folder}: unreadable JSON: {e}") from None

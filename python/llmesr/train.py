@@ -1,10 +1,7 @@
 """Training LLM-ESR (or a backbone alone) with early stopping on validation NDCG@10, then testing the
 best weights with both protocols by long-tail group.
 
-The run folder (`cfg.out`) holds the resolved config (config.json), the log (log.txt), the best
-weights (best.safetensors), the last epoch's checkpoint for `resume` (checkpoint.safetensors: weights,
-optimizer state and the loop's state in its metadata), metrics.json and a plot of the group metrics
-(metrics.png). Every file is replaced atomically, so a killed run resumes from its last epoch and ends
+The run folder (`cfg.out`, layout in `llmesr.runs`) is replaced file by file atomically, so a killed run resumes from its last epoch and ends
 with the same metrics as an uninterrupted one: every epoch draws its batches and dropout from
 (seed, epoch) alone.
 """
@@ -12,29 +9,39 @@ with the same metrics as an uninterrupted one: every epoch draws its batches and
 from __future__ import annotations
 
 import json
-import shutil
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, safe_open, save_file
+from safetensors.torch import save_file
 from tqdm import tqdm
 
 from llmesr import distributed
 from llmesr.config import TrainConfig
-from llmesr.data import Dataset, load_dataset
-from llmesr.embed import OUTPUTS as EMBEDDINGS
-from llmesr.embed import file_sha256, load_embeddings
+from llmesr.data import Dataset, load_dataset, load_embeddings
 from llmesr.evaluate import evaluate
-from llmesr.io import atomic_write, atomic_write_text, remove_stale_temporaries
+from llmesr.io import atomic_write, atomic_write_text
 from llmesr.metrics import GroupedMetrics, Groups
-from llmesr.models import LLMESR
 from llmesr.models.losses import SharedNegatives, logit_adjustment
+from llmesr.runs import (
+    BEST,
+    CHECKPOINT,
+    LOG,
+    METRICS,
+    RANKS,
+    build_model,
+    cpu_weights,
+    load_checkpoint,
+    prepare_run_folder,
+    read_weights,
+    save_checkpoint,
+    save_npz,
+    truncate_log,
+)
 from llmesr.sampling import (
     bert4rec_batch,
     eval_negatives,
@@ -44,10 +51,7 @@ from llmesr.sampling import (
     shared_negatives,
 )
 
-CHECKPOINT, BEST = "checkpoint.safetensors", "best.safetensors"
-INPUTS = "inputs.json"  # SHA-256 of the dataset files the run reads, checked on resume
 SPLITS = ("valid", "test")
-RANKS = "ranks.npz"  # each test user's rank under both protocols, for paired tests between runs
 
 
 def resolve_device(name: str, ranks: distributed.Ranks | None = None) -> torch.device:
@@ -56,43 +60,6 @@ def resolve_device(name: str, ranks: distributed.Ranks | None = None) -> torch.d
     if name == "cuda" and ranks is not None and ranks.active:
         return torch.device("cuda", ranks.local_rank)
     return torch.device(name)
-
-
-def build_model(cfg: TrainConfig, n_items: int, tables: dict[str, np.ndarray] | None) -> LLMESR:
-    """The model `cfg` describes; `tables` are the dataset's embedding tables (`load_embeddings`)."""
-    common: dict[str, Any] = dict(
-        backbone=cfg.backbone,
-        hidden=cfg.hidden,
-        max_len=cfg.max_len,
-        layers=cfg.layers,
-        heads=cfg.heads,
-        dropout=cfg.dropout,
-        compat=cfg.compat == "original",
-        block=cfg.block,
-        init=cfg.init,
-        embed_scale=cfg.embed_scale,
-    )
-    if cfg.method == "base":
-        return LLMESR(n_items, views="id", **common)
-    assert tables is not None
-    semantic = torch.from_numpy(np.array(tables["item_emb"]))
-    id_init = None
-    if cfg.id_init == "pca" and cfg.views != "semantic":
-        id_init = torch.from_numpy(np.array(tables["item_pca"]))
-        if id_init.shape[1] != cfg.hidden:
-            raise ValueError(
-                f"the dataset's PCA table is {id_init.shape[1]}-d, the model's hidden size {cfg.hidden}: "
-                f"run llmesr-embed --hidden {cfg.hidden}, or train with --id-init random"
-            )
-    return LLMESR(
-        n_items,
-        semantic,
-        views=cfg.views,
-        id_init=id_init,
-        cross_attention=cfg.cross_attention,
-        shared_encoder=cfg.shared_encoder,
-        **common,
-    )
 
 
 def training_batch(cfg: TrainConfig, ds: Dataset, users: np.ndarray, epoch: int) -> tuple[np.ndarray, ...]:
@@ -109,136 +76,6 @@ def training_batch(cfg: TrainConfig, ds: Dataset, users: np.ndarray, epoch: int)
 
 def epoch_seed(seed: int, epoch: int) -> int:
     return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
-
-
-def cpu_weights(model: torch.nn.Module, prefix: str = "") -> dict[str, torch.Tensor]:
-    """The model's state as contiguous CPU tensors, as safetensors stores them."""
-    return {f"{prefix}{k}": v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-
-
-def save_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
-    """Weights, optimizer state and the loop's state (JSON in the metadata) in one safetensors file."""
-    tensors = cpu_weights(model, prefix="model.")
-    opt = optimizer.state_dict()
-    for pid, slots in opt["state"].items():
-        for key, value in slots.items():
-            tensors[f"optimizer.{pid}.{key}"] = torch.as_tensor(value).cpu().contiguous()
-    meta = {"state": json.dumps(state), "param_groups": json.dumps(opt["param_groups"])}
-    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
-
-
-def read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """A safetensors file's tensors and metadata, or a clear error naming the file."""
-    try:
-        with safe_open(path, framework="pt") as f:
-            meta = f.metadata() or {}
-        return load_file(path), meta
-    except FileNotFoundError:
-        raise
-    except Exception as e:  # safetensors raises its own error type for a damaged file
-        raise ValueError(f"{path}: not a readable safetensors file ({e})") from None
-
-
-def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict:
-    tensors, meta = read_weights(path)
-    try:
-        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-        return _load_optimizer(tensors, meta, optimizer)
-    except (KeyError, RuntimeError, ValueError) as e:
-        raise ValueError(f"{path}: not a checkpoint of this run ({e}); start over with --overwrite") from None
-
-
-def _load_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, str], optimizer: torch.optim.Optimizer) -> dict:
-    state: dict[int, dict[str, torch.Tensor]] = {}
-    for key, value in tensors.items():
-        if key.startswith("optimizer."):
-            _, pid, slot = key.split(".", 2)
-            state.setdefault(int(pid), {})[slot] = value
-    optimizer.load_state_dict({"state": state, "param_groups": json.loads(meta["param_groups"])})
-    return json.loads(meta["state"])
-
-
-def read_run_config(run: Path) -> dict[str, Any]:
-    """config.json of a run folder, or a clear error naming the file."""
-    path = run / "config.json"
-    try:
-        saved = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise FileNotFoundError(f"{run} is not a run folder (no config.json)") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(saved, dict) or not {"method", "backbone", "data"} <= saved.keys():
-        raise ValueError(f"{path}: not the config of an llmesr run")
-    return saved
-
-
-def is_run_folder(path: Path) -> bool:
-    try:
-        read_run_config(path)
-        return True
-    except (OSError, ValueError):
-        return False
-
-
-def input_digests(cfg: TrainConfig) -> dict[str, str]:
-    """SHA-256 of the dataset files the run reads (embed.json stands for the embedding tables: it holds
-    their hashes), so a resume notices that the data or its embeddings changed since the run started."""
-    folder = Path(cfg.data)
-    names = sorted(p.name for p in folder.glob("*.npy") if p.name not in EMBEDDINGS) + ["meta.json"]
-    if cfg.method == "llmesr":
-        names.append("embed.json")
-    return {name: file_sha256(folder / name) for name in names}
-
-
-def prepare_run_folder(cfg: TrainConfig, resume: bool, overwrite: bool) -> Path:
-    run = Path(cfg.out)
-    if resume:
-        saved, now = read_run_config(run), asdict(cfg)
-        # The folder may have been moved or copied: it is resumed where it is now (cfg.out).
-        changed = sorted(
-            k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k) and k not in ("device", "out")
-        )
-        if changed:
-            raise ValueError(f"{run}: the run was started with other settings ({', '.join(changed)})")
-        recorded = json.loads((run / INPUTS).read_text()) if (run / INPUTS).exists() else None
-        current = input_digests(cfg)
-        if recorded is not None and recorded != current:
-            changed = sorted(k for k in recorded.keys() | current.keys() if recorded.get(k) != current.get(k))
-            raise ValueError(
-                f"{run}: {cfg.data} changed since the run started ({', '.join(changed)}): "
-                "start a new run (--overwrite) rather than resume on other data"
-            )
-        remove_stale_temporaries(run)
-        return run
-    if run.exists() and (not run.is_dir() or any(run.iterdir())):
-        if not overwrite:
-            raise FileExistsError(f"run folder {run} exists: pass --resume to continue it or --overwrite to start over")
-        if not run.is_dir() or not is_run_folder(run):
-            raise FileExistsError(
-                f"{run} exists and is not a run folder (no config.json of a training run): "
-                "--overwrite replaces only run folders; choose another --out"
-            )
-        shutil.rmtree(run)
-    run.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run / "config.json", json.dumps(asdict(cfg), indent=2) + "\n")
-    atomic_write_text(run / INPUTS, json.dumps(input_digests(cfg), indent=2) + "\n")
-    (run / "log.txt").write_text("")
-    return run
-
-
-def truncate_log(run: Path, epoch: int) -> None:
-    """Drops log lines of epochs after the checkpoint's (a run killed after logging an epoch but before
-    its checkpoint repeats that epoch on resume)."""
-    path = run / "log.txt"
-    if not path.exists():
-        return
-    kept = []
-    for line in path.read_text().splitlines(keepends=True):
-        head = line.split(":", 1)[0].split()
-        if len(head) == 2 and head[0] == "epoch" and head[1].isdigit() and int(head[1]) > epoch:
-            continue
-        kept.append(line)
-    atomic_write_text(path, "".join(kept))
 
 
 def train(
@@ -293,7 +130,7 @@ def train(
 
     def log(line: str) -> None:
         if ranks.main:
-            with open(run / "log.txt", "a") as f:
+            with open(run / LOG, "a") as f:
                 f.write(line + "\n")
             if progress:
                 tqdm.write(line)
@@ -423,7 +260,7 @@ def train(
                 per_user["users"], per_user[protocol] = result.per_user()
     if ranks.main:
         atomic_write(run / RANKS, lambda tmp: save_npz(tmp, per_user))
-        atomic_write_text(run / "metrics.json", json.dumps(metrics, indent=2) + "\n")
+        atomic_write_text(run / METRICS, json.dumps(metrics, indent=2) + "\n")
         plot_metrics(metrics, run / "metrics.png", title=f"{cfg.method} {cfg.backbone}, seed {cfg.seed}")
     ranks.barrier()
     distributed.shutdown(ranks)
@@ -445,11 +282,6 @@ def popularity_metrics(cfg: TrainConfig) -> dict[str, Any]:
         ).result()
         for protocol in ("full", "sampled")
     }
-
-
-def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    with open(path, "wb") as f:  # a file object: np.savez would append ".npz" to a temporary name
-        np.savez(f, **arrays)
 
 
 def plot_metrics(metrics: dict[str, Any], path: Path, title: str = "") -> None:

@@ -181,13 +181,13 @@ def main(argv: list[str] | None = None) -> int:
             torch.set_num_threads(args.threads)  # in case torch was imported before (the Python API)
 
         if args.resume:
-            from llmesr.train import read_run_config
+            from dataclasses import replace
 
-            saved = read_run_config(Path(args.resume))
-            saved["out"] = args.resume  # where the folder is now (it may have been moved or copied)
-            if hasattr(args, "device"):
-                saved["device"] = args.device
-            cfg = TrainConfig.from_saved(saved, str(Path(args.resume) / "config.json"))
+            from llmesr.runs import load_config
+
+            cfg = load_config(Path(args.resume))
+            # Where the folder is now (it may have been moved or copied); the device may change.
+            cfg = replace(cfg, out=args.resume, device=getattr(args, "device", cfg.device))
         else:
             cfg = resolve_config(args)
             if cfg.data is None:
