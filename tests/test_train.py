@@ -62,6 +62,8 @@ def test_run_folder_and_metrics(data, tmp_path, kw):
         ndcg = np.where(per_user["full"] <= 10, 1 / np.log2(per_user["full"] + 1.0), 0.0).mean()
         assert ndcg == pytest.approx(metrics["test"]["full"]["overall"]["NDCG@10"])
     assert (run / "metrics.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    ops = metrics["environment"]["ops"]
+    assert ops["torch"] == torch.__version__ and ops["native_devices"] == (["cpu"] if ops["compiler"] else [])
     saved = json.loads((run / "metrics.json").read_text())
     assert saved == json.loads(json.dumps(metrics))
     assert saved["best_epoch"] in (1, 2) and saved["epochs"] == 2

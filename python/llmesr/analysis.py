@@ -46,7 +46,6 @@ def tail_tradeoff(run_dir: str | Path, gammas: Sequence[float]) -> list[dict[str
             protocol="full",
             users=users,
             groups=groups,
-            max_len=rec.config.max_len,
             ties=rec.config.ties,
         ).result()
         rows.append(
@@ -78,7 +77,7 @@ def score_parts(run_dir: str | Path, batch_size: int = 512) -> dict[str, dict[st
     tail_item = torch.from_numpy(ds.train_popularity < groups.tail_item_pop)
     for start in range(0, len(users), batch_size):
         batch = users[start : start + batch_size]
-        seqs = torch.from_numpy(histories(ds, batch, "test", rec.config.max_len).astype(np.int64))
+        seqs = torch.from_numpy(histories(ds, batch, "test", rec.model.max_len).astype(np.int64))
         u = model.user_vector(seqs)
         targets = torch.from_numpy(ds.test[batch].astype(np.int64))
         scores = u @ table.T

@@ -31,13 +31,14 @@ def evaluate(
     negatives: np.ndarray | None = None,
     users: np.ndarray | None = None,
     groups: Groups | None = None,
-    max_len: int = 200,
+    max_len: int | None = None,
     batch_size: int = 256,
     ties: str = "pessimistic",
 ) -> GroupedMetrics:
     """Metrics of `model` (anything with `user_vector(sequences)` and `item_vectors(items)`) over
     `users` (default: every user with a validation and test item), as mergeable sums. `groups`: the
-    long-tail groups of this split (`Groups.of(ds, split=split)` by default)."""
+    long-tail groups of this split (`Groups.of(ds, split=split)` by default). `max_len`: the longest
+    input, by default the model's own (`model.max_len`)."""
     if split not in ("valid", "test"):
         raise ValueError(f"split must be 'valid' or 'test', not {split!r}")
     if protocol not in ("full", "sampled"):
@@ -46,6 +47,8 @@ def evaluate(
         raise ValueError("the sampled protocol needs the stored negatives (llmesr.sampling.eval_negatives)")
     if users is None:
         users = np.flatnonzero(ds.test > 0)
+    if max_len is None:
+        max_len = model.max_len
     result = GroupedMetrics(groups or Groups.of(ds, split=split))
     was_training = model.training
     model.eval()
@@ -87,10 +90,12 @@ def require_finite(vectors: torch.Tensor, what: str) -> torch.Tensor:
 
 class Popularity(torch.nn.Module):
     """The most-popular baseline in the shape `evaluate` expects: every user scores every item by its
-    number of training interactions (ties count against the target, as for any model)."""
+    number of training interactions (ties count against the target, as for any model). `max_len`: how
+    much of the history it is given, i.e. excludes (the model's it is compared with)."""
 
-    def __init__(self, ds: Dataset) -> None:
+    def __init__(self, ds: Dataset, max_len: int = 200) -> None:
         super().__init__()
+        self.max_len = max_len
         self.register_buffer("popularity", torch.from_numpy(ds.train_popularity.astype(np.float32))[:, None])
 
     def user_vector(self, sequences: torch.Tensor) -> torch.Tensor:
@@ -109,6 +114,7 @@ class PopularityDebiased(torch.nn.Module):
     def __init__(self, model: torch.nn.Module, ds: Dataset, gamma: float) -> None:
         super().__init__()
         self.model, self.gamma = model, float(gamma)
+        self.max_len = model.max_len
         log_pop = np.log1p(ds.train_popularity.astype(np.float64)).astype(np.float32)
         self.register_buffer("log_popularity", torch.from_numpy(log_pop)[:, None])
 

@@ -92,7 +92,7 @@ class Recommender:
         rows = [self._ids(h, raw) for h in histories]
         if not rows:
             return ([] if raw else np.zeros((0, k), dtype=np.int64)), np.zeros((0, k), dtype=np.float32)
-        seqs = torch.from_numpy(self._left_padded([r[-self.config.max_len :] for r in rows])).to(self.device)
+        seqs = torch.from_numpy(self._left_padded([r[-self.model.max_len :] for r in rows])).to(self.device)
         scores = self.model.user_vector(seqs) @ self.item_table.T + self.item_offset
         empty = torch.tensor([not r for r in rows], device=self.device)
         scores[empty] = self.popularity.to(scores.dtype)

@@ -144,7 +144,6 @@ def train(
             negatives=negatives,
             users=ranks.shard(users),
             groups=groups[split],
-            max_len=cfg.max_len,
             ties=cfg.ties,
         )
         return distributed.reduce_metrics(result, ranks)
@@ -250,6 +249,7 @@ def train(
         "selected_on": f"valid {cfg.select_on} NDCG@10",
         "ties": cfg.ties,
         "groups": groups["test"].describe(),
+        "environment": environment(device),
     }
     per_user: dict[str, np.ndarray] = {}
     for split, users in (("test", np.flatnonzero(ds.test > 0)), ("valid", valid_users)):
@@ -267,6 +267,20 @@ def train(
     return metrics
 
 
+def environment(device: torch.device) -> dict[str, Any]:
+    """What produced the numbers, so a result can be traced: versions, device, threads, the ops."""
+    from llmesr import __version__
+    from llmesr.ops.loader import ops_description
+
+    return {
+        "llmesr": __version__,
+        "python": sys.version.split()[0],
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "ops": ops_description(),
+    }
+
+
 def popularity_metrics(cfg: TrainConfig) -> dict[str, Any]:
     """Test metrics of ranking by training popularity, with `cfg`'s groups, negatives and ties: the
     reference every model should beat."""
@@ -278,7 +292,7 @@ def popularity_metrics(cfg: TrainConfig) -> dict[str, Any]:
     users = np.flatnonzero(ds.test > 0)
     return {
         protocol: evaluate(
-            Popularity(ds), ds, protocol=protocol, negatives=negatives, users=users, groups=groups, ties=cfg.ties
+            Popularity(ds, cfg.max_len), ds, protocol=protocol, negatives=negatives, users=users, groups=groups, ties=cfg.ties
         ).result()
         for protocol in ("full", "sampled")
     }

@@ -50,6 +50,19 @@ def native_ops_loaded() -> bool:
     return LOADED
 
 
+def ops_description() -> dict[str, object]:
+    """What ran, for the run folder: the mode, the devices the native ops serve (none: the PyTorch
+    twins), the C++ compiler they were built with and torch's version."""
+    loaded = native_ops_loaded()
+    compiler = os.environ.get("CXX", "c++")
+    return {
+        "mode": ops_mode(),
+        "native_devices": sorted(DEVICES) if loaded else [],
+        "compiler": compiler if loaded else None,
+        "torch": torch.__version__,
+    }
+
+
 def native_for(tensor: torch.Tensor) -> bool:
     """Whether the native ops serve tensors of this device."""
     loaded = LOADED if LOADED is not None else native_ops_loaded()
