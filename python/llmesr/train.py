@@ -292,7 +292,13 @@ def popularity_metrics(cfg: TrainConfig) -> dict[str, Any]:
     users = np.flatnonzero(ds.test > 0)
     return {
         protocol: evaluate(
-            Popularity(ds, cfg.max_len), ds, protocol=protocol, negatives=negatives, users=users, groups=groups, ties=cfg.ties
+            Popularity(ds, cfg.max_len),
+            ds,
+            protocol=protocol,
+            negatives=negatives,
+            users=users,
+            groups=groups,
+            ties=cfg.ties,
         ).result()
         for protocol in ("full", "sampled")
     }

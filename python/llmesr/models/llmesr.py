@@ -130,7 +130,7 @@ class LLMESR(nn.Module):
         heads: int = 1,
         dropout: float = 0.5,
         id_init: torch.Tensor | None = None,
-        cross_attention: bool = False,
+        cross_attention: bool = True,
         shared_encoder: bool = True,
         compat: bool = False,
         block: str = "original",

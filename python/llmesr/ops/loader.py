@@ -88,6 +88,19 @@ def _build(with_cuda: bool) -> None:
     )
 
 
+def register_fake_kernels() -> None:
+    """Every op module's shape kernels (`register_fake` beside its twin), found rather than listed."""
+    import importlib
+    import pkgutil
+
+    import llmesr.ops
+
+    for info in pkgutil.iter_modules(llmesr.ops.__path__):
+        module = importlib.import_module(f"llmesr.ops.{info.name}")
+        if callable(getattr(module, "register_fake", None)):
+            module.register_fake()
+
+
 def _load() -> frozenset[str]:
     mode = ops_mode()
     if mode == "ref":
@@ -103,10 +116,6 @@ def _load() -> frozenset[str]:
             where = "CUDA " if "cuda" in devices else ""
             warnings.warn(f"llmesr: native {where}ops unavailable, using the PyTorch reference ({e})", stacklevel=3)
             continue
-        from llmesr.ops import attention, distill, dropout
-
-        distill.register_fake()
-        attention.register_fake()
-        dropout.register_fake()
+        register_fake_kernels()
         return frozenset(devices)
     return frozenset()

@@ -7,8 +7,7 @@ use crate::intern::Interner;
 use crate::reader::{head_lines, utf8_error_in, Block, InputFile, SourceInfo};
 use rayon::prelude::*;
 
-/// Progress report: `(stage, done, total)`; returning `false` cancels the work.
-pub type Progress<'p> = &'p mut dyn FnMut(&str, u64, u64) -> bool;
+use crate::Progress;
 
 /// All interactions in input order, ids interned in order of first appearance.
 #[derive(Default, Debug)]

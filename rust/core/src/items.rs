@@ -3,8 +3,8 @@
 //! `|`) and `movies.dat` (`::`). Every layout becomes one [`ItemMeta`].
 
 use crate::error::{Error, Result};
-use crate::ingest::Progress;
 use crate::reader::{InputFile, SourceInfo};
+use crate::Progress;
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde::Serialize;
 use serde_json::Value;

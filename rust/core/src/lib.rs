@@ -20,3 +20,6 @@ pub mod synthetic;
 pub mod time;
 
 pub use error::{Error, Result};
+
+/// Progress report: `(stage, done, total)`; returning `false` cancels the work.
+pub type Progress<'p> = &'p mut dyn FnMut(&str, u64, u64) -> bool;

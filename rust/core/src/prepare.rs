@@ -3,9 +3,10 @@
 use crate::dataset::{self, Filters};
 use crate::error::Result;
 use crate::folder::{self, Provenance};
-use crate::ingest::{self, IngestOptions, Progress};
+use crate::ingest::{self, IngestOptions};
 use crate::items::{self, ItemTable};
 use crate::synthetic::{self, SyntheticConfig};
+use crate::Progress;
 use rustc_hash::FxHashSet;
 use serde_json::{json, Value};
 use std::path::Path;

@@ -3,7 +3,7 @@
 //! query blocks spread over threads and each block's scores computed as one matrix product.
 
 use crate::error::{Error, Result};
-use crate::ingest::Progress;
+use crate::Progress;
 use gemm::{gemm, Parallelism};
 use rayon::prelude::*;
 use std::cmp::Ordering;

@@ -13,6 +13,7 @@ use pyo3::exceptions::{PyFileNotFoundError, PyKeyboardInterrupt, PyOSError, PyRu
 use pyo3::prelude::*;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 
 pyo3::create_exception!(_native, DataError, PyValueError, "Malformed or unusable input data.");
@@ -28,8 +29,36 @@ fn to_py_err(e: Error, pending: Option<PyErr>) -> PyErr {
     }
 }
 
-/// Runs `work` without the GIL, turning a panic into a RuntimeError instead of a crash.
+/// Set in a child process forked after rayon's global pool started: the pool's threads did not survive
+/// the fork, so work sent to it would wait forever (a DataLoader worker, multiprocessing's fork).
+static FORKED: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn after_fork_in_child() {
+    FORKED.store(true, Ordering::SeqCst);
+}
+
+/// Registers the fork guard once, when the module is imported (tokenizers does the same).
+fn install_fork_guard() {
+    // SAFETY: pthread_atfork only records the handler; the handler stores to an atomic, which is
+    // async-signal-safe, as a child-side fork handler must be.
+    unsafe {
+        libc::pthread_atfork(None, None, Some(after_fork_in_child));
+    }
+}
+
+/// Runs `work` without the GIL, turning a panic into a RuntimeError instead of a crash. In a forked
+/// child the work runs in a fresh thread pool instead of the (dead) global one.
 fn run_detached<T: Send>(py: Python<'_>, work: impl FnOnce() -> Result<T, Error> + Send) -> PyResult<Result<T, Error>> {
+    let work = move || {
+        if FORKED.load(Ordering::SeqCst) {
+            match rayon::ThreadPoolBuilder::new().build() {
+                Ok(pool) => pool.install(work),
+                Err(e) => Err(Error::Input(format!("could not start threads after a fork: {e}"))),
+            }
+        } else {
+            work()
+        }
+    };
     py.detach(|| catch_unwind(AssertUnwindSafe(work))).map_err(|panic| {
         let msg = panic
             .downcast_ref::<String>()
@@ -375,6 +404,12 @@ fn detect_format(py: Python<'_>, path: String) -> PyResult<String> {
     result.map(|f| f.name().to_string()).map_err(|e| to_py_err(e, None))
 }
 
+/// The input formats `prepare_dataset` reads (besides "auto", detection).
+#[pyfunction]
+fn formats() -> Vec<&'static str> {
+    Format::ALL.iter().map(|f| f.name()).collect()
+}
+
 /// Panics inside Rust on purpose, so tests can check that a panic becomes a Python exception.
 #[pyfunction]
 fn _panic_for_test(py: Python<'_>) -> PyResult<()> {
@@ -383,9 +418,23 @@ fn _panic_for_test(py: Python<'_>) -> PyResult<()> {
 
 #[pymodule]
 mod _native {
+    #[pymodule_init]
+    fn init(_m: &pyo3::Bound<'_, pyo3::types::PyModule>) -> pyo3::PyResult<()> {
+        super::install_fork_guard();
+        Ok(())
+    }
+
+    /// The dataset folder's format version (meta.json `format_version`).
+    #[pymodule_export]
+    const FORMAT_VERSION: u32 = llmesr_core::folder::FORMAT_VERSION;
+    /// The package version (the workspace's Cargo.toml, as pyproject's dynamic version).
+    #[pymodule_export]
+    #[allow(non_upper_case_globals)] // Python's name for it
+    const __version__: &str = env!("CARGO_PKG_VERSION");
+
     #[pymodule_export]
     use super::{
-        _panic_for_test, bert4rec_batch, check_dataset, default_ivf_settings, detect_format, eval_negatives, histories,
-        parse_timestamp, prepare_dataset, prepare_synthetic, sasrec_batch, similar_users, DataError,
+        _panic_for_test, bert4rec_batch, check_dataset, default_ivf_settings, detect_format, eval_negatives, formats,
+        histories, parse_timestamp, prepare_dataset, prepare_synthetic, sasrec_batch, similar_users, DataError,
     };
 }

@@ -23,18 +23,19 @@ pub enum Format {
 }
 
 impl Format {
+    /// Every format, in the order the command line lists them.
+    pub const ALL: [Format; 8] = [
+        Format::Csv,
+        Format::Tsv,
+        Format::SeqLines,
+        Format::LlmEsr,
+        Format::RecBole,
+        Format::Amazon,
+        Format::Yelp,
+        Format::MovieLens,
+    ];
     pub fn parse(name: &str) -> Option<Format> {
-        Some(match name {
-            "csv" => Format::Csv,
-            "tsv" => Format::Tsv,
-            "seqlines" => Format::SeqLines,
-            "llmesr" => Format::LlmEsr,
-            "recbole" => Format::RecBole,
-            "amazon" => Format::Amazon,
-            "yelp" => Format::Yelp,
-            "movielens" => Format::MovieLens,
-            _ => return None,
-        })
+        Format::ALL.into_iter().find(|f| f.name() == name)
     }
     pub fn name(self) -> &'static str {
         match self {
