@@ -277,3 +277,22 @@ def test_original_cross_attention_keeps_each_view_s_own_values():
         a, b = cross(view, others, mask), cross(view, 3 * others.flip(1), mask)
     torch.testing.assert_close(a[0], b[0])
     torch.testing.assert_close(a[0, 0], cross.attention.out(cross.attention.kv(view[0, :1])[..., 8:])[0])
+
+
+def test_a_backbone_is_its_spec(monkeypatch):
+    # Registering a spec is all a new backbone needs: here SASRec's under another name gives the same model.
+    from dataclasses import replace
+
+    from llmesr import backbones
+
+    monkeypatch.setitem(backbones.BACKBONES, "toy", replace(backbones.BACKBONES["sasrec"], name="toy"))
+    torch.manual_seed(0)
+    semantic = torch.randn(31, 24)
+    sasrec = LLMESR(30, semantic, hidden=8, max_len=12, dropout=0.0).eval()
+    toy = LLMESR(30, semantic, backbone="toy", hidden=8, max_len=12, dropout=0.0).eval()
+    toy.load_state_dict(sasrec.state_dict())
+    seq = torch.tensor([[0, 0, 3, 4, 5], [1, 2, 3, 4, 5]])
+    with torch.no_grad():
+        torch.testing.assert_close(toy.user_vector(seq), sasrec.user_vector(seq))
+    with pytest.raises(ValueError, match="backbone must be one of sasrec, bert4rec, gru4rec, toy"):
+        LLMESR(30, semantic, backbone="mamba")

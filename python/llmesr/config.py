@@ -9,8 +9,10 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from llmesr.backbones import BACKBONES
+
 CHOICES = {
-    "backbone": ("sasrec", "bert4rec", "gru4rec"),
+    "backbone": tuple(BACKBONES),
     "method": ("llmesr", "base"),
     "views": ("both", "id", "semantic"),
     "id_init": ("pca", "random"),

@@ -21,6 +21,7 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 
 from llmesr import distributed
+from llmesr.backbones import backbone
 from llmesr.config import TrainConfig
 from llmesr.data import Dataset, load_dataset, load_embeddings
 from llmesr.evaluate import evaluate
@@ -65,10 +66,11 @@ def resolve_device(name: str, ranks: distributed.Ranks | None = None) -> torch.d
 def training_batch(cfg: TrainConfig, ds: Dataset, users: np.ndarray, epoch: int) -> tuple[np.ndarray, ...]:
     """(inputs, targets, negatives) for the backbone's loss: next item at every position (SASRec),
     at the last position only (GRU4Rec), or at the masked positions (Bert4Rec)."""
-    if cfg.backbone == "bert4rec":
+    spec = backbone(cfg.backbone)
+    if spec.batch == "masked":
         return bert4rec_batch(ds, users, cfg.max_len, cfg.mask_prob, cfg.seed, epoch, cfg.negatives)
     inputs, targets, negatives = sasrec_batch(ds, users, cfg.max_len, cfg.seed, epoch, cfg.negatives)
-    if cfg.backbone == "gru4rec":
+    if spec.last_target_only:
         targets[:, :-1] = 0
         negatives[:, :-1] = 0
     return inputs, targets, negatives
@@ -117,7 +119,7 @@ def train(
     if cfg.logit_adjust > 0:
         popularity = torch.from_numpy(ds.train_popularity.astype(np.int64))
         item_offset = logit_adjustment(popularity, cfg.logit_adjust).to(device)
-    train_users = np.flatnonzero(ds.train_end - ds.indptr[:-1] >= (1 if cfg.backbone == "bert4rec" else 2))
+    train_users = np.flatnonzero(ds.train_end - ds.indptr[:-1] >= backbone(cfg.backbone).min_train_items)
     valid_users = np.flatnonzero(ds.valid > 0)
 
     run = prepare_run_folder(cfg, resume, overwrite) if ranks.main else Path(cfg.out)

@@ -1,6 +1,6 @@
 """Sequence models (PyTorch). Importing this package needs torch."""
 
-from llmesr.models.encoder import GRUEncoder, SequenceEncoder
-from llmesr.models.llmesr import BACKBONES, LLMESR, Adapter
+from llmesr.models.encoder import Encoder, GRUEncoder, SequenceEncoder
+from llmesr.models.llmesr import LLMESR, Adapter
 
-__all__ = ["BACKBONES", "LLMESR", "Adapter", "GRUEncoder", "SequenceEncoder"]
+__all__ = ["LLMESR", "Adapter", "Encoder", "GRUEncoder", "SequenceEncoder"]

@@ -12,7 +12,7 @@ published numbers; it is off by default.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import NamedTuple, Protocol
 
 import torch
 from torch import nn
@@ -206,3 +206,33 @@ class GRUEncoder(nn.Module):
         out = nn.utils.rnn.pad_packed_sequence(self.gru(packed)[0], batch_first=True, total_length=length)[0]
         back = (torch.arange(length, device=x.device) - (length - lengths)[:, None]) % length
         return out.gather(1, back[..., None].expand(-1, -1, hidden)) * valid[..., None]
+
+
+class Encoder(Protocol):
+    """What the dual-view model needs of a sequence encoder: `[B, L, H]` item embeddings of left-padded
+    rows (`valid` marks the real items) to `[B, L, H]` states, zeros at padding, a position's state
+    depending on no later item when the model is causal; and the `KeyMask` a cross-attention in
+    front of it must use so that it sees no more than the encoder does."""
+
+    def __call__(self, emb: torch.Tensor, valid: torch.Tensor) -> torch.Tensor: ...
+
+    def mask(self, valid: torch.Tensor) -> KeyMask: ...
+
+
+# The factories the backbone specs name (llmesr.backbones): one signature for every encoder.
+
+
+def causal_transformer(
+    hidden: int, max_len: int, layers: int, heads: int, dropout: float, *, compat: bool, block: str
+) -> SequenceEncoder:
+    return SequenceEncoder(hidden, max_len, layers, heads, dropout, causal=True, compat=compat, block=block)
+
+
+def bidirectional_transformer(
+    hidden: int, max_len: int, layers: int, heads: int, dropout: float, *, compat: bool, block: str
+) -> SequenceEncoder:
+    return SequenceEncoder(hidden, max_len, layers, heads, dropout, causal=False, compat=compat, block=block)
+
+
+def gru(hidden: int, max_len: int, layers: int, heads: int, dropout: float, *, compat: bool, block: str) -> GRUEncoder:
+    return GRUEncoder(hidden, layers, dropout, compat=compat)

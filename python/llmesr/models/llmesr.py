@@ -19,13 +19,14 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from llmesr.backbones import backbone as backbone_spec
 from llmesr.config import CHOICES
-from llmesr.models.encoder import Attention, GRUEncoder, KeyMask, SequenceEncoder
+from llmesr.models.encoder import Attention, Encoder, KeyMask
 from llmesr.models.losses import LOSSES, SharedNegatives, bce_loss, full_softmax_loss, sampled_softmax_loss
 from llmesr.ops import HashedDropout, distill_loss, masked_attention, native_ops_loaded
 from llmesr.ops.distill import info_nce
 
-BACKBONES, VIEWS = CHOICES["backbone"], CHOICES["views"]
+VIEWS = CHOICES["views"]
 
 
 class Adapter(nn.Module):
@@ -141,8 +142,7 @@ class LLMESR(nn.Module):
         super().__init__()
         self.chunk_tokens = chunk_tokens  # padded positions per encoder call (see `length_chunks`)
         native_ops_loaded()  # build the fused operators now, once, before any fork (see llmesr.ops)
-        if backbone not in BACKBONES:
-            raise ValueError(f"backbone must be one of {', '.join(BACKBONES)}, not {backbone!r}")
+        self.spec = backbone_spec(backbone)
         if views not in VIEWS:
             raise ValueError(f"views must be one of {', '.join(VIEWS)}, not {views!r}")
         if views != "id" and semantic is None:
@@ -153,9 +153,9 @@ class LLMESR(nn.Module):
         self.block = block
         # The original scales the input embeddings of its Transformers by sqrt(hidden) (both views, not
         # the scored item vectors), which balances them against the position embeddings.
-        self.input_scale = hidden**0.5 if embed_scale and backbone != "gru4rec" else 1.0
+        self.input_scale = hidden**0.5 if embed_scale and self.spec.scales_input else 1.0
         self.adapted: torch.Tensor | None = None  # set by `freeze_items` for serving
-        self.mask_token = n_items + 1  # only used by Bert4Rec
+        self.mask_token = n_items + 1  # only read by a backbone with spec.mask_token (Bert4Rec)
         rows = n_items + 2
         if views != "semantic":
             self.item_id = nn.Embedding(rows, hidden, padding_idx=0)
@@ -169,7 +169,7 @@ class LLMESR(nn.Module):
             assert semantic is not None
             self.register_buffer("semantic", semantic.float(), persistent=False)
             self.adapter = Adapter(semantic.shape[1], hidden)
-            if backbone == "bert4rec":  # the mask token's semantic-view vector (it has no text)
+            if self.spec.mask_token:  # the mask token's semantic-view vector (it has no text)
                 self.semantic_mask = nn.Parameter(torch.randn(hidden) * hidden**-0.5)
         self.cross = (
             nn.ModuleList(CrossAttention(hidden, heads, dropout, original=block == "original") for _ in range(2))
@@ -177,7 +177,10 @@ class LLMESR(nn.Module):
             else None
         )
         n_encoders = 1 if shared_encoder or views != "both" else 2
-        self.encoders = nn.ModuleList(self._encoder(hidden, max_len, layers, heads, dropout) for _ in range(n_encoders))
+        self.encoders = nn.ModuleList(
+            self.spec.build_encoder(hidden, max_len, layers, heads, dropout, compat=compat, block=block)
+            for _ in range(n_encoders)
+        )
         if init == "xavier":
             self._xavier_init(keep_id_table=id_init is not None)
         elif init != "normal":
@@ -193,20 +196,6 @@ class LLMESR(nn.Module):
         if self.views != "semantic":
             self.item_id.weight[0].zero_()  # padding
 
-    def _encoder(self, hidden: int, max_len: int, layers: int, heads: int, dropout: float) -> nn.Module:
-        if self.backbone == "gru4rec":
-            return GRUEncoder(hidden, layers, dropout, compat=self.compat)
-        return SequenceEncoder(
-            hidden,
-            max_len,
-            layers,
-            heads,
-            dropout,
-            causal=self.backbone == "sasrec",
-            compat=self.compat,
-            block=self.block,
-        )
-
     # Item side.
 
     def semantic_items(self, items: torch.Tensor) -> torch.Tensor:
@@ -216,7 +205,7 @@ class LLMESR(nn.Module):
             return self.adapted[items]
         unique, inverse = torch.unique(items, return_inverse=True)
         out = self.adapter(self.semantic[unique.clamp(max=self.n_items)]) * (unique != 0)[:, None]
-        if self.backbone == "bert4rec":
+        if self.spec.mask_token:
             out = torch.where((unique == self.mask_token)[:, None], self.semantic_mask, out)
         return out[inverse]
 
@@ -254,12 +243,15 @@ class LLMESR(nn.Module):
         padding (see `key_mask`)."""
         if not self.compat or sequences.shape[1] >= self.max_len:
             return sequences
-        return F.pad(sequences, (self.max_len - sequences.shape[1] if self.backbone == "gru4rec" else 1, 0))
+        return F.pad(sequences, (self.max_len - sequences.shape[1] if self.spec.compat_pads_to_max_len else 1, 0))
 
     def cross_mask(self, valid: torch.Tensor) -> KeyMask:
         """The cross-attention's mask: the backbone's; in compat mode the original's, which masks
         padding keys but not the future."""
-        return KeyMask(valid.sum(dim=1), False) if self.compat else self.encoders[0].mask(valid)
+        if self.compat:
+            return KeyMask(valid.sum(dim=1), False)
+        encoder: Encoder = self.encoders[0]
+        return encoder.mask(valid)
 
     def user_states(self, sequences: torch.Tensor) -> torch.Tensor:
         """`[B, L, H·views]`: each view through the sequence encoder, concatenated."""
@@ -278,7 +270,7 @@ class LLMESR(nn.Module):
         normalisation and recurrence stay within a row), so this is exact. Compat Transformers keep
         one padding column (standing for all of the row's padding, see `key_mask`); compat GRU4Rec
         keeps all of it, which its recurrence reads."""
-        if self.compat and self.backbone == "gru4rec":
+        if self.compat and self.spec.compat_pads_to_max_len:
             return [(torch.arange(len(sequences), device=sequences.device), sequences.shape[1])]
         lengths = (sequences != 0).sum(dim=1)
         extra = 1 if self.compat else 0
@@ -291,7 +283,7 @@ class LLMESR(nn.Module):
         """Each user's representation from their history (left-padded): the state at the last
         position; Bert4Rec appends the mask token and reads its state."""
         sequences = self._pad(sequences)
-        if self.backbone == "bert4rec":
+        if self.spec.mask_token:
             mask = torch.full_like(sequences[:, :1], self.mask_token)
             sequences = torch.cat([sequences, mask], dim=1)[:, -self.max_len :]
         groups = self.by_length(sequences)

@@ -28,7 +28,7 @@ def view_embeddings(model: LLMESR, items: torch.Tensor) -> list[torch.Tensor]:
     if model.views != "id":
         adapter = model.adapter
         semantic = adapter.up(adapter.down(model.semantic[items.clamp(max=model.n_items)])) * (items != 0)[..., None]
-        if model.backbone == "bert4rec":
+        if model.spec.mask_token:
             semantic = torch.where((items == model.mask_token)[..., None], model.semantic_mask, semantic)
         out.append(semantic)
     return out
@@ -46,7 +46,7 @@ def user_states(model: LLMESR, sequences: torch.Tensor) -> torch.Tensor:
 
 def user_vector(model: LLMESR, sequences: torch.Tensor) -> torch.Tensor:
     sequences = pad_to(sequences, model.max_len)
-    if model.backbone == "bert4rec":
+    if model.spec.mask_token:
         sequences = torch.cat([sequences[:, 1:], torch.full_like(sequences[:, :1], model.mask_token)], dim=1)
     return user_states(model, sequences)[:, -1]
 
