@@ -406,14 +406,14 @@ def test_temporaries_of_a_killed_writer_are_removed(tmp_path):
     assert os.path.exists(target)
 
 
-def test_samplers_refuse_inconsistent_arrays_instead_of_panicking(data):
+def test_the_samplers_handle_refuses_inconsistent_arrays_instead_of_panicking(data):
     from llmesr import _native
 
     ds = load_dataset(data)
     train_end = np.array(ds.train_end)
-    train_end[3] = ds.indptr[4] + 5  # past the user's history
-    with pytest.raises(DataError, match="do not describe one dataset"):
-        _native.sasrec_batch(np.array([3], np.uint32), ds.indptr, train_end, ds.items, ds.n_items, 10, None, 0, 1)
+    train_end[3] = ds.indptr[4] + 5  # past the user's history: a sampler would slice out of range
+    with pytest.raises(DataError, match="train_end.npy: row 3 is"):
+        _native.DatasetHandle(str(data), ds.indptr, train_end, ds.items, ds.valid, ds.test, ds.n_items)
 
 
 def test_train_refuses_an_empty_out(data, capsys):

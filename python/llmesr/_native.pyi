@@ -1,5 +1,6 @@
 # Hand-written stub of the Rust extension (checked against the module by mypy's stubtest in CI).
 from collections.abc import Callable
+from typing import final
 
 import numpy as np
 
@@ -7,11 +8,11 @@ FORMAT_VERSION: int
 __version__: str
 
 __all__ = [
+    "DatasetHandle",
     "FORMAT_VERSION",
     "__version__",
     "_panic_for_test",
     "bert4rec_batch",
-    "check_dataset",
     "default_ivf_settings",
     "detect_format",
     "eval_negatives",
@@ -72,50 +73,43 @@ def similar_users(
     seed: int = 0,
 ) -> np.ndarray: ...
 def default_ivf_settings(n: int) -> tuple[int, int]: ...
-def eval_negatives(
-    indptr: np.ndarray, train_end: np.ndarray, items: np.ndarray, n_items: int, n_neg: int, seed: int
-) -> np.ndarray: ...
+
+@final
+class DatasetHandle:
+    """A prepared dataset's arrays, checked once; the samplers take it."""
+
+    def __new__(
+        cls,
+        folder: str,
+        indptr: np.ndarray,
+        train_end: np.ndarray,
+        items: np.ndarray,
+        valid: np.ndarray,
+        test: np.ndarray,
+        n_items: int,
+    ) -> DatasetHandle: ...
+    @property
+    def n_items(self) -> int: ...
+
+def eval_negatives(ds: DatasetHandle, n_neg: int, seed: int) -> np.ndarray: ...
 def sasrec_batch(
+    ds: DatasetHandle,
     users: np.ndarray,
-    indptr: np.ndarray,
-    train_end: np.ndarray,
-    items: np.ndarray,
-    n_items: int,
     max_len: int,
     negative_weights: np.ndarray | None,
     seed: int,
     epoch: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
 def bert4rec_batch(
+    ds: DatasetHandle,
     users: np.ndarray,
-    indptr: np.ndarray,
-    train_end: np.ndarray,
-    items: np.ndarray,
-    n_items: int,
     max_len: int,
     mask_prob: float,
     negative_weights: np.ndarray | None,
     seed: int,
     epoch: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
-def histories(
-    users: np.ndarray,
-    indptr: np.ndarray,
-    train_end: np.ndarray,
-    items: np.ndarray,
-    n_items: int,
-    extra: int,
-    max_len: int,
-) -> np.ndarray: ...
-def check_dataset(
-    folder: str,
-    indptr: np.ndarray,
-    train_end: np.ndarray,
-    items: np.ndarray,
-    valid: np.ndarray,
-    test: np.ndarray,
-    n_items: int,
-) -> None: ...
+def histories(ds: DatasetHandle, users: np.ndarray, extra: int, max_len: int) -> np.ndarray: ...
 def formats() -> list[str]: ...
 def parse_timestamp(text: str) -> int | None: ...
 def detect_format(path: str) -> str: ...

@@ -139,6 +139,11 @@ class Dataset:
     def n_interactions(self) -> int:
         return int(self.meta["n_interactions"])
 
+    @property
+    def native(self) -> _native.DatasetHandle:
+        """The arrays as the Rust samplers take them, checked once at load."""
+        return self._cache["native"]
+
     def history(self, user: int) -> np.ndarray:
         """All items of `user`, oldest first."""
         return self.items[self.indptr[user] : self.indptr[user + 1]]
@@ -245,7 +250,9 @@ def load_dataset(path: str | os.PathLike[str]) -> Dataset:
         timestamps=_load_array(folder, "timestamps.npy", "<i8", n_inter) if meta["has_timestamps"] else None,
         ratings=_load_array(folder, "ratings.npy", "<f4", n_inter) if meta["has_ratings"] else None,
     )
-    _native.check_dataset(str(folder), ds.indptr, ds.train_end, ds.items, ds.valid, ds.test, ds.n_items)
+    ds._cache["native"] = _native.DatasetHandle(
+        str(folder), ds.indptr, ds.train_end, ds.items, ds.valid, ds.test, ds.n_items
+    )  # checks the arrays once (the first bad row named); the samplers take it
     return ds
 
 

@@ -20,7 +20,7 @@ def eval_negatives(ds: Dataset, n_neg: int = 100, seed: int = 0) -> np.ndarray:
     """For the sampled evaluation protocol: `n_neg` distinct items per user that the user never
     interacted with, as int32 `[n_users + 1, n_neg]` (row 0 = padding). Drawn once per seed, so every
     model is ranked against the same candidates."""
-    return _native.eval_negatives(ds.indptr, ds.train_end, ds.items, ds.n_items, int(n_neg), int(seed))
+    return _native.eval_negatives(ds.native, int(n_neg), int(seed))
 
 
 def histories(ds: Dataset, users: np.ndarray, split: str = "train", max_len: int = 200) -> np.ndarray:
@@ -29,7 +29,7 @@ def histories(ds: Dataset, users: np.ndarray, split: str = "train", max_len: int
     extra = {"train": 0, "valid": 0, "test": 1}.get(split)
     if extra is None:
         raise ValueError(f"split must be 'train', 'valid' or 'test', not {split!r}")
-    return _native.histories(_users(users), ds.indptr, ds.train_end, ds.items, ds.n_items, extra, int(max_len))
+    return _native.histories(ds.native, _users(users), extra, int(max_len))
 
 
 NEGATIVES = CHOICES["negatives"]
@@ -68,9 +68,7 @@ def sasrec_batch(
     """Next-item training rows for `users`: inputs (training history without its last item), targets
     (shifted by one) and one negative per target, int32 `[len(users), L]`."""
     weights = negative_weights(ds, negatives)
-    return _native.sasrec_batch(
-        _users(users), ds.indptr, ds.train_end, ds.items, ds.n_items, int(max_len), weights, int(seed), int(epoch)
-    )
+    return _native.sasrec_batch(ds.native, _users(users), int(max_len), weights, int(seed), int(epoch))
 
 
 def bert4rec_batch(
@@ -86,11 +84,8 @@ def bert4rec_batch(
     mask token `n_items + 1` with probability `mask_prob` (at least one per row), the masked items as
     targets (0 elsewhere) and one negative per target, int32 `[len(users), L]`."""
     return _native.bert4rec_batch(
+        ds.native,
         _users(users),
-        ds.indptr,
-        ds.train_end,
-        ds.items,
-        ds.n_items,
         int(max_len),
         float(mask_prob),
         negative_weights(ds, negatives),

@@ -85,21 +85,6 @@ pub struct Sequences<'a> {
 }
 
 impl Sequences<'_> {
-    /// Cheap consistency of the arrays every sampler indexes unchecked (the dataset folder's full
-    /// check, item ids included, runs once at load: `folder::Arrays::check`).
-    pub fn check(&self) -> Result<()> {
-        let n = self.train_end.len();
-        let ok = self.indptr.len() == n + 1
-            && self.indptr.first() == Some(&0)
-            && self.indptr.last().is_some_and(|&e| e as usize == self.items.len())
-            && self.indptr.windows(2).all(|w| w[0] <= w[1])
-            && (0..n).all(|u| (self.indptr[u]..=self.indptr[u + 1]).contains(&self.train_end[u]));
-        if ok {
-            Ok(())
-        } else {
-            Err(Error::Input("indptr, train_end and items do not describe one dataset".into()))
-        }
-    }
     fn n_users(&self) -> usize {
         self.train_end.len().saturating_sub(1)
     }

@@ -236,35 +236,93 @@ fn default_ivf_settings(n: usize) -> (usize, usize) {
     (s.lists, s.probe)
 }
 
-fn sequences<'a>(
-    indptr: &'a PyReadonlyArray1<'_, i64>,
-    train_end: &'a PyReadonlyArray1<'_, i64>,
-    items: &'a PyReadonlyArray1<'_, i32>,
+/// A prepared dataset's arrays (the folder's memory maps), checked once when it is built
+/// (`folder::Arrays::check`, naming the file and the first bad row); the samplers take it and index
+/// without checking again.
+#[pyclass(frozen, module = "llmesr._native")]
+struct DatasetHandle {
+    indptr: Py<PyArray1<i64>>,
+    train_end: Py<PyArray1<i64>>,
+    items: Py<PyArray1<i32>>,
     n_items: usize,
-) -> PyResult<Sequences<'a>> {
-    let contiguous = |what: &str| PyValueError::new_err(format!("{what} must be C-contiguous"));
-    let seqs = Sequences {
-        indptr: indptr.as_slice().map_err(|_| contiguous("indptr"))?,
-        train_end: train_end.as_slice().map_err(|_| contiguous("train_end"))?,
-        items: items.as_slice().map_err(|_| contiguous("items"))?,
-        n_items,
-    };
-    seqs.check().map_err(|e| to_py_err(e, None))?;
-    Ok(seqs)
+}
+
+fn contiguous<'a, T: numpy::Element>(a: &'a PyReadonlyArray1<'_, T>, what: &str) -> PyResult<&'a [T]> {
+    a.as_slice().map_err(|_| PyValueError::new_err(format!("{what} must be C-contiguous")))
+}
+
+#[pymethods]
+impl DatasetHandle {
+    #[new]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        folder: &str,
+        indptr: Bound<'_, PyArray1<i64>>,
+        train_end: Bound<'_, PyArray1<i64>>,
+        items: Bound<'_, PyArray1<i32>>,
+        valid: PyReadonlyArray1<'_, i32>,
+        test: PyReadonlyArray1<'_, i32>,
+        n_items: usize,
+    ) -> PyResult<Self> {
+        {
+            let (ip, te, it) = (indptr.readonly(), train_end.readonly(), items.readonly());
+            let arrays = llmesr_core::folder::Arrays {
+                indptr: contiguous(&ip, "indptr")?,
+                train_end: contiguous(&te, "train_end")?,
+                items: contiguous(&it, "items")?,
+                valid: contiguous(&valid, "valid")?,
+                test: contiguous(&test, "test")?,
+                n_items,
+            };
+            run_detached(py, || arrays.check(folder))?.map_err(|e| to_py_err(e, None))?;
+        }
+        Ok(DatasetHandle { indptr: indptr.unbind(), train_end: train_end.unbind(), items: items.unbind(), n_items })
+    }
+
+    #[getter]
+    fn n_items(&self) -> usize {
+        self.n_items
+    }
+}
+
+/// The borrowed arrays of a handle, for the duration of one call.
+struct Borrowed<'py> {
+    indptr: PyReadonlyArray1<'py, i64>,
+    train_end: PyReadonlyArray1<'py, i64>,
+    items: PyReadonlyArray1<'py, i32>,
+    n_items: usize,
+}
+
+impl<'py> Borrowed<'py> {
+    fn of(py: Python<'py>, ds: &DatasetHandle) -> Self {
+        Borrowed {
+            indptr: ds.indptr.bind(py).readonly(),
+            train_end: ds.train_end.bind(py).readonly(),
+            items: ds.items.bind(py).readonly(),
+            n_items: ds.n_items,
+        }
+    }
+    fn sequences(&self) -> PyResult<Sequences<'_>> {
+        Ok(Sequences {
+            indptr: contiguous(&self.indptr, "indptr")?,
+            train_end: contiguous(&self.train_end, "train_end")?,
+            items: contiguous(&self.items, "items")?,
+            n_items: self.n_items,
+        })
+    }
 }
 
 /// Negatives for the sampled evaluation protocol: `[n_users + 1, n_neg]` (row 0 zeros).
 #[pyfunction]
 fn eval_negatives<'py>(
     py: Python<'py>,
-    indptr: PyReadonlyArray1<'py, i64>,
-    train_end: PyReadonlyArray1<'py, i64>,
-    items: PyReadonlyArray1<'py, i32>,
-    n_items: usize,
+    ds: &DatasetHandle,
     n_neg: usize,
     seed: u64,
 ) -> PyResult<Bound<'py, PyArray2<i32>>> {
-    let seqs = sequences(&indptr, &train_end, &items, n_items)?;
+    let borrowed = Borrowed::of(py, ds);
+    let seqs = borrowed.sequences()?;
     let out = run_detached(py, || llmesr_core::sampling::eval_negatives(seqs, n_neg, seed))?
         .map_err(|e| to_py_err(e, None))?;
     PyArray1::from_vec(py, out).reshape([seqs.train_end.len(), n_neg])
@@ -275,17 +333,15 @@ fn eval_negatives<'py>(
 #[allow(clippy::too_many_arguments)]
 fn sasrec_batch<'py>(
     py: Python<'py>,
+    ds: &DatasetHandle,
     users: PyReadonlyArray1<'py, u32>,
-    indptr: PyReadonlyArray1<'py, i64>,
-    train_end: PyReadonlyArray1<'py, i64>,
-    items: PyReadonlyArray1<'py, i32>,
-    n_items: usize,
     max_len: usize,
     negative_weights: Option<PyReadonlyArray1<'py, f64>>,
     seed: u64,
     epoch: u64,
 ) -> PyResult<BatchArrays<'py>> {
-    let seqs = sequences(&indptr, &train_end, &items, n_items)?;
+    let borrowed = Borrowed::of(py, ds);
+    let seqs = borrowed.sequences()?;
     let users = user_slice(&users)?;
     let how = negatives_from(&negative_weights)?;
     let b = run_detached(py, || llmesr_core::sampling::sasrec_batch(seqs, users, max_len, how, seed, epoch))?
@@ -322,18 +378,16 @@ fn batch_arrays<'py>(py: Python<'py>, rows: usize, b: llmesr_core::sampling::Bat
 #[allow(clippy::too_many_arguments)]
 fn bert4rec_batch<'py>(
     py: Python<'py>,
+    ds: &DatasetHandle,
     users: PyReadonlyArray1<'py, u32>,
-    indptr: PyReadonlyArray1<'py, i64>,
-    train_end: PyReadonlyArray1<'py, i64>,
-    items: PyReadonlyArray1<'py, i32>,
-    n_items: usize,
     max_len: usize,
     mask_prob: f64,
     negative_weights: Option<PyReadonlyArray1<'py, f64>>,
     seed: u64,
     epoch: u64,
 ) -> PyResult<BatchArrays<'py>> {
-    let seqs = sequences(&indptr, &train_end, &items, n_items)?;
+    let borrowed = Borrowed::of(py, ds);
+    let seqs = borrowed.sequences()?;
     let users = user_slice(&users)?;
     let how = negatives_from(&negative_weights)?;
     let b =
@@ -347,45 +401,17 @@ fn bert4rec_batch<'py>(
 #[allow(clippy::too_many_arguments)]
 fn histories<'py>(
     py: Python<'py>,
+    ds: &DatasetHandle,
     users: PyReadonlyArray1<'py, u32>,
-    indptr: PyReadonlyArray1<'py, i64>,
-    train_end: PyReadonlyArray1<'py, i64>,
-    items: PyReadonlyArray1<'py, i32>,
-    n_items: usize,
     extra: usize,
     max_len: usize,
 ) -> PyResult<Bound<'py, PyArray2<i32>>> {
-    let seqs = sequences(&indptr, &train_end, &items, n_items)?;
+    let borrowed = Borrowed::of(py, ds);
+    let seqs = borrowed.sequences()?;
     let users = user_slice(&users)?;
     let (len, out) = run_detached(py, || llmesr_core::sampling::histories(seqs, users, extra, max_len))?
         .map_err(|e| to_py_err(e, None))?;
     PyArray1::from_vec(py, out).reshape([users.len(), len])
-}
-
-/// Checks a loaded dataset folder's arrays once (see `folder::Arrays::check`); DataError names the
-/// file and the first bad row.
-#[pyfunction]
-#[allow(clippy::too_many_arguments)]
-fn check_dataset(
-    py: Python<'_>,
-    folder: &str,
-    indptr: PyReadonlyArray1<'_, i64>,
-    train_end: PyReadonlyArray1<'_, i64>,
-    items: PyReadonlyArray1<'_, i32>,
-    valid: PyReadonlyArray1<'_, i32>,
-    test: PyReadonlyArray1<'_, i32>,
-    n_items: usize,
-) -> PyResult<()> {
-    let slice = |what: &str| PyValueError::new_err(format!("{what} must be C-contiguous"));
-    let arrays = llmesr_core::folder::Arrays {
-        indptr: indptr.as_slice().map_err(|_| slice("indptr"))?,
-        train_end: train_end.as_slice().map_err(|_| slice("train_end"))?,
-        items: items.as_slice().map_err(|_| slice("items"))?,
-        valid: valid.as_slice().map_err(|_| slice("valid"))?,
-        test: test.as_slice().map_err(|_| slice("test"))?,
-        n_items,
-    };
-    run_detached(py, || arrays.check(folder))?.map_err(|e| to_py_err(e, None))
 }
 
 /// Unix seconds of a number or a date (`YYYY-MM-DD[ HH:MM:SS]`, ISO 8601, `MM DD, YYYY`); None if neither.
@@ -434,7 +460,7 @@ mod _native {
 
     #[pymodule_export]
     use super::{
-        _panic_for_test, bert4rec_batch, check_dataset, default_ivf_settings, detect_format, eval_negatives, formats,
-        histories, parse_timestamp, prepare_dataset, prepare_synthetic, sasrec_batch, similar_users, DataError,
+        _panic_for_test, bert4rec_batch, default_ivf_settings, detect_format, eval_negatives, formats, histories,
+        parse_timestamp, prepare_dataset, prepare_synthetic, sasrec_batch, similar_users, DataError, DatasetHandle,
     };
 }
