@@ -12,6 +12,7 @@ import json
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +81,249 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
 
 
+@dataclass
+class Training:
+    """One run: set up once (`setup`: data, model, optimizer, the run folder, the loop's state), then
+    advanced an epoch at a time (`run_epoch`: train, validate, checkpoint) and finally tested
+    (`finish`: the best weights, both protocols, metrics.json)."""
+
+    cfg: TrainConfig
+    progress: bool
+    ranks: distributed.Ranks
+    device: torch.device
+    ds: Dataset
+    model: torch.nn.Module
+    step_model: torch.nn.Module  # the model, or its DDP wrapper
+    optimizer: torch.optim.Optimizer
+    similar: np.ndarray | None  # each user's similar users (the distillation's teachers)
+    negatives: np.ndarray  # the sampled protocol's candidates
+    groups: dict[str, Groups]
+    shared_q: np.ndarray | None  # loss="sampled": the negatives' distribution
+    log_q: torch.Tensor | None
+    item_offset: torch.Tensor | None  # logit adjustment
+    train_users: np.ndarray
+    valid_users: np.ndarray
+    run: Path
+    state: dict[str, Any]
+
+    @classmethod
+    def setup(cls, cfg: TrainConfig, progress: bool, resume: bool, overwrite: bool) -> Training:
+        ranks = distributed.init("cuda" if resolve_device(cfg.device).type == "cuda" else "cpu")
+        device = resolve_device(cfg.device, ranks)
+        ds = load_dataset(cfg.data)
+        tables = load_embeddings(cfg.data) if cfg.method == "llmesr" else None
+        torch.manual_seed(cfg.seed)
+        model = build_model(cfg, ds.n_items, tables).to(device)
+        optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+        step_model: torch.nn.Module = model
+        if ranks.active:
+            step_model = torch.nn.parallel.DistributedDataParallel(model)
+        similar = None
+        if tables is not None and cfg.uses_similar:
+            if cfg.n_similar > tables["similar_users"].shape[1]:
+                raise ValueError(
+                    f"n_similar is {cfg.n_similar}, but {cfg.data} stores {tables['similar_users'].shape[1]} similar "
+                    "users per user (llmesr-embed -k)"
+                )
+            similar = np.array(tables["similar_users"])[:, : cfg.n_similar]
+        q = negative_distribution(ds, cfg.negatives) if cfg.loss == "sampled" else None
+        log_q = None
+        if q is not None:
+            log_q = torch.from_numpy(np.log(np.maximum(q * cfg.loss_negatives, 1e-30))).float().to(device)
+        item_offset = None
+        if cfg.logit_adjust > 0:
+            popularity = torch.from_numpy(ds.train_popularity.astype(np.int64))
+            item_offset = logit_adjustment(popularity, cfg.logit_adjust).to(device)
+
+        run = prepare_run_folder(cfg, resume, overwrite) if ranks.main else Path(cfg.out)
+        ranks.barrier()
+        state: dict[str, Any] = {
+            "epoch": 0,
+            "best": -1.0,
+            "best_epoch": 0,
+            "waited": 0,
+            "history": [],
+            "finished": False,
+        }
+        if resume and (run / CHECKPOINT).exists():
+            state = load_checkpoint(run / CHECKPOINT, model, optimizer)
+        if resume and ranks.main:
+            truncate_log(run, state["epoch"])
+        return cls(
+            cfg=cfg,
+            progress=progress,
+            ranks=ranks,
+            device=device,
+            ds=ds,
+            model=model,
+            step_model=step_model,
+            optimizer=optimizer,
+            similar=similar,
+            negatives=eval_negatives(ds, cfg.n_negatives, seed=cfg.seed),
+            groups={s: Groups.of(ds, cfg.tail_user_len, cfg.tail_item_pop, cfg.user_groups, s) for s in SPLITS},
+            shared_q=q,
+            log_q=log_q,
+            item_offset=item_offset,
+            train_users=np.flatnonzero(ds.train_end - ds.indptr[:-1] >= backbone(cfg.backbone).min_train_items),
+            valid_users=np.flatnonzero(ds.valid > 0),
+            run=run,
+            state=state,
+        )
+
+    @property
+    def done(self) -> bool:
+        return self.state["finished"] or self.state["epoch"] >= self.cfg.epochs
+
+    def log(self, line: str) -> None:
+        if self.ranks.main:
+            with open(self.run / LOG, "a") as f:
+                f.write(line + "\n")
+            if self.progress:
+                tqdm.write(line)
+
+    def evaluate_all(self, split: str, protocol: str, users: np.ndarray) -> GroupedMetrics:
+        result = evaluate(
+            self.model,
+            self.ds,
+            split=split,
+            protocol=protocol,
+            negatives=self.negatives,
+            users=self.ranks.shard(users),
+            groups=self.groups[split],
+            ties=self.cfg.ties or "pessimistic",
+        )
+        return distributed.reduce_metrics(result, self.ranks)
+
+    def step_inputs(self, users: np.ndarray, epoch: int, step: int) -> dict[str, Any]:
+        """The model's arguments for one batch of users."""
+        cfg, ds = self.cfg, self.ds
+        arrays = training_batch(cfg, ds, users, epoch)
+        sim_rows = sim_index = None
+        if self.similar is not None:  # each distinct neighbour encoded once (see LLMESR.teachers)
+            neighbours, sim_index = np.unique(self.similar[users].ravel(), return_inverse=True)
+            sim_rows = histories(ds, neighbours, "train", cfg.max_len)
+        inputs, targets, negs, sim, sim_idx = (
+            None if a is None else torch.from_numpy(a).to(self.device, torch.long)
+            for a in (*arrays, sim_rows, sim_index)
+        )
+        shared = None
+        if self.shared_q is not None and self.log_q is not None:
+            items = shared_negatives(self.shared_q, cfg.loss_negatives, cfg.seed, epoch, step)
+            shared = SharedNegatives(torch.from_numpy(items).to(self.device), self.log_q)
+        return dict(inputs=inputs, targets=targets, negatives=negs, similar=sim, similar_index=sim_idx, shared=shared)
+
+    def run_epoch(self) -> None:
+        """One epoch: the training steps, validation, the best weights if better, the checkpoint."""
+        cfg, ranks, state = self.cfg, self.ranks, self.state
+        epoch = state["epoch"] + 1
+        torch.manual_seed(epoch_seed(cfg.seed, epoch) + ranks.rank)  # dropout: a function of (seed, epoch, rank)
+        self.model.train()
+        order = ranks.training_shard(np.random.default_rng([cfg.seed, epoch]).permutation(self.train_users))
+        loss_sum, batch_seconds, skipped, t0 = 0.0, 0.0, 0, time.perf_counter()
+        starts = range(0, len(order), cfg.batch_size)
+        bar = tqdm(starts, desc=f"epoch {epoch}", disable=not (self.progress and ranks.main), leave=False, unit="batch")
+        for n, start in enumerate(bar, 1):
+            b0 = time.perf_counter()
+            users = order[start : start + cfg.batch_size]
+            batch = self.step_inputs(users, epoch, n)
+            batch_seconds += time.perf_counter() - b0
+            loss = self.step_model(
+                batch.pop("inputs"),
+                batch.pop("targets"),
+                batch.pop("negatives"),
+                batch.pop("similar"),
+                alpha=cfg.alpha,
+                distill=cfg.distill,
+                beta=cfg.beta,
+                temperature=cfg.temperature,
+                loss=cfg.loss,
+                item_offset=self.item_offset,
+                **batch,
+            )
+            value = loss.item()
+            if not distributed.all_finite(value, ranks):
+                if cfg.on_nonfinite == "stop":
+                    raise ValueError(
+                        f"epoch {epoch}, batch {n}: the training loss is not finite ({value}; diverged): lower --lr, "
+                        "or pass --on-nonfinite skip to skip such batches"
+                    )
+                skipped += 1
+                continue
+            self.optimizer.zero_grad()
+            loss.backward()
+            self.optimizer.step()
+            loss_sum += value
+            bar.set_postfix(
+                loss=f"{loss_sum / n:.4f}", seq_s=f"{(start + len(users)) / (time.perf_counter() - t0):.0f}"
+            )
+        train_seconds = time.perf_counter() - t0
+        if skipped:
+            self.log(f"epoch {epoch}: skipped {skipped} of {len(starts)} batches with a NaN or infinite loss")
+        ndcg = self.evaluate_all("valid", cfg.select_on or "full", self.valid_users).result()["overall"]["NDCG@10"]
+        ndcg = ndcg or 0.0
+        mean_loss = loss_sum / max(1, len(starts) - skipped)
+        speed = len(order) * ranks.world / train_seconds
+        state["history"].append(
+            {
+                "epoch": epoch,
+                "loss": mean_loss,
+                "valid_NDCG@10": ndcg,  # the selection metric (metrics.json: selected_on)
+                "train_seconds": train_seconds,
+                "batch_seconds": batch_seconds,
+                "sequences_per_second": speed,
+            }
+        )
+        self.log(
+            f"epoch {epoch}: loss {mean_loss:.4f}, valid {cfg.select_on} NDCG@10 {ndcg:.4f}, {speed:.0f} seq/s, "
+            f"batches {100 * batch_seconds / train_seconds:.1f}% of the time"
+        )
+        state["epoch"] = epoch
+        if ndcg > state["best"]:
+            state.update(best=ndcg, best_epoch=epoch, waited=0)
+            if ranks.main:
+                weights = cpu_weights(self.model)
+                atomic_write(self.run / BEST, lambda tmp: save_file(weights, tmp))
+        else:
+            state["waited"] += 1
+            if state["waited"] >= cfg.patience:
+                state["finished"] = True
+                self.log(f"early stop: no better validation {cfg.select_on} NDCG@10 for {cfg.patience} epochs")
+        if ranks.main:
+            save_checkpoint(self.run / CHECKPOINT, self.model, self.optimizer, state)
+        ranks.barrier()
+
+    def finish(self) -> dict[str, Any]:
+        """Tests the best weights with both protocols, writes metrics.json, ranks.npz and the plot."""
+        cfg, ranks, ds = self.cfg, self.ranks, self.ds
+        ranks.barrier()
+        self.model.load_state_dict(read_weights(self.run / BEST)[0])
+        metrics: dict[str, Any] = {
+            "test": {},
+            "valid": {},
+            "best_epoch": self.state["best_epoch"],
+            "epochs": self.state["epoch"],
+            "history": self.state["history"],
+            "selected_on": f"valid {cfg.select_on} NDCG@10",
+            "ties": cfg.ties,
+            "groups": self.groups["test"].describe(),
+            "environment": environment(self.device),
+        }
+        per_user: dict[str, np.ndarray] = {}
+        for split, users in (("test", np.flatnonzero(ds.test > 0)), ("valid", self.valid_users)):
+            for protocol in ("full", "sampled"):
+                result = self.evaluate_all(split, protocol, users)
+                metrics[split][protocol] = result.result()
+                if split == "test":
+                    per_user["users"], per_user[protocol] = result.per_user()
+        if ranks.main:
+            atomic_write(self.run / RANKS, lambda tmp: save_npz(tmp, per_user))
+            atomic_write_text(self.run / METRICS, json.dumps(metrics, indent=2) + "\n")
+            plot_metrics(metrics, self.run / "metrics.png", title=f"{cfg.method} {cfg.backbone}, seed {cfg.seed}")
+        ranks.barrier()
+        distributed.shutdown(ranks)
+        return metrics
+
+
 def train(
     cfg: TrainConfig,
     progress: bool = True,
@@ -91,182 +335,12 @@ def train(
     """Trains, tests and writes the run folder; returns metrics.json's content. `resume` continues the
     run in `cfg.out` (started with the same settings) from its last finished epoch. `on_epoch(epoch)`
     is called after each epoch's checkpoint (tests use it to interrupt a run)."""
-    ranks = distributed.init("cuda" if resolve_device(cfg.device).type == "cuda" else "cpu")
-    device = resolve_device(cfg.device, ranks)
-    ds = load_dataset(cfg.data)
-    tables = load_embeddings(cfg.data) if cfg.method == "llmesr" else None
-    torch.manual_seed(cfg.seed)
-    model = build_model(cfg, ds.n_items, tables).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    step_model: torch.nn.Module = model
-    if ranks.active:
-        step_model = torch.nn.parallel.DistributedDataParallel(model)
-    similar = None
-    if tables is not None and cfg.uses_similar:
-        if cfg.n_similar > tables["similar_users"].shape[1]:
-            raise ValueError(
-                f"n_similar is {cfg.n_similar}, but {cfg.data} stores {tables['similar_users'].shape[1]} similar "
-                "users per user (llmesr-embed -k)"
-            )
-        similar = np.array(tables["similar_users"])[:, : cfg.n_similar]
-    negatives = eval_negatives(ds, cfg.n_negatives, seed=cfg.seed)
-    groups = {split: Groups.of(ds, cfg.tail_user_len, cfg.tail_item_pop, cfg.user_groups, split) for split in SPLITS}
-    q = negative_distribution(ds, cfg.negatives) if cfg.loss == "sampled" else None
-    log_q = (
-        None if q is None else torch.from_numpy(np.log(np.maximum(q * cfg.loss_negatives, 1e-30))).float().to(device)
-    )
-    item_offset = None
-    if cfg.logit_adjust > 0:
-        popularity = torch.from_numpy(ds.train_popularity.astype(np.int64))
-        item_offset = logit_adjustment(popularity, cfg.logit_adjust).to(device)
-    train_users = np.flatnonzero(ds.train_end - ds.indptr[:-1] >= backbone(cfg.backbone).min_train_items)
-    valid_users = np.flatnonzero(ds.valid > 0)
-
-    run = prepare_run_folder(cfg, resume, overwrite) if ranks.main else Path(cfg.out)
-    ranks.barrier()
-    state: dict[str, Any] = {"epoch": 0, "best": -1.0, "best_epoch": 0, "waited": 0, "history": [], "finished": False}
-    if resume and (run / CHECKPOINT).exists():
-        state = load_checkpoint(run / CHECKPOINT, model, optimizer)
-    if resume and ranks.main:
-        truncate_log(run, state["epoch"])
-
-    def log(line: str) -> None:
-        if ranks.main:
-            with open(run / LOG, "a") as f:
-                f.write(line + "\n")
-            if progress:
-                tqdm.write(line)
-
-    def evaluate_all(split: str, protocol: str, users: np.ndarray) -> GroupedMetrics:
-        result = evaluate(
-            model,
-            ds,
-            split=split,
-            protocol=protocol,
-            negatives=negatives,
-            users=ranks.shard(users),
-            groups=groups[split],
-            ties=cfg.ties,
-        )
-        return distributed.reduce_metrics(result, ranks)
-
-    while not state["finished"] and state["epoch"] < cfg.epochs:
-        epoch = state["epoch"] + 1
-        torch.manual_seed(epoch_seed(cfg.seed, epoch) + ranks.rank)  # dropout: a function of (seed, epoch, rank)
-        model.train()
-        order = ranks.training_shard(np.random.default_rng([cfg.seed, epoch]).permutation(train_users))
-        loss_sum, batch_seconds, skipped, t0 = 0.0, 0.0, 0, time.perf_counter()
-        starts = range(0, len(order), cfg.batch_size)
-        bar = tqdm(starts, desc=f"epoch {epoch}", disable=not (progress and ranks.main), leave=False, unit="batch")
-        for n, start in enumerate(bar, 1):
-            b0 = time.perf_counter()
-            users = order[start : start + cfg.batch_size]
-            arrays = training_batch(cfg, ds, users, epoch)
-            sim_rows = sim_index = None
-            if similar is not None:  # each distinct neighbour encoded once (see LLMESR.teachers)
-                neighbours, sim_index = np.unique(similar[users].ravel(), return_inverse=True)
-                sim_rows = histories(ds, neighbours, "train", cfg.max_len)
-            inputs, targets, negs, sim, sim_idx = (
-                None if a is None else torch.from_numpy(a).to(device, torch.long)
-                for a in (*arrays, sim_rows, sim_index)
-            )
-            shared = None
-            if q is not None and log_q is not None:
-                items = shared_negatives(q, cfg.loss_negatives, cfg.seed, epoch, n)
-                shared = SharedNegatives(torch.from_numpy(items).to(device), log_q)
-            batch_seconds += time.perf_counter() - b0
-            loss = step_model(
-                inputs,
-                targets,
-                negs,
-                sim,
-                alpha=cfg.alpha,
-                distill=cfg.distill,
-                beta=cfg.beta,
-                temperature=cfg.temperature,
-                loss=cfg.loss,
-                shared=shared,
-                similar_index=sim_idx,
-                item_offset=item_offset,
-            )
-            value = loss.item()
-            if not distributed.all_finite(value, ranks):
-                if cfg.on_nonfinite == "stop":
-                    raise ValueError(
-                        f"epoch {epoch}, batch {n}: the training loss is not finite ({value}; diverged): lower --lr, or pass "
-                        "--on-nonfinite skip to skip such batches"
-                    )
-                skipped += 1
-                continue
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            loss_sum += value
-            bar.set_postfix(
-                loss=f"{loss_sum / n:.4f}", seq_s=f"{(start + len(users)) / (time.perf_counter() - t0):.0f}"
-            )
-        train_seconds = time.perf_counter() - t0
-        if skipped:
-            log(f"epoch {epoch}: skipped {skipped} of {len(starts)} batches with a NaN or infinite loss")
-        ndcg = evaluate_all("valid", cfg.select_on, valid_users).result()["overall"]["NDCG@10"] or 0.0
-        state["history"].append(
-            {
-                "epoch": epoch,
-                "loss": loss_sum / max(1, len(starts) - skipped),
-                "valid_NDCG@10": ndcg,  # the selection metric (metrics.json: selected_on)
-                "train_seconds": train_seconds,
-                "batch_seconds": batch_seconds,
-                "sequences_per_second": len(order) * ranks.world / train_seconds,
-            }
-        )
-        log(
-            f"epoch {epoch}: loss {loss_sum / max(1, len(starts) - skipped):.4f}, valid {cfg.select_on} NDCG@10 {ndcg:.4f}, "
-            f"{len(order) * ranks.world / train_seconds:.0f} seq/s, batches {100 * batch_seconds / train_seconds:.1f}% of the time"
-        )
-        state["epoch"] = epoch
-        if ndcg > state["best"]:
-            state.update(best=ndcg, best_epoch=epoch, waited=0)
-            if ranks.main:
-                weights = cpu_weights(model)
-                atomic_write(run / BEST, lambda tmp, w=weights: save_file(w, tmp))
-        else:
-            state["waited"] += 1
-            if state["waited"] >= cfg.patience:
-                state["finished"] = True
-                log(f"early stop: no better validation {cfg.select_on} NDCG@10 for {cfg.patience} epochs")
-        if ranks.main:
-            save_checkpoint(run / CHECKPOINT, model, optimizer, state)
-        ranks.barrier()
+    run = Training.setup(cfg, progress, resume, overwrite)
+    while not run.done:
+        run.run_epoch()
         if on_epoch is not None:
-            on_epoch(epoch)
-
-    ranks.barrier()
-    model.load_state_dict(read_weights(run / BEST)[0])
-    metrics: dict[str, Any] = {
-        "test": {},
-        "valid": {},
-        "best_epoch": state["best_epoch"],
-        "epochs": state["epoch"],
-        "history": state["history"],
-        "selected_on": f"valid {cfg.select_on} NDCG@10",
-        "ties": cfg.ties,
-        "groups": groups["test"].describe(),
-        "environment": environment(device),
-    }
-    per_user: dict[str, np.ndarray] = {}
-    for split, users in (("test", np.flatnonzero(ds.test > 0)), ("valid", valid_users)):
-        for protocol in ("full", "sampled"):
-            result = evaluate_all(split, protocol, users)
-            metrics[split][protocol] = result.result()
-            if split == "test":
-                per_user["users"], per_user[protocol] = result.per_user()
-    if ranks.main:
-        atomic_write(run / RANKS, lambda tmp: save_npz(tmp, per_user))
-        atomic_write_text(run / METRICS, json.dumps(metrics, indent=2) + "\n")
-        plot_metrics(metrics, run / "metrics.png", title=f"{cfg.method} {cfg.backbone}, seed {cfg.seed}")
-    ranks.barrier()
-    distributed.shutdown(ranks)
-    return metrics
+            on_epoch(run.state["epoch"])
+    return run.finish()
 
 
 def environment(device: torch.device) -> dict[str, Any]:
