@@ -9,7 +9,7 @@ import hashlib
 import json
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -29,56 +29,64 @@ def _version() -> str:
     return _native.__version__
 
 
+@dataclass(frozen=True)
+class PrepareOptions:
+    """How `prepare` reads and filters the input: the one list of its options (the command line's
+    flags and the Rust side read these names). Filters run in this order: rating threshold, date
+    window (`since <= t < until`, Unix seconds), chronological ordering (stable: ties keep input
+    order), removal of consecutive repeats, k-core."""
+
+    format: str = "auto"
+    items: Sequence[str | os.PathLike[str]] = ()  # item metadata files
+    item_key: str | None = None
+    user_col: str | None = None
+    item_col: str | None = None
+    time_col: str | None = None
+    rating_col: str | None = None
+    columns: Sequence[str] | None = None  # roles by position, for files without a header
+    min_user: int = 0
+    min_item: int = 0
+    min_rating: float | None = None
+    since: int | None = None
+    until: int | None = None
+    core_mode: str = "iterative"
+    dedup_consecutive: bool = False
+    skip_bad_lines: bool = False
+
+    def __post_init__(self) -> None:
+        if self.format not in FORMATS:
+            raise ValueError(f"unknown format {self.format!r}; choose one of {', '.join(FORMATS)}")
+        for name in ("min_user", "min_item"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be at least 0, not {getattr(self, name)}")
+
+    def for_native(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        out["items"] = [os.fspath(p) for p in self.items]
+        out["columns"] = list(self.columns) if self.columns is not None else None
+        return out
+
+
 def prepare(
     inputs: Sequence[str | os.PathLike[str]],
     out: str | os.PathLike[str],
+    options: PrepareOptions | None = None,
     *,
-    format: str = "auto",
-    items: Sequence[str | os.PathLike[str]] = (),
-    item_key: str | None = None,
-    user_col: str | None = None,
-    item_col: str | None = None,
-    time_col: str | None = None,
-    rating_col: str | None = None,
-    columns: Sequence[str] | None = None,
-    min_user: int = 0,
-    min_item: int = 0,
-    min_rating: float | None = None,
-    since: int | None = None,
-    until: int | None = None,
-    core_mode: str = "iterative",
-    dedup_consecutive: bool = False,
-    skip_bad_lines: bool = False,
     overwrite: bool = False,
     progress: ProgressFn | None = None,
+    **settings: Any,
 ) -> Dataset:
-    """Turns raw interaction logs into a prepared dataset folder at `out` and loads it.
-
-    Filters run in this order: rating threshold, date window (`since <= t < until`, Unix seconds),
-    chronological ordering (stable: ties keep input order), removal of consecutive repeats, k-core.
-    """
-    if format not in FORMATS:
-        raise ValueError(f"unknown format {format!r}; choose one of {', '.join(FORMATS)}")
+    """Turns raw interaction logs into a prepared dataset folder at `out` and loads it. The reading
+    and filtering settings are a `PrepareOptions`, or its fields given by name (`min_user=5`)."""
+    if options is None:
+        options = PrepareOptions(**settings)
+    elif settings:
+        raise TypeError("give either options or settings by name, not both")
     with atomic_dir(out, overwrite=overwrite, replaceable=is_dataset_folder) as tmp:
         _native.prepare_dataset(
             [os.fspath(p) for p in inputs],
             os.fspath(tmp),
-            format=format,
-            user_col=user_col,
-            item_col=item_col,
-            time_col=time_col,
-            rating_col=rating_col,
-            columns=list(columns) if columns is not None else None,
-            skip_bad_lines=skip_bad_lines,
-            min_rating=min_rating,
-            since=since,
-            until=until,
-            min_user=min_user,
-            min_item=min_item,
-            core_mode=core_mode,
-            dedup_consecutive=dedup_consecutive,
-            item_files=[os.fspath(p) for p in items],
-            item_key=item_key,
+            options.for_native(),
             version=_version(),
             progress=progress,
         )

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import fields
 
 from llmesr import _native
 from llmesr.cli.common import StageProgress, count, format_rows, run_command
-from llmesr.data import FORMATS, Dataset, prepare, prepare_synthetic, summarize
+from llmesr.data import FORMATS, Dataset, PrepareOptions, prepare, prepare_synthetic, summarize
 
 
 def _timestamp(text: str) -> int:
@@ -102,28 +103,9 @@ def main(argv: list[str] | None = None) -> int:
                     args.out, n_users=args.n_users, n_items=args.n_items, seed=args.seed, overwrite=args.overwrite
                 )
             else:
-                ds = prepare(
-                    args.inputs,
-                    args.out,
-                    format=args.format,
-                    items=args.items,
-                    item_key=args.item_key,
-                    user_col=args.user_col,
-                    item_col=args.item_col,
-                    time_col=args.time_col,
-                    rating_col=args.rating_col,
-                    columns=args.columns.split(",") if args.columns else None,
-                    min_user=args.min_user,
-                    min_item=args.min_item,
-                    min_rating=args.min_rating,
-                    since=args.since,
-                    until=args.until,
-                    core_mode=args.core_mode,
-                    dedup_consecutive=args.dedup_consecutive,
-                    skip_bad_lines=args.skip_bad_lines,
-                    overwrite=args.overwrite,
-                    progress=bar,
-                )
+                given = {f.name: getattr(args, f.name) for f in fields(PrepareOptions) if hasattr(args, f.name)}
+                given["columns"] = args.columns.split(",") if args.columns else None
+                ds = prepare(args.inputs, args.out, PrepareOptions(**given), overwrite=args.overwrite, progress=bar)
         finally:
             bar.close()
         if not args.quiet:

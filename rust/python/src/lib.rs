@@ -106,17 +106,11 @@ fn core_mode(name: &str) -> PyResult<CoreMode> {
     }
 }
 
-/// Prepares interaction files into `out_dir` (an existing empty folder); returns meta.json as text.
-#[pyfunction]
-#[pyo3(signature = (inputs, out_dir, *, format=None, user_col=None, item_col=None, time_col=None,
-    rating_col=None, columns=None, skip_bad_lines=false, min_rating=None, since=None, until=None,
-    min_user=0, min_item=0, core_mode="iterative", dedup_consecutive=false, item_files=vec![],
-    item_key=None, version="", progress=None))]
-#[allow(clippy::too_many_arguments)]
-fn prepare_dataset(
-    py: Python<'_>,
-    inputs: Vec<String>,
-    out_dir: String,
+/// The options of `prepare_dataset`, read from the dict of `llmesr.data.PrepareOptions` (one object
+/// crossing the boundary; the names and defaults are defined there).
+#[derive(FromPyObject)]
+#[pyo3(from_item_all)]
+struct PrepareArgs {
     format: Option<String>,
     user_col: Option<String>,
     item_col: Option<String>,
@@ -129,13 +123,41 @@ fn prepare_dataset(
     until: Option<i64>,
     min_user: u32,
     min_item: u32,
-    core_mode: &str,
+    core_mode: String,
     dedup_consecutive: bool,
-    item_files: Vec<String>,
+    items: Vec<String>,
     item_key: Option<String>,
+}
+
+/// Prepares interaction files into `out_dir` (an existing empty folder); returns meta.json as text.
+#[pyfunction]
+#[pyo3(signature = (inputs, out_dir, options, *, version="", progress=None))]
+fn prepare_dataset(
+    py: Python<'_>,
+    inputs: Vec<String>,
+    out_dir: String,
+    options: PrepareArgs,
     version: &str,
     progress: Option<Py<PyAny>>,
 ) -> PyResult<String> {
+    let PrepareArgs {
+        format,
+        user_col,
+        item_col,
+        time_col,
+        rating_col,
+        columns,
+        skip_bad_lines,
+        min_rating,
+        since,
+        until,
+        min_user,
+        min_item,
+        core_mode,
+        dedup_consecutive,
+        items: item_files,
+        item_key,
+    } = options;
     let format = match format.as_deref() {
         None | Some("auto") => None,
         Some(name) => {
@@ -162,7 +184,7 @@ fn prepare_dataset(
             until,
             min_user,
             min_item,
-            core_mode: self::core_mode(core_mode)?,
+            core_mode: self::core_mode(&core_mode)?,
             dedup_consecutive,
         },
         item_files,
