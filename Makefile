@@ -7,11 +7,12 @@ dev:  ## editable install with every extra (the extension rebuilt in place)
 	$(PY) -m pip install -q ".[test,bench,embed,train]"
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 
-lint:  ## formatters and linters of both languages, the stub check
+lint:  ## formatters and linters of both languages, mypy over the package, the stub check
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	$(PY) -m ruff check python tests benches
 	$(PY) -m ruff format --check python tests benches
+	$(PY) -m mypy
 	$(PY) -m mypy.stubtest llmesr._native
 
 test:  ## the Rust core's tests, then the README's test command

@@ -31,7 +31,7 @@ def _loaded(run_dir: str | Path) -> tuple[Recommender, Any, Groups]:
     return rec, ds, groups
 
 
-def tail_tradeoff(run_dir: str | Path, gammas: Sequence[float]) -> list[dict[str, float]]:
+def tail_tradeoff(run_dir: str | Path, gammas: Sequence[float]) -> list[dict[str, float | None]]:
     """One row per gamma: overall NDCG@10, tail- and head-item HR@10 (test, full ranking), coverage@10,
     the tail share and mean popularity of the top-10 lists."""
     rec, ds, groups = _loaded(run_dir)
@@ -46,7 +46,7 @@ def tail_tradeoff(run_dir: str | Path, gammas: Sequence[float]) -> list[dict[str
             protocol="full",
             users=users,
             groups=groups,
-            ties=rec.config.ties,
+            ties=rec.config.ties or "pessimistic",
         ).result()
         rows.append(
             {

@@ -243,7 +243,9 @@ def load_dataset(path: str | os.PathLike[str]) -> Dataset:
         )
     for key, kind in META_KEYS.items():
         value = meta.get(key)
-        if not isinstance(value, kind) or (kind is int and (isinstance(value, bool) or value < 0)):
+        if not isinstance(value, kind) or (
+            isinstance(value, int) and kind is int and (isinstance(value, bool) or value < 0)
+        ):
             what = "true or false" if kind is bool else "a count"
             raise _native.DataError(f"{meta_path}: {key!r} must be {what}, found {value!r}")
     n_users, n_inter = meta["n_users"], meta["n_interactions"]

@@ -21,6 +21,7 @@ import os
 import pickle
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -97,7 +98,7 @@ def load_table(path: str | os.PathLike[str], allow_pickle: bool = False) -> np.n
     return np.load(path, allow_pickle=False)
 
 
-def _save_npy(path: Path, array: np.ndarray) -> None:
+def _save_npy(path: Path, *, array: np.ndarray) -> None:
     with open(path, "wb") as f:
         np.save(f, array, allow_pickle=False)
 
@@ -174,7 +175,7 @@ def embed_dataset(
         "similar_users.npy": with_padding_row(neighbours.astype(np.int32)),
     }
     for name, array in outputs.items():
-        atomic_write(folder / name, lambda p, a=array: _save_npy(p, a))
+        atomic_write(folder / name, partial(_save_npy, array=array))
     info["files"] = {name: file_sha256(folder / name) for name in outputs}
     atomic_write_text(folder / "embed.json", json.dumps(info, indent=2) + "\n")
     return info

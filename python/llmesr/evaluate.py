@@ -12,6 +12,8 @@ Ties count against the target by default (`ties`, see `llmesr.metrics.target_ran
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -21,9 +23,24 @@ from llmesr.metrics import TOP_K, GroupedMetrics, Groups, target_ranks
 from llmesr.sampling import histories
 
 
+class Scorer(Protocol):
+    """What `evaluate` needs of a model: a user vector from each history, item vectors, its input
+    length, and the Module methods that switch dropout off and find its device."""
+
+    training: bool
+    max_len: int
+
+    def user_vector(self, sequences: torch.Tensor) -> torch.Tensor: ...
+    def item_vectors(self, items: torch.Tensor) -> torch.Tensor: ...
+    def eval(self) -> Any: ...
+    def train(self, mode: bool = True) -> Any: ...
+    def parameters(self) -> Iterator[torch.nn.Parameter]: ...
+    def buffers(self) -> Iterator[torch.Tensor]: ...
+
+
 @torch.no_grad()
 def evaluate(
-    model: torch.nn.Module,
+    model: Scorer,
     ds: Dataset,
     *,
     split: str = "test",
@@ -69,12 +86,12 @@ def evaluate(
             scores.scatter_(1, seq_t, -torch.inf)  # the input history is not a candidate...
             scores.scatter_(1, target_t, target_scores)  # ...but a target seen before still is
             result.recommend(scores.topk(TOP_K, dim=1).indices.cpu().numpy())
-            scores = scores.cpu().numpy()
-            ranks = target_ranks(scores, targets, ties)
+            ranks = target_ranks(scores.cpu().numpy(), targets, ties)
         else:
+            assert negatives is not None
             candidates = torch.from_numpy(np.concatenate([targets[:, None], negatives[batch]], axis=1)).to(device)
-            scores = (vectors[:, None, :] * all_items[candidates.long()]).sum(-1).cpu().numpy()
-            ranks = target_ranks(scores, 0, ties)
+            sampled_scores = (vectors[:, None, :] * all_items[candidates.long()]).sum(-1)
+            ranks = target_ranks(sampled_scores.cpu().numpy(), 0, ties)
         result.add(batch, targets, ranks)
     model.train(was_training)
     return result
@@ -96,6 +113,7 @@ class Popularity(torch.nn.Module):
     def __init__(self, ds: Dataset, max_len: int = 200) -> None:
         super().__init__()
         self.max_len = max_len
+        self.popularity: torch.Tensor
         self.register_buffer("popularity", torch.from_numpy(ds.train_popularity.astype(np.float32))[:, None])
 
     def user_vector(self, sequences: torch.Tensor) -> torch.Tensor:
@@ -111,11 +129,12 @@ class PopularityDebiased(torch.nn.Module):
     product: the user vector gains a coordinate `-gamma`, the item vectors `log(1 + popularity)`, so
     both protocols and serving use it unchanged."""
 
-    def __init__(self, model: torch.nn.Module, ds: Dataset, gamma: float) -> None:
+    def __init__(self, model: Scorer, ds: Dataset, gamma: float) -> None:
         super().__init__()
         self.model, self.gamma = model, float(gamma)
         self.max_len = model.max_len
         log_pop = np.log1p(ds.train_popularity.astype(np.float64)).astype(np.float32)
+        self.log_popularity: torch.Tensor
         self.register_buffer("log_popularity", torch.from_numpy(log_pop)[:, None])
 
     def user_vector(self, sequences: torch.Tensor) -> torch.Tensor:

@@ -57,10 +57,10 @@ class Recommender:
 
     def _ids(self, history: Sequence[int | str], raw: bool) -> list[int]:
         if raw:
-            unknown = [x for x in history if x not in self._index]
+            unknown = [x for x in history if str(x) != x or x not in self._index]
             if unknown:
                 raise KeyError(f"unknown item ids: {unknown[:5]}")
-            return [self._index[x] for x in history]
+            return [self._index[str(x)] for x in history]
         bad = [x for x in history if isinstance(x, bool | np.bool_) or not isinstance(x, int | np.integer)]
         if bad:
             raise TypeError(f"item ids must be integers, found {bad[0]!r} ({type(bad[0]).__name__})")

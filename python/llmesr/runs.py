@@ -220,4 +220,4 @@ def truncate_log(run: Path, epoch: int) -> None:
 
 def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> None:
     with open(path, "wb") as f:  # a file object: np.savez would append ".npz" to a temporary name
-        np.savez(f, **arrays)
+        np.savez(f, **arrays)  # type: ignore[arg-type]  # numpy's stub misreads **kwargs

@@ -28,6 +28,7 @@ from llmesr.data import Dataset, load_dataset, load_embeddings
 from llmesr.evaluate import evaluate
 from llmesr.io import atomic_write, atomic_write_text
 from llmesr.metrics import GroupedMetrics, Groups
+from llmesr.models import LLMESR
 from llmesr.models.losses import SharedNegatives, logit_adjustment
 from llmesr.runs import (
     BEST,
@@ -92,7 +93,7 @@ class Training:
     ranks: distributed.Ranks
     device: torch.device
     ds: Dataset
-    model: torch.nn.Module
+    model: LLMESR
     step_model: torch.nn.Module  # the model, or its DDP wrapper
     optimizer: torch.optim.Optimizer
     similar: np.ndarray | None  # each user's similar users (the distillation's teachers)
@@ -374,7 +375,7 @@ def popularity_metrics(cfg: TrainConfig) -> dict[str, Any]:
             negatives=negatives,
             users=users,
             groups=groups,
-            ties=cfg.ties,
+            ties=cfg.ties or "pessimistic",
         ).result()
         for protocol in ("full", "sampled")
     }

@@ -38,7 +38,8 @@ def tail_tables(folders: list[str], gammas: list[float]) -> str:
         ]
         lines += ["|---|---|---|---|---|---|---|---|"]
         for r in tail_tradeoff(folder, gammas):
-            ratio = r["tail_item_HR@10"] / r["head_item_HR@10"] if r["head_item_HR@10"] else float("nan")
+            tail, head = r["tail_item_HR@10"], r["head_item_HR@10"]
+            ratio = tail / head if tail is not None and head else float("nan")
             lines.append(
                 f"| {r['gamma']:g} | {r['overall_NDCG@10']:.4f} | {r['tail_item_HR@10']:.4f} | {r['head_item_HR@10']:.4f} | "
                 f"{ratio:.3f} | {r['coverage@10']:.4f} | {r['tail_share@10']:.4f} | {r['mean_popularity@10']:.1f} |"

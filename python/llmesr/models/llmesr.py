@@ -15,6 +15,8 @@ straightforward way.
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -78,7 +80,8 @@ class CrossAttention(nn.Module):
 def two_way_cross_attention(pair: nn.ModuleList, views: list[torch.Tensor], mask: KeyMask) -> list[torch.Tensor]:
     """`[pair[0](id, semantic), pair[1](semantic, id)]` with both directions in one operator call (their
     queries, keys and values stacked along the batch)."""
-    (to_id, to_semantic), (ids, semantic) = pair, views
+    to_id, to_semantic = cast(CrossAttention, pair[0]), cast(CrossAttention, pair[1])
+    ids, semantic = views
     q1, k1, v1 = to_id.attention.project(*to_id.sources(ids, semantic))
     q2, k2, v2 = to_semantic.attention.project(*to_semantic.sources(semantic, ids))
     dropout = to_id.attention.dropout if to_id.training else 0.0
@@ -117,6 +120,9 @@ class LLMESR(nn.Module):
     `views="id"`; `id_init`: an optional `[n_items + 1, hidden]` initial ID table (the PCA of
     `semantic`; random when None). Bert4Rec adds a mask token, item `n_items + 1`.
     """
+
+    semantic: torch.Tensor  # the frozen language-model item table (a buffer)
+    semantic_mask: nn.Parameter  # Bert4Rec: the mask token's semantic-view vector
 
     def __init__(
         self,
@@ -250,7 +256,7 @@ class LLMESR(nn.Module):
         padding keys but not the future."""
         if self.compat:
             return KeyMask(valid.sum(dim=1), False)
-        encoder: Encoder = self.encoders[0]
+        encoder = cast(Encoder, self.encoders[0])
         return encoder.mask(valid)
 
     def user_states(self, sequences: torch.Tensor) -> torch.Tensor:

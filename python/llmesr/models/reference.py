@@ -86,16 +86,16 @@ def training_loss(
         neg = neg.masked_fill(targets[..., None] == shared.items, -torch.inf)
         logits = torch.cat([(pos - shared.log_q[targets])[..., None], neg], dim=-1)
         per_position = -torch.log_softmax(logits, dim=-1)[..., 0]
-    loss = (per_position * mask).sum() / mask.sum().clamp(min=1)
+    total = (per_position * mask).sum() / mask.sum().clamp(min=1)
     if similar is not None and alpha > 0:
         student = states[:, -1]
         k = similar.shape[0] // inputs.shape[0]
         model.eval()  # the teacher without dropout, as the model's
         teachers = user_vector(model, similar).view(inputs.shape[0], k, -1).detach()
         model.train()
-        loss = loss + alpha * distill_loss_reference(student, teachers, distill, temperature)
+        total = total + alpha * distill_loss_reference(student, teachers, distill, temperature)
     if beta > 0 and model.views == "both":
         items = torch.unique(targets[targets != 0])
         semantic = view_embeddings(model, items)[1]
-        loss = loss + beta * info_nce(model.item_id(items), semantic, temperature)
-    return loss
+        total = total + beta * info_nce(model.item_id(items), semantic, temperature)
+    return total
