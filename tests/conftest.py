@@ -1,8 +1,24 @@
+import contextlib
 import gzip
 import os
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
 import pytest
+
+
+@contextlib.contextmanager
+def serve(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """A local HTTP server answering with `handler` (quiet), as an OpenAI-style base URL."""
+    handler.log_message = lambda self, *args: None  # type: ignore[method-assign]
+    server = HTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/v1"
+    finally:
+        server.shutdown()
 
 
 def write(path: Path, text: str | bytes, gz: bool = False) -> Path:

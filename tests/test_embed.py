@@ -5,8 +5,7 @@ import pickle
 import re
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import numpy as np
 import pytest
@@ -15,6 +14,8 @@ from llmesr import DataError, prepare_synthetic
 from llmesr.data import load_embeddings
 from llmesr.embed import embed_dataset, load_table
 from llmesr.encoders import EmbeddingCache, HashingEncoder, OpenAIEncoder, encode_all
+
+from conftest import serve
 
 
 class CountingEncoder(HashingEncoder):
@@ -127,17 +128,11 @@ class StubEmbeddings(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(payload)
 
-    def log_message(self, *args):
-        pass
-
 
 @pytest.fixture
 def stub_server():
-    server = HTTPServer(("127.0.0.1", 0), StubEmbeddings)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}/v1"
-    server.shutdown()
+    with serve(StubEmbeddings) as url:
+        yield url
 
 
 def test_openai_endpoint_with_retries(stub_server):

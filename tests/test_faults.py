@@ -8,7 +8,7 @@ import shutil
 import subprocess
 import sys
 import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import numpy as np
 import pytest
@@ -29,7 +29,7 @@ from llmesr.io import atomic_write_text  # noqa: E402
 from llmesr.models import LLMESR  # noqa: E402
 from llmesr.train import train  # noqa: E402
 
-from conftest import write  # noqa: E402
+from conftest import serve, write  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -237,17 +237,11 @@ class Hostile(BaseHTTPRequestHandler):
                 self.wfile.flush()
                 threading.Event().wait(0.1)
 
-    def log_message(self, *args):
-        pass
-
 
 @pytest.fixture
 def hostile():
-    server = HTTPServer(("127.0.0.1", 0), Hostile)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}/v1"
-    server.shutdown()
+    with serve(Hostile) as url:
+        yield url
 
 
 def test_openai_encoder_does_not_follow_redirects_with_the_key(hostile):

@@ -352,7 +352,6 @@ fn eval_negatives<'py>(
 
 /// One SASRec-style training batch: `(inputs, targets, negatives)`, each `[len(users), len]`.
 #[pyfunction]
-#[allow(clippy::too_many_arguments)]
 fn sasrec_batch<'py>(
     py: Python<'py>,
     ds: &DatasetHandle,
@@ -362,12 +361,25 @@ fn sasrec_batch<'py>(
     seed: u64,
     epoch: u64,
 ) -> PyResult<BatchArrays<'py>> {
+    training_batch(py, ds, &users, &negative_weights, |seqs, users, how| {
+        llmesr_core::sampling::sasrec_batch(seqs, users, max_len, how, seed, epoch)
+    })
+}
+
+/// What both training batches do around their sampler: borrow the arrays, run it without the GIL,
+/// hand back three numpy arrays.
+fn training_batch<'py>(
+    py: Python<'py>,
+    ds: &DatasetHandle,
+    users: &PyReadonlyArray1<'py, u32>,
+    negative_weights: &Option<PyReadonlyArray1<'py, f64>>,
+    sample: impl FnOnce(Sequences<'_>, &[u32], Negatives<'_>) -> Result<llmesr_core::sampling::Batch, Error> + Send,
+) -> PyResult<BatchArrays<'py>> {
     let borrowed = Borrowed::of(py, ds);
     let seqs = borrowed.sequences()?;
-    let users = user_slice(&users)?;
-    let how = negatives_from(&negative_weights)?;
-    let b = run_detached(py, || llmesr_core::sampling::sasrec_batch(seqs, users, max_len, how, seed, epoch))?
-        .map_err(|e| to_py_err(e, None))?;
+    let users = user_slice(users)?;
+    let how = negatives_from(negative_weights)?;
+    let b = run_detached(py, || sample(seqs, users, how))?.map_err(|e| to_py_err(e, None))?;
     batch_arrays(py, users.len(), b)
 }
 
@@ -408,14 +420,9 @@ fn bert4rec_batch<'py>(
     seed: u64,
     epoch: u64,
 ) -> PyResult<BatchArrays<'py>> {
-    let borrowed = Borrowed::of(py, ds);
-    let seqs = borrowed.sequences()?;
-    let users = user_slice(&users)?;
-    let how = negatives_from(&negative_weights)?;
-    let b =
-        run_detached(py, || llmesr_core::sampling::bert4rec_batch(seqs, users, max_len, mask_prob, how, seed, epoch))?
-            .map_err(|e| to_py_err(e, None))?;
-    batch_arrays(py, users.len(), b)
+    training_batch(py, ds, &users, &negative_weights, |seqs, users, how| {
+        llmesr_core::sampling::bert4rec_batch(seqs, users, max_len, mask_prob, how, seed, epoch)
+    })
 }
 
 /// Left-padded histories (training items plus the next `extra`): `[len(users), len]`.
