@@ -142,8 +142,8 @@ def embed_dataset(
         for what, texts in (("items", item_prompts(ds, item_template)), ("users", user_prompts(ds, user_template))):
             done = [0]
 
-            def step(n: int, what: str = what, total: int = len(texts), done: list[int] = done) -> None:
-                done[0] += n
+            def step(n: int, total: int, what: str = what, done: list[int] = done) -> None:
+                done[0] += n  # of the distinct texts not in the cache: the bar ends at 100 %
                 report(f"encoding {what}", done[0], total)
 
             tables[what], info[f"{what}_texts"] = encode_all(texts, encoder, cache, progress=step)

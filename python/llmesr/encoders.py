@@ -261,9 +261,10 @@ def encode_all(
     encoder: Encoder,
     cache: EmbeddingCache | None = None,
     batch_size: int = 256,
-    progress: Callable[[int], object] | None = None,
+    progress: Callable[[int, int], object] | None = None,
 ) -> tuple[np.ndarray, dict[str, int]]:
-    """Vectors of `texts` in order; each distinct text is encoded once, cached ones not at all."""
+    """Vectors of `texts` in order; each distinct text is encoded once, cached ones not at all.
+    `progress(encoded, to_encode)` after each batch (the texts that need encoding, not all of them)."""
     keys = [EmbeddingCache.key(t) for t in texts]
     first: dict[str, str] = {}
     for k, t in zip(keys, texts, strict=True):
@@ -279,7 +280,7 @@ def encode_all(
             cache.add(batch, vectors)
         known.update(zip(batch, vectors, strict=True))
         if progress is not None:
-            progress(len(batch))
+            progress(len(batch), len(missing))
     stats = {
         "texts": len(texts),
         "distinct": len(first),

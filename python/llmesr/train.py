@@ -60,6 +60,8 @@ SPLITS = ("valid", "test")
 def resolve_device(name: str, ranks: distributed.Ranks | None = None) -> torch.device:
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: no CUDA GPU is visible to torch here; use --device cpu (or auto)")
     if name == "cuda" and ranks is not None and ranks.active:
         return torch.device("cuda", ranks.local_rank)
     return torch.device(name)
@@ -150,6 +152,9 @@ class Training:
             state = load_checkpoint(run / CHECKPOINT, model, optimizer)
         if resume and ranks.main:
             truncate_log(run, state["epoch"])
+            if progress:
+                where = f"after epoch {state['epoch']}" if state["epoch"] else "from the start (no checkpoint yet)"
+                print(f"resuming {run} {where}", file=sys.stderr)
         return cls(
             cfg=cfg,
             progress=progress,
@@ -337,6 +342,10 @@ def train(
     run in `cfg.out` (started with the same settings) from its last finished epoch. `on_epoch(epoch)`
     is called after each epoch's checkpoint (tests use it to interrupt a run)."""
     run = Training.setup(cfg, progress, resume, overwrite)
+    if resume and run.done and (run.run / METRICS).exists():  # a finished run: nothing to redo
+        if progress and run.ranks.main:
+            print(f"{run.run} finished at epoch {run.state['epoch']}; its test results are unchanged", file=sys.stderr)
+        return json.loads((run.run / METRICS).read_text())
     while not run.done:
         run.run_epoch()
         if on_epoch is not None:

@@ -51,6 +51,17 @@ def format_rows(rows: list[tuple[str, str]]) -> str:
     return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)
 
 
+class DefaultsHelp(argparse.ArgumentDefaultsHelpFormatter):
+    """Adds "(default: X)" to an option's help only where it says something: not for required options,
+    defaults of None/False/empty, or help that already names its default."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.required or action.default in (None, False, [], argparse.SUPPRESS) or "default" in text:
+            return text
+        return super()._get_help_string(action) or text
+
+
 def count(minimum: int) -> Callable[[str], int]:
     """An argparse type: an integer of at least `minimum` (a clear usage error, not a traceback from
     the Rust side's unsigned types)."""
@@ -68,7 +79,9 @@ def count(minimum: int) -> Callable[[str], int]:
     return parse
 
 
-def run_command(main: Callable[[], Any], interrupted: str = "interrupted; nothing was written") -> int:
+def run_command(
+    main: Callable[[], Any], interrupted: str | Callable[[], str] = "interrupted; nothing was written"
+) -> int:
     """Runs a command body; expected failures print one clear line instead of a traceback: bad input
     and settings, files that cannot be read or written (OSError names the path), and an internal
     error of the Rust core (a panic, reported as such)."""
@@ -84,6 +97,6 @@ def run_command(main: Callable[[], Any], interrupted: str = "interrupted; nothin
         print(f'error: {e} (training and the default encoder need: pip install "llmesr[train,embed]")', file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(interrupted, file=sys.stderr)
+        print(interrupted() if callable(interrupted) else interrupted, file=sys.stderr)
         return 130
     return 0

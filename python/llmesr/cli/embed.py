@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from llmesr.cli.common import StageProgress, count, format_rows, run_command
+from llmesr.cli.common import DefaultsHelp, StageProgress, count, format_rows, run_command
 from llmesr.embed import embed_dataset, load_table
 from llmesr.text import DEFAULT_ITEM_TEMPLATE, DEFAULT_USER_TEMPLATE
 
@@ -16,7 +16,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="llmesr-embed",
         description="Add text embeddings, their PCA and every user's similar users to a prepared dataset.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelp,
     )
     p.add_argument("dataset", help="a folder written by llmesr-prepare")
     p.add_argument(
@@ -84,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def body() -> None:
+        from llmesr.data import load_dataset
+
+        load_dataset(args.dataset)  # a missing or damaged folder is reported before the language model loads
         tables = {}
         if args.encoder == "precomputed":
             if not (args.item_table and args.user_table):

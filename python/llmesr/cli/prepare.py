@@ -7,7 +7,7 @@ import sys
 from dataclasses import fields
 
 from llmesr import _native
-from llmesr.cli.common import StageProgress, count, format_rows, run_command
+from llmesr.cli.common import DefaultsHelp, StageProgress, count, format_rows, run_command
 from llmesr.data import FORMATS, Dataset, PrepareOptions, prepare, prepare_synthetic, summarize
 
 
@@ -22,7 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="llmesr-prepare",
         description="Turn raw interaction logs into a prepared llmesr dataset folder.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelp,
     )
     p.add_argument("inputs", nargs="*", metavar="INPUT", help="interaction files (plain or .gz), same format")
     p.add_argument("--out", required=True, help="dataset folder to write")

@@ -216,7 +216,16 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 print(comparison(columns))
 
-    return run_command(body, interrupted="interrupted: continue with llmesr-train --resume RUN_DIR")
+    def interrupted() -> str:
+        out = args.resume or args.out
+        if out is None:
+            try:
+                out = resolve_config(args).out
+            except (ValueError, OSError):
+                out = "RUN_DIR"
+        return f"interrupted: continue with llmesr-train --resume {out}"
+
+    return run_command(body, interrupted=interrupted)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,79 @@
+"""What a newcomer reads: clear messages for common mistakes, honest progress, clean help texts."""
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from llmesr import prepare_synthetic  # noqa: E402
+from llmesr.cli import embed as embed_cli  # noqa: E402
+from llmesr.cli import prepare as prepare_cli  # noqa: E402
+from llmesr.cli import train as train_cli  # noqa: E402
+from llmesr.embed import embed_dataset  # noqa: E402
+from llmesr.encoders import HashingEncoder  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    path = tmp_path_factory.mktemp("d") / "syn"
+    prepare_synthetic(path, n_users=60, n_items=30, seed=2)
+    embed_dataset(path, HashingEncoder(16), k=10, hidden=8)
+    return path
+
+
+TINY = ["--epochs", "1", "--hidden", "8", "--max-len", "10", "--batch-size", "32", "--n-negatives", "10", "-q"]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_device_cuda_without_a_gpu(data, tmp_path, capsys):
+    assert train_cli.main(["--data", str(data), "--out", str(tmp_path / "r"), "--device", "cuda", *TINY]) == 2
+    assert "--device cuda: no CUDA GPU is visible" in capsys.readouterr().err
+
+
+def test_ctrl_c_names_the_run_folder(data, tmp_path, capsys, monkeypatch):
+    import llmesr.train
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(llmesr.train, "train", interrupted)
+    assert train_cli.main(["--data", str(data), "--out", str(tmp_path / "r"), *TINY]) == 130
+    assert f"llmesr-train --resume {tmp_path / 'r'}" in capsys.readouterr().err
+
+
+def test_resuming_a_finished_run_does_not_test_again(data, tmp_path, capsys, monkeypatch):
+    run = tmp_path / "r"
+    assert train_cli.main(["--data", str(data), "--out", str(run), *TINY]) == 0
+    before = (run / "metrics.json").read_text()
+    capsys.readouterr()
+    import llmesr.train
+
+    monkeypatch.setattr(llmesr.train.Training, "finish", lambda self: pytest.fail("tested again"))
+    assert train_cli.main(["--resume", str(run)]) == 0
+    assert "finished at epoch 1; its test results are unchanged" in capsys.readouterr().err
+    assert (run / "metrics.json").read_text() == before
+
+
+def test_embed_reports_a_missing_folder_before_loading_a_model(tmp_path, capsys, monkeypatch):
+    import llmesr.encoders
+
+    monkeypatch.setattr(llmesr.encoders, "SentenceTransformerEncoder", lambda *a, **k: pytest.fail("model loaded"))
+    assert embed_cli.main([str(tmp_path / "nowhere")]) == 2
+    assert "nowhere/meta.json: missing" in capsys.readouterr().err
+
+
+def test_embed_progress_ends_at_its_total_with_repeated_texts(tmp_path):
+    ds = prepare_synthetic(tmp_path / "syn", n_users=60, n_items=30, seed=2)
+    reports = []
+    embed_dataset(ds.path, HashingEncoder(16), k=5, hidden=8, progress=lambda *r: reports.append(r))
+    for stage in ("encoding items", "encoding users"):
+        last = [r for r in reports if r[0] == stage][-1]
+        assert last[1] == last[2], last
+
+
+def test_prepare_help_has_one_default_per_option(capsys):
+    with pytest.raises(SystemExit):
+        prepare_cli.main(["--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: None)" not in text and "(default: detected) (default" not in text
+    assert "dataset folder to write (default" not in text  # --out is required: no default
+    assert "users to generate (default: 2000)" in text and "the generator's seed (default: 42)" in text
