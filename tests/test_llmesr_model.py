@@ -168,8 +168,8 @@ def test_cross_attention_never_sees_later_items(backbone):
 def test_compat_original_attends_to_padding_and_the_future():
     torch.manual_seed(0)
     semantic = torch.randn(31, 24)
-    correct = LLMESR(30, semantic, hidden=8, max_len=12, dropout=0.0).eval()
-    compat = LLMESR(30, semantic, hidden=8, max_len=12, dropout=0.0, compat=True).eval()
+    correct = LLMESR(30, semantic, hidden=8, max_len=12, dropout=0.0, cross_attention=False).eval()
+    compat = LLMESR(30, semantic, hidden=8, max_len=12, dropout=0.0, compat=True, cross_attention=False).eval()
     compat.load_state_dict(correct.state_dict())
     seq = torch.tensor([[0, 0, 3, 4, 5, 6, 7]])
     later = seq.clone()
@@ -177,12 +177,12 @@ def test_compat_original_attends_to_padding_and_the_future():
     with torch.no_grad():
         assert not torch.allclose(compat.user_states(seq)[0, -3], compat.user_states(later)[0, -3])
         # The original's results depend on max_len (its padding is attended to); ours do not.
-        short = LLMESR(30, semantic, hidden=8, max_len=7, dropout=0.0, compat=True).eval()
+        short = LLMESR(30, semantic, hidden=8, max_len=7, dropout=0.0, compat=True, cross_attention=False).eval()
         short.load_state_dict(
             {k: v[:7] if k.endswith("position.weight") else v for k, v in compat.state_dict().items()}
         )
         assert not torch.allclose(compat.user_vector(seq), short.user_vector(seq))
-        ours_short = LLMESR(30, semantic, hidden=8, max_len=7, dropout=0.0).eval()
+        ours_short = LLMESR(30, semantic, hidden=8, max_len=7, dropout=0.0, cross_attention=False).eval()
         ours_short.load_state_dict(short.state_dict())
         torch.testing.assert_close(correct.user_vector(seq), ours_short.user_vector(seq))
 

@@ -54,10 +54,11 @@ class Adapter(nn.Module):
 class CrossAttention(nn.Module):
     """One direction of the two-way cross-attention, under the backbone's mask so that a causal model
     never sees a later item through the other view. Ours (residual): the view's positions attend over
-    the other view's and add what they read, `x + Attention(q=LN(x), kv=other)`. `original`: the
-    original code's layout (its `llm2id(llm_seqs, id_seqs)` for the ID view): the OTHER view's
-    positions query this view, and the result replaces the view, `Attention(q=other, kv=x)` (no
-    LayerNorm, residual or dropout), so each view still carries its own item vectors."""
+    the other view's and add what they read, `x + Attention(q=LN(x), kv=other)`. `original` (under
+    compat only; on ml-100k and Yelp it made LLM-ESR worse than the backbone alone): the original
+    code's layout (its `llm2id(llm_seqs, id_seqs)` for the ID view): the OTHER view's positions query
+    this view, and the result replaces the view, `Attention(q=other, kv=x)` (no LayerNorm, residual
+    or dropout), so each view still carries its own item vectors."""
 
     def __init__(self, hidden: int, heads: int, dropout: float, original: bool = False) -> None:
         super().__init__()
@@ -178,7 +179,7 @@ class LLMESR(nn.Module):
             if self.spec.mask_token:  # the mask token's semantic-view vector (it has no text)
                 self.semantic_mask = nn.Parameter(torch.randn(hidden) * hidden**-0.5)
         self.cross = (
-            nn.ModuleList(CrossAttention(hidden, heads, dropout, original=block == "original") for _ in range(2))
+            nn.ModuleList(CrossAttention(hidden, heads, dropout, original=compat) for _ in range(2))
             if cross_attention and views == "both"
             else None
         )
