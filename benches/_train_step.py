@@ -75,7 +75,7 @@ def main(kind: str, steps: int) -> dict:
         evaluate(model, ds, protocol="full", max_len=MAX_LEN)
         return {"kind": kind, "seconds": time.perf_counter() - t, "users": int((ds.test > 0).sum()),
                 "rss_before_mib": rss_before, "peak_rss_mib": peak_rss_mib()}  # fmt: skip
-    cfg = TrainConfig(data="", out="", max_len=MAX_LEN, batch_size=BATCH)
+    cfg = TrainConfig(data="-", out="-", max_len=MAX_LEN, batch_size=BATCH)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     order = np.random.default_rng(0).permutation(np.flatnonzero(ds.train_end - ds.indptr[:-1] >= 2))
     loss_fn = model.training_loss if kind == "fast" else lambda *a, **k: reference.training_loss(model, *a, **k)
