@@ -124,6 +124,14 @@ def save_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
     atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
 
 
+def save_weights(path: Path, model: torch.nn.Module) -> None:
+    """The model's weights alone (best.safetensors), as `read_weights` reads them back."""
+    from safetensors.torch import save_file
+
+    weights = cpu_weights(model)
+    atomic_write(path, lambda tmp: save_file(weights, tmp))
+
+
 def read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     """A safetensors file's tensors and metadata, or a clear error naming the file."""
     from safetensors.torch import load_file, safe_open
@@ -197,7 +205,7 @@ def prepare_run_folder(cfg: TrainConfig, resume: bool, overwrite: bool) -> Path:
             )
         shutil.rmtree(run)
     run.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run / "config.json", json.dumps(asdict(cfg), indent=2) + "\n")
+    atomic_write_text(run / CONFIG, json.dumps(asdict(cfg), indent=2) + "\n")
     atomic_write_text(run / INPUTS, json.dumps(input_digests(cfg), indent=2) + "\n")
     (run / LOG).write_text("")
     return run

@@ -1,9 +1,9 @@
 """Training LLM-ESR (or a backbone alone) with early stopping on validation NDCG@10, then testing the
 best weights with both protocols by long-tail group.
 
-The run folder (`cfg.out`, layout in `llmesr.runs`) is replaced file by file atomically, so a killed run resumes from its last epoch and ends
-with the same metrics as an uninterrupted one: every epoch draws its batches and dropout from
-(seed, epoch) alone.
+The run folder (`cfg.out`, layout in `llmesr.runs`) is replaced file by file atomically, so a killed
+run resumes from its last epoch and ends with the same metrics as an uninterrupted one: every epoch
+draws its batches and dropout from (seed, epoch) alone.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
 from tqdm import tqdm
 
 from llmesr import distributed
@@ -37,12 +36,12 @@ from llmesr.runs import (
     METRICS,
     RANKS,
     build_model,
-    cpu_weights,
     load_checkpoint,
     prepare_run_folder,
     read_weights,
     save_checkpoint,
     save_npz,
+    save_weights,
     truncate_log,
 )
 from llmesr.sampling import (
@@ -201,7 +200,7 @@ class Training:
         return distributed.reduce_metrics(result, self.ranks)
 
     def step_inputs(self, users: np.ndarray, epoch: int, step: int) -> dict[str, Any]:
-        """The model's arguments for one batch of users."""
+        """The model's batch arguments for one batch of users (named as `LLMESR.training_loss`'s)."""
         cfg, ds = self.cfg, self.ds
         arrays = training_batch(cfg, ds, users, epoch)
         sim_rows = sim_index = None
@@ -234,17 +233,13 @@ class Training:
             batch = self.step_inputs(users, epoch, n)
             batch_seconds += time.perf_counter() - b0
             loss = self.step_model(
-                batch.pop("inputs"),
-                batch.pop("targets"),
-                batch.pop("negatives"),
-                batch.pop("similar"),
+                **batch,
                 alpha=cfg.alpha,
                 distill=cfg.distill,
                 beta=cfg.beta,
                 temperature=cfg.temperature,
                 loss=cfg.loss,
                 item_offset=self.item_offset,
-                **batch,
             )
             value = loss.item()
             if not distributed.all_finite(value, ranks):
@@ -287,8 +282,7 @@ class Training:
         if ndcg > state["best"]:
             state.update(best=ndcg, best_epoch=epoch, waited=0)
             if ranks.main:
-                weights = cpu_weights(self.model)
-                atomic_write(self.run / BEST, lambda tmp: save_file(weights, tmp))
+                save_weights(self.run / BEST, self.model)
         else:
             state["waited"] += 1
             if state["waited"] >= cfg.patience:
