@@ -21,6 +21,18 @@ def serve(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
         server.shutdown()
 
 
+def embedded_synthetic(folder: Path, n_users: int, n_items: int, seed: int, dim: int = 16) -> Path:
+    """A small synthetic dataset with hashing-encoder embeddings (10 similar users, PCA to 8): the data
+    the training tests share."""
+    from llmesr import prepare_synthetic
+    from llmesr.embed import embed_dataset
+    from llmesr.encoders import HashingEncoder
+
+    prepare_synthetic(folder, n_users=n_users, n_items=n_items, seed=seed)
+    embed_dataset(folder, HashingEncoder(dim), k=10, hidden=8)
+    return folder
+
+
 def write(path: Path, text: str | bytes, gz: bool = False) -> Path:
     data = text.encode() if isinstance(text, str) else text
     if gz:

@@ -12,11 +12,10 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("safetensors")
 
-from llmesr import prepare_synthetic  # noqa: E402
 from llmesr.config import TrainConfig  # noqa: E402
-from llmesr.embed import embed_dataset  # noqa: E402
-from llmesr.encoders import HashingEncoder  # noqa: E402
 from llmesr.train import train  # noqa: E402
+
+from conftest import embedded_synthetic  # noqa: E402
 
 SHARDED_EVAL = """
 import json, sys
@@ -54,10 +53,8 @@ def torchrun(*args, cwd):
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    path = tmp_path_factory.mktemp("d") / "syn"
-    prepare_synthetic(path, n_users=101, n_items=50, seed=3)  # odd: the shards differ in size
-    embed_dataset(path, HashingEncoder(16), k=10, hidden=8)
-    return path
+    # An odd number of users: the shards differ in size.
+    return embedded_synthetic(tmp_path_factory.mktemp("d") / "syn", n_users=101, n_items=50, seed=3)
 
 
 def test_sharded_evaluation_equals_single_process(data, tmp_path):

@@ -29,15 +29,12 @@ from llmesr.io import atomic_write_text  # noqa: E402
 from llmesr.models import LLMESR  # noqa: E402
 from llmesr.train import train  # noqa: E402
 
-from conftest import serve, write  # noqa: E402
+from conftest import embedded_synthetic, serve, write  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    path = tmp_path_factory.mktemp("d") / "syn"
-    prepare_synthetic(path, n_users=80, n_items=40, seed=3)
-    embed_dataset(path, HashingEncoder(16), k=10, hidden=8)
-    return path
+    return embedded_synthetic(tmp_path_factory.mktemp("d") / "syn", n_users=80, n_items=40, seed=3)
 
 
 def copy_of(data, tmp_path, name="copy"):

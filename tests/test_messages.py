@@ -11,13 +11,12 @@ from llmesr.cli import train as train_cli  # noqa: E402
 from llmesr.embed import embed_dataset  # noqa: E402
 from llmesr.encoders import HashingEncoder  # noqa: E402
 
+from conftest import embedded_synthetic  # noqa: E402
+
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    path = tmp_path_factory.mktemp("d") / "syn"
-    prepare_synthetic(path, n_users=60, n_items=30, seed=2)
-    embed_dataset(path, HashingEncoder(16), k=10, hidden=8)
-    return path
+    return embedded_synthetic(tmp_path_factory.mktemp("d") / "syn", n_users=60, n_items=30, seed=2)
 
 
 TINY = ["--epochs", "1", "--hidden", "8", "--max-len", "10", "--batch-size", "32", "--n-negatives", "10", "-q"]

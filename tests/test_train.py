@@ -9,21 +9,17 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("safetensors")
 
-from llmesr import prepare_synthetic  # noqa: E402
 from llmesr.cli import train as train_cli  # noqa: E402
 from llmesr.config import TrainConfig  # noqa: E402
-from llmesr.embed import embed_dataset  # noqa: E402
-from llmesr.encoders import HashingEncoder  # noqa: E402
 from llmesr.metrics import GROUPS  # noqa: E402
 from llmesr.train import train  # noqa: E402
+
+from conftest import embedded_synthetic  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    path = tmp_path_factory.mktemp("d") / "syn"
-    prepare_synthetic(path, n_users=150, n_items=60, seed=7)
-    embed_dataset(path, HashingEncoder(32), k=10, hidden=8)
-    return path
+    return embedded_synthetic(tmp_path_factory.mktemp("d") / "syn", n_users=150, n_items=60, seed=7, dim=32)
 
 
 def config(data, out, **kw):
