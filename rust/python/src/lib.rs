@@ -377,7 +377,7 @@ fn training_batch<'py>(
 ) -> PyResult<BatchArrays<'py>> {
     let borrowed = Borrowed::of(py, ds);
     let seqs = borrowed.sequences()?;
-    let users = user_slice(users)?;
+    let users = contiguous(users, "users")?;
     let how = negatives_from(negative_weights)?;
     let b = run_detached(py, || sample(seqs, users, how))?.map_err(|e| to_py_err(e, None))?;
     batch_arrays(py, users.len(), b)
@@ -386,14 +386,8 @@ fn training_batch<'py>(
 fn negatives_from<'a>(weights: &'a Option<PyReadonlyArray1<'_, f64>>) -> PyResult<Negatives<'a>> {
     match weights {
         None => Ok(Negatives::Uniform),
-        Some(w) => Ok(Negatives::Weighted(
-            w.as_slice().map_err(|_| PyValueError::new_err("negative weights must be C-contiguous"))?,
-        )),
+        Some(w) => Ok(Negatives::Weighted(contiguous(w, "negative weights")?)),
     }
-}
-
-fn user_slice<'a>(users: &'a PyReadonlyArray1<'_, u32>) -> PyResult<&'a [u32]> {
-    users.as_slice().map_err(|_| PyValueError::new_err("users must be C-contiguous"))
 }
 
 type BatchArrays<'py> = (Bound<'py, PyArray2<i32>>, Bound<'py, PyArray2<i32>>, Bound<'py, PyArray2<i32>>);
@@ -437,7 +431,7 @@ fn histories<'py>(
 ) -> PyResult<Bound<'py, PyArray2<i32>>> {
     let borrowed = Borrowed::of(py, ds);
     let seqs = borrowed.sequences()?;
-    let users = user_slice(&users)?;
+    let users = contiguous(&users, "users")?;
     let (len, out) = run_detached(py, || llmesr_core::sampling::histories(seqs, users, extra, max_len))?
         .map_err(|e| to_py_err(e, None))?;
     PyArray1::from_vec(py, out).reshape([users.len(), len])
