@@ -12,7 +12,7 @@ import pytest
 
 from llmesr import DataError, prepare_synthetic
 from llmesr.data import load_embeddings
-from llmesr.embed import embed_dataset, load_table
+from llmesr.embed import embed_dataset, load_table, pca
 from llmesr.encoders import EmbeddingCache, HashingEncoder, OpenAIEncoder, encode_all
 
 from conftest import serve
@@ -49,6 +49,20 @@ def test_embed_writes_consistent_tables(dataset, tmp_path):
     assert np.all(np.diff(pcs.var(axis=0)) <= 1e-6)
     assert info["items_texts"]["texts"] == n_items and info["users_texts"]["texts"] == n_users
     assert json.loads((dataset.path / "embed.json").read_text())["k"] == 10
+    assert set(info["seconds"]) == {"encode_items", "encode_users", "pca", "similar_users"}
+
+
+@pytest.mark.parametrize("shape", [(300, 40), (30, 40)])  # covariance eigh, and the SVD for n < d
+def test_pca_equals_the_full_svd(shape):
+    rng = np.random.default_rng(0)
+    table = (rng.normal(size=shape) * np.linspace(3, 0.1, shape[1])).astype(np.float32) + 5
+    ours = pca(table, 8)
+    centred = table.astype(np.float64) - table.mean(axis=0)
+    reference = centred @ np.linalg.svd(centred, full_matrices=False)[2][:8].T
+    signs = np.sign((ours * reference).sum(axis=0))  # a component's sign is arbitrary: ours is fixed
+    np.testing.assert_allclose(ours, reference * signs, rtol=1e-4, atol=1e-4)
+    assert (np.abs(ours).max(axis=0) > 0).all()
+    np.testing.assert_allclose(pca(table[::-1].copy(), 8), ours[::-1], atol=1e-4)  # signs do not depend on row order
 
 
 def test_similar_users_share_interests(dataset):
@@ -71,6 +85,8 @@ def test_cache_makes_reruns_encode_nothing(tmp_path):
     enc = CountingEncoder()
     first, stats = encode_all(texts, enc, EmbeddingCache(tmp_path, enc.name), batch_size=2)
     assert stats == {"texts": 4, "distinct": 3, "cache_hits": 0, "encoded": 3}
+    assert enc.seen == ["blue sky", "a red apple", "a green pear"]  # shortest first: batches pad little
+    np.testing.assert_array_equal(first, HashingEncoder(16).encode(texts))  # in the order given
     enc2 = CountingEncoder()
     again, stats = encode_all(texts, enc2, EmbeddingCache(tmp_path, enc2.name))
     assert enc2.seen == [] and stats["cache_hits"] == 3

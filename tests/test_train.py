@@ -12,9 +12,10 @@ pytest.importorskip("safetensors")
 from llmesr.cli import train as train_cli  # noqa: E402
 from llmesr.config import TrainConfig  # noqa: E402
 from llmesr.metrics import GROUPS  # noqa: E402
-from llmesr.train import train  # noqa: E402
+from llmesr.sampling import histories  # noqa: E402
+from llmesr.train import Training, train  # noqa: E402
 
-from conftest import embedded_synthetic  # noqa: E402
+from conftest import assert_same_loss_and_gradients, embedded_synthetic  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -31,6 +32,7 @@ def config(data, out, **kw):
     "kw",
     [
         {"method": "llmesr"},
+        {"method": "llmesr", "teachers": "epoch"},
         {"method": "base"},
         {"backbone": "bert4rec", "distill": "cl", "beta": 0.5},
         {"backbone": "gru4rec", "shared_encoder": False},
@@ -84,25 +86,46 @@ class Killed(Exception):
     pass
 
 
-def test_resume_ends_like_an_uninterrupted_run(data, tmp_path):
-    whole = train(config(data, tmp_path / "whole", epochs=4), progress=False)
+@pytest.mark.parametrize("teachers", ["step", "epoch"])
+def test_resume_ends_like_an_uninterrupted_run(data, tmp_path, teachers):
+    whole = train(config(data, tmp_path / "whole", epochs=4, teachers=teachers), progress=False)
 
     def kill_after_two(epoch):
         if epoch == 2:
             raise Killed
 
-    cfg = config(data, tmp_path / "killed", epochs=4)
+    cfg = config(data, tmp_path / "killed", epochs=4, teachers=teachers)
     with pytest.raises(Killed):
         train(cfg, progress=False, on_epoch=kill_after_two)
     assert not (tmp_path / "killed" / "metrics.json").exists()
     with pytest.raises(FileExistsError, match="--resume"):
         train(cfg, progress=False)
     with pytest.raises(ValueError, match="other settings \\(lr\\)"):
-        train(config(data, tmp_path / "killed", epochs=4, lr=0.5), progress=False, resume=True)
+        train(config(data, tmp_path / "killed", epochs=4, lr=0.5, teachers=teachers), progress=False, resume=True)
     resumed = train(cfg, progress=False, resume=True)
     assert resumed["test"] == whole["test"] and resumed["valid"] == whole["valid"]
     assert [h["epoch"] for h in resumed["history"]] == [1, 2, 3, 4]
     assert [h["loss"] for h in resumed["history"]] == [h["loss"] for h in whole["history"]]
+
+
+def test_epoch_teachers_equal_step_teachers_before_the_weights_move(data, tmp_path):
+    """teachers="epoch" looks up vectors computed at the epoch's start: at its first step (weights
+    unchanged) the loss and gradients are those of encoding the teachers in the step, and the table
+    holds what encoding each user alone gives."""
+    t = Training.setup(config(data, tmp_path / "run", teachers="epoch"), progress=False, resume=False, overwrite=False)
+    users = t.train_users[:32]
+    stepwise = t.step_inputs(users, 1, 1)
+    t.teacher_table = t.epoch_teachers()
+    looked_up = t.step_inputs(users, 1, 1)
+    assert stepwise["teacher_vectors"] is None and looked_up["similar"] is None
+    assert looked_up["teacher_vectors"].shape == (32, t.cfg.n_similar, 16)
+    losses = []
+    for batch in (looked_up, stepwise):
+        torch.manual_seed(3)  # the same dropout in both
+        losses.append(t.model(**batch, alpha=0.5))
+    assert_same_loss_and_gradients(*losses, t.model)
+    one = torch.from_numpy(histories(t.ds, t.similar[users[:1], :1].ravel(), "train", t.cfg.max_len)).long()
+    torch.testing.assert_close(t.teacher_table[t.similar[users[0], 0]], t.model.frozen_user_vectors(one)[0])
 
 
 def test_command_line_with_toml_config(data, tmp_path, capsys):

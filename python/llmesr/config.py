@@ -26,6 +26,7 @@ CHOICES = {
     "user_groups": ("input", "history"),
     "loss": ("bce", "ce", "sampled"),
     "on_nonfinite": ("stop", "skip"),
+    "teachers": ("step", "epoch"),
 }
 
 # What `compat="original"` sets besides the masking, unless given explicitly: the original code's
@@ -50,6 +51,10 @@ class TrainConfig:
     distill: str = "kd"  # self-distillation: "kd" (MSE) or "cl" (contrastive)
     alpha: float = 0.1  # weight of the self-distillation loss; 0 switches it off
     n_similar: int = 10
+    # The distillation's teachers: encoded at every step by the current model (the paper's), or
+    # "epoch": every user's vector computed once at the start of each epoch and looked up (an
+    # approximation: a teacher is up to one epoch old; ~3x faster steps, see benches/RESULTS.md).
+    teachers: str = "step"
     beta: float = 0.0  # weight of the item regulariser (contrastive between the two item views)
     temperature: float = 1.0  # of the contrastive losses
     mask_prob: float = 0.6  # Bert4Rec

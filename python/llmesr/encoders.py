@@ -270,7 +270,9 @@ def encode_all(
     for k, t in zip(keys, texts, strict=True):
         first.setdefault(k, t)
     known = cache.lookup(list(first)) if cache is not None else {}
-    missing = [k for k in first if k not in known]
+    # Shortest first: a batch of texts of similar length pads little (a text's vector does not depend
+    # on its batch); the results are put back in order by key.
+    missing = sorted((k for k in first if k not in known), key=lambda k: len(first[k]))
     for start in range(0, len(missing), batch_size):
         batch = missing[start : start + batch_size]
         vectors = encoder.encode([first[k] for k in batch])

@@ -35,7 +35,17 @@ UNLABELLED = {
     "tail_user_len",
     "tail_item_pop",
 }
-LLMESR_ONLY = {"views", "cross_attention", "shared_encoder", "id_init", "distill", "alpha", "n_similar", "beta"}
+LLMESR_ONLY = {
+    "views",
+    "cross_attention",
+    "shared_encoder",
+    "id_init",
+    "distill",
+    "alpha",
+    "n_similar",
+    "teachers",
+    "beta",
+}
 METRICS = ("HR@10", "NDCG@10")
 BEYOND = ("coverage@10", "tail_share@10", "mean_popularity@10")
 

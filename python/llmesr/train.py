@@ -54,6 +54,7 @@ from llmesr.sampling import (
 )
 
 SPLITS = ("valid", "test")
+TEACHER_CHUNK = 1024  # users per forward pass when teachers="epoch" builds its table
 
 
 def resolve_device(name: str, ranks: distributed.Ranks | None = None) -> torch.device:
@@ -98,6 +99,7 @@ class Training:
     step_model: torch.nn.Module  # the model, or its DDP wrapper
     optimizer: torch.optim.Optimizer
     similar: np.ndarray | None  # each user's similar users (the distillation's teachers)
+    teacher_table: torch.Tensor | None  # teachers="epoch": every user's vector at the epoch's start
     negatives: np.ndarray  # the sampled protocol's candidates
     groups: dict[str, Groups]
     shared_q: np.ndarray | None  # loss="sampled": the negatives' distribution
@@ -164,6 +166,7 @@ class Training:
             step_model=step_model,
             optimizer=optimizer,
             similar=similar,
+            teacher_table=None,
             negatives=eval_negatives(ds, cfg.n_negatives, seed=cfg.seed),
             groups={s: Groups.of(ds, cfg.tail_user_len, cfg.tail_item_pop, cfg.user_groups, s) for s in SPLITS},
             shared_q=q,
@@ -204,7 +207,10 @@ class Training:
         cfg, ds = self.cfg, self.ds
         arrays = training_batch(cfg, ds, users, epoch)
         sim_rows = sim_index = None
-        if self.similar is not None:  # each distinct neighbour encoded once (see LLMESR.teachers)
+        teacher_vectors = None
+        if self.teacher_table is not None and self.similar is not None:
+            teacher_vectors = self.teacher_table[torch.from_numpy(self.similar[users]).to(self.device, torch.long)]
+        elif self.similar is not None:  # each distinct neighbour encoded once (see LLMESR.teachers)
             neighbours, sim_index = np.unique(self.similar[users].ravel(), return_inverse=True)
             sim_rows = histories(ds, neighbours, "train", cfg.max_len)
         inputs, targets, negs, sim, sim_idx = (
@@ -215,7 +221,33 @@ class Training:
         if self.shared_q is not None and self.log_q is not None:
             items = shared_negatives(self.shared_q, cfg.loss_negatives, cfg.seed, epoch, step)
             shared = SharedNegatives(torch.from_numpy(items).to(self.device), self.log_q)
-        return dict(inputs=inputs, targets=targets, negatives=negs, similar=sim, similar_index=sim_idx, shared=shared)
+        return dict(
+            inputs=inputs,
+            targets=targets,
+            negatives=negs,
+            similar=sim,
+            similar_index=sim_idx,
+            teacher_vectors=teacher_vectors,
+            shared=shared,
+        )
+
+    def epoch_teachers(self) -> torch.Tensor:
+        """teachers="epoch": `[n_users + 1, D]`, the vector of every user who teaches a training user,
+        from their training history, by the current model without dropout or autograd (what a step
+        would compute for them if the weights did not change during the epoch). Every rank computes
+        the same table."""
+        assert self.similar is not None
+        needed = np.unique(self.similar[self.train_users])
+        table: torch.Tensor | None = None
+        for start in range(0, len(needed), TEACHER_CHUNK):
+            users = needed[start : start + TEACHER_CHUNK]
+            rows = torch.from_numpy(histories(self.ds, users, "train", self.cfg.max_len)).to(self.device, torch.long)
+            vectors = self.model.frozen_user_vectors(rows)
+            if table is None:
+                table = vectors.new_zeros(self.ds.n_users + 1, vectors.shape[1])
+            table[torch.from_numpy(users).to(self.device, torch.long)] = vectors
+        assert table is not None
+        return table
 
     def run_epoch(self) -> None:
         """One epoch: the training steps, validation, the best weights if better, the checkpoint."""
@@ -223,8 +255,10 @@ class Training:
         epoch = state["epoch"] + 1
         torch.manual_seed(epoch_seed(cfg.seed, epoch) + ranks.rank)  # dropout: a function of (seed, epoch, rank)
         self.model.train()
-        order = ranks.training_shard(np.random.default_rng([cfg.seed, epoch]).permutation(self.train_users))
         loss_sum, batch_seconds, skipped, t0 = 0.0, 0.0, 0, time.perf_counter()
+        if cfg.teachers == "epoch" and self.similar is not None:
+            self.teacher_table = self.epoch_teachers()
+        order = ranks.training_shard(np.random.default_rng([cfg.seed, epoch]).permutation(self.train_users))
         starts = range(0, len(order), cfg.batch_size)
         bar = tqdm(starts, desc=f"epoch {epoch}", disable=not (self.progress and ranks.main), leave=False, unit="batch")
         for n, start in enumerate(bar, 1):

@@ -131,10 +131,9 @@ def main(argv: list[str] | None = None) -> int:
                             f"{t['encoded']:,} encoded)",
                         )
                     )
-            rows += [
-                ("encoding time", f"{info['encode_seconds']:.1f} s"),
-                ("retrieval time", f"{info['similar_seconds']:.1f} s"),
-            ]
+            names = {"encode_items": "encoding items", "encode_users": "encoding users", "pca": "PCA"}
+            for stage, value in info["seconds"].items():
+                rows.append((f"{names.get(stage, stage.replace('_', ' '))} time", f"{value:.1f} s"))
             print(format_rows(rows))
 
     return run_command(body)

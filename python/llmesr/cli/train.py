@@ -23,6 +23,8 @@ HELP = {
     "distill": "self-distillation loss: kd (MSE) or cl (contrastive)",
     "alpha": "weight of the self-distillation loss (0: off)",
     "n_similar": "similar users per user in the distillation",
+    "teachers": "distillation teachers encoded at every step (exact), or once per epoch and looked up "
+    "(an approximation, faster; see benches/RESULTS.md)",
     "beta": "weight of the item regulariser (0: off)",
     "temperature": "temperature of the contrastive losses",
     "mask_prob": "Bert4Rec's masking probability",

@@ -314,14 +314,16 @@ class LLMESR(nn.Module):
         shared: SharedNegatives | None = None,
         similar_index: torch.Tensor | None = None,
         item_offset: torch.Tensor | None = None,
+        teacher_vectors: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """The next-item `loss` (see `llmesr.models.losses`: `bce` of each target against its negative,
         `ce` over the whole catalogue, or `sampled` softmax over the `shared` negatives) averaged over
         the targets (wherever `targets` is not 0: every position for SASRec, the masked ones for
         Bert4Rec, the last for GRU4Rec), plus `alpha` times the self-distillation loss towards the
         `similar` users' sequences (`[B·K, L]` rows, K per user, or distinct rows picked by
-        `similar_index`, see `teachers`) and `beta` times the item regulariser. `item_offset`: a
-        training-only logit offset per item (see `next_item_loss`)."""
+        `similar_index`, see `teachers`), or towards precomputed `teacher_vectors` (`[B, K, D]`), and
+        `beta` times the item regulariser. `item_offset`: a training-only logit offset per item (see
+        `next_item_loss`)."""
         inputs, targets, negatives = self._pad(inputs), self._pad(targets), self._pad(negatives)
         picked, picked_targets, picked_negatives, students, groups = [], [], [], [], self.by_length(inputs)
         for idx, width in groups:
@@ -335,9 +337,12 @@ class LLMESR(nn.Module):
         total = self.next_item_loss(
             torch.cat(picked), torch.cat(picked_targets), torch.cat(picked_negatives), loss, shared, item_offset
         ) / max(n_targets, 1)
-        if similar is not None and alpha > 0:
+        if (similar is not None or teacher_vectors is not None) and alpha > 0:
             student = in_original_order(students, [idx for idx, _ in groups])
-            total = total + alpha * self.distillation_loss(student, similar, distill, temperature, similar_index)
+            if teacher_vectors is None:
+                assert similar is not None
+                teacher_vectors = self.teachers(similar, student.shape[0], similar_index)
+            total = total + alpha * distill_loss(student, teacher_vectors, distill, temperature)
         if beta > 0 and self.views == "both":
             total = total + beta * self.item_regulariser(targets[targets != 0], temperature)
         return total
@@ -388,14 +393,19 @@ class LLMESR(nn.Module):
         it, which only adds noise to the target). `similar`: their sequences, `[users·k, L]`, or, with
         `index` (`[users·k]`), the distinct ones that `index` picks from: a user who is a neighbour of
         several users in the batch is encoded once (the same vector, as there is no dropout)."""
-        was_training = self.training
-        self.eval()
-        with torch.no_grad():
-            vectors = self.user_vector(similar)
-        self.train(was_training)
+        vectors = self.frozen_user_vectors(similar)
         if index is not None:
             vectors = vectors[index]
         return vectors.view(users, -1, vectors.shape[-1])
+
+    def frozen_user_vectors(self, sequences: torch.Tensor) -> torch.Tensor:
+        """`user_vector` without autograd and without dropout (the teachers' vectors)."""
+        was_training = self.training
+        self.eval()
+        with torch.no_grad():
+            vectors = self.user_vector(sequences)
+        self.train(was_training)
+        return vectors
 
     def distillation_loss(
         self,
