@@ -90,6 +90,33 @@ def test_amazon_reviews_and_metadata(tmp_path, gz):
     assert len(ds.meta["sources"][0]["blake3"]) == 64
 
 
+def test_amazon_2023_reviews_and_metadata(tmp_path):
+    """McAuley lab's Amazon Reviews 2023: items are product families (parent_asin), times in ms."""
+    reviews = (
+        '{"rating": 5.0, "title": "Great", "text": "x", "images": [], "asin": "B1a", "parent_asin": "P1", '
+        '"user_id": "U1", "timestamp": 1588687728923, "helpful_vote": 0, "verified_purchase": true}\n'
+        '{"rating": 4.0, "asin": "B2", "parent_asin": "P2", "user_id": "U1", "timestamp": 1588687728100}\n'
+        '{"rating": 3.0, "asin": "B1b", "parent_asin": "P1", "user_id": "U2", "timestamp": 1600000000000}\n'
+    )
+    meta = (
+        '{"main_category": "All Beauty", "title": "Rose Oil", "average_rating": 4.5, "rating_number": 3, '
+        '"features": ["Vegan", "Cold pressed"], "description": ["For skin."], "price": 9.5, "images": [], '
+        '"store": "Acme", "categories": ["Skin Care"], "details": {"Brand": "Acme Co"}, "parent_asin": "P1"}\n'
+        '{"main_category": "All Beauty", "title": "Gel", "features": [], "description": [], "price": null, '
+        '"store": null, "categories": [], "details": {"Brand": "Zed"}, "parent_asin": "P2"}\n'
+    )
+    src, items = write(tmp_path / "All_Beauty.jsonl.gz", reviews, gz=True), write(tmp_path / "meta.jsonl", meta)
+    ds = prepare([src], tmp_path / "out", items=[items])
+    assert ds.meta["input_format"] == "amazon2023"
+    # Times are stored in whole seconds: two reviews in the same second keep the file's order.
+    assert histories(ds) == {"U1": ["P1", "P2"], "U2": ["P1"]}
+    assert ds.timestamps is not None and list(ds.timestamps[:2]) == [1588687728, 1588687728]
+    text = {r["raw_id"]: r for r in ds.item_text()}
+    assert text["P1"]["categories"] == ["All Beauty", "Skin Care"] and text["P1"]["brand"] == "Acme"
+    assert text["P1"]["description"] == "Vegan Cold pressed For skin." and text["P1"]["price"] == "9.5"
+    assert text["P2"]["brand"] == "Zed" and text["P2"].get("price") is None
+
+
 def test_source_hashes_identify_file_content(tmp_path):
     a = write(tmp_path / "a.txt", "1 2 3\n")
     b = write(tmp_path / "b.txt", "1 2 3\n")

@@ -28,6 +28,12 @@ SAMPLES = {
         b"{'reviewerID': 'A2', 'asin': 'B1', 'overall': 4.0, 'reviewTime': '01 2, 2014'}\n"
         b'{"reviewerID": "A1", "asin": "B1", "overall": 3.0, "unixReviewTime": 5}\n',
     ),
+    "amazon2023": (
+        "All_Beauty.jsonl",
+        b'{"rating": 5.0, "asin": "B0", "parent_asin": "P0", "user_id": "U1", "timestamp": 1588687728923}\n'
+        b'{"rating": 4.0, "asin": "B1", "parent_asin": "P1", "user_id": "U2", "timestamp": 1588687729000}\n'
+        b'{"rating": 3.0, "asin": "B2", "parent_asin": "P1", "user_id": "U1", "timestamp": 1600000000000}\n',
+    ),
     "yelp": (
         "y.json",
         b'{"user_id": "u", "business_id": "b", "stars": 5, "date": "2020-01-01"}\n'

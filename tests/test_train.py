@@ -161,9 +161,11 @@ def test_compare_trains_the_backbone_alone_and_shows_popularity(data, tmp_path, 
     ours = json.loads((out / "metrics.json").read_text())
     popularity = popularity_metrics(TrainConfig(**json.loads((out / "config.json").read_text())))
     line = next(x for x in printed.splitlines() if x.strip().startswith("full tail_user"))
+    assert ours["popularity"] == json.loads(json.dumps(popularity))  # every run records its reference
     for column in (ours["test"], base["test"], popularity):
         assert f"{column['full']['tail_user']['NDCG@10']:.4f}" in line
     assert "LLM-ESR-sasrec" in printed and "popularity" in printed
+    assert (out / "metrics.png").stat().st_mtime_ns >= (tmp_path / "cmp-base" / "metrics.json").stat().st_mtime_ns
 
 
 def test_recommender_serves_what_the_model_scores(data, tmp_path):

@@ -16,12 +16,13 @@ from typing import Any
 
 import numpy as np
 
+from llmesr import plots
 from llmesr.config import TrainConfig
 from llmesr.io import atomic_write
 from llmesr.metrics import GROUPS
+from llmesr.plots import PROTOCOLS
 from llmesr.runs import read_run_config
 
-PROTOCOLS = ("full", "sampled")
 # Settings that do not make another method: where, which seed, how long, and the group thresholds.
 UNLABELLED = {
     "data",
@@ -236,40 +237,22 @@ def csv_text(rows: list[Row]) -> str:
 
 
 def plot(rows: list[Row], path: Path) -> bool:
-    """Test NDCG@10 by group (both protocols) and the validation curves, one row of panels per dataset."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        from matplotlib import pyplot as plt
-    except ImportError:
+    """Test NDCG@10 by group (both protocols) and the learning curves, one row of panels per dataset."""
+    plt = plots.pyplot()
+    if plt is None:
         return False
     datasets = sorted({r.data for r in rows})
-    fig, axes = plt.subplots(len(datasets), 3, figsize=(16, 3.6 * len(datasets)), squeeze=False)
+    fig, axes = plt.subplots(len(datasets), 3, figsize=(18, 4.2 * len(datasets)), squeeze=False)
     for line, data in zip(axes, datasets, strict=True):
         mine = [r for r in rows if r.data == data]
-        width = 0.8 / max(1, len(mine))
         for ax, protocol in zip(line[:2], PROTOCOLS, strict=True):
-            x = np.arange(len(GROUPS))
-            for i, row in enumerate(mine):
-                means = [np.mean(row.values(protocol, g, "NDCG@10") or [0.0]) for g in GROUPS]
-                bars = ax.bar(x + (i - (len(mine) - 1) / 2) * width, means, width=width, label=row.label)
-                ax.bar_label(bars, fmt="%.3f", fontsize=6, rotation=90, padding=2)
-            ax.set_xticks(x, GROUPS, fontsize=8)
-            ax.set_title(f"{data}: test NDCG@10, {protocol} ranking", fontsize=9)
-            ax.margins(y=0.25)
-            ax.legend(fontsize=7)
-        for row in mine:
-            for r in row.runs:
-                history = r.metrics["history"]
-                line[2].plot(
-                    [h["epoch"] for h in history],
-                    [h["valid_NDCG@10"] for h in history],
-                    label=f"{row.label} seed {r.config['seed']}",
-                )
-        line[2].set_title(f"{data}: validation NDCG@10 (the selection metric) by epoch", fontsize=9)
-        line[2].set_xlabel("epoch")
-        line[2].legend(fontsize=6)
+            columns = {
+                row.label: {g: float(np.mean(row.values(protocol, g, "NDCG@10") or [0.0])) for g in GROUPS}
+                for row in mine
+            }
+            plots.group_bars(ax, columns, f"{data}: test NDCG@10, {protocol} ranking (mean over seeds)")
+        histories = {f"{row.label} seed {r.config['seed']}": r.metrics["history"] for row in mine for r in row.runs}
+        plots.learning_curves(line[2], histories, f"{data}: learning curves")
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
     plt.close(fig)

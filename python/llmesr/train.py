@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from llmesr import distributed
+from llmesr import distributed, plots
 from llmesr.backbones import backbone
 from llmesr.config import TrainConfig
 from llmesr.data import Dataset, load_dataset, load_embeddings
@@ -350,9 +350,10 @@ class Training:
                 if split == "test":
                     per_user["users"], per_user[protocol] = result.per_user()
         if ranks.main:
+            metrics["popularity"] = popularity_metrics(cfg)  # the reference every model should beat
             atomic_write(self.run / RANKS, lambda tmp: save_npz(tmp, per_user))
             atomic_write_text(self.run / METRICS, json.dumps(metrics, indent=2) + "\n")
-            plot_metrics(metrics, self.run / "metrics.png", title=f"{cfg.method} {cfg.backbone}, seed {cfg.seed}")
+            plot_run(self.run, cfg, metrics)
         ranks.barrier()
         distributed.shutdown(ranks)
         return metrics
@@ -418,28 +419,17 @@ def popularity_metrics(cfg: TrainConfig) -> dict[str, Any]:
     }
 
 
-def plot_metrics(metrics: dict[str, Any], path: Path, title: str = "") -> None:
-    """Bar charts of test HR@10 and NDCG@10 by group, one panel per protocol (needs matplotlib)."""
-    try:
-        import matplotlib
+def model_name(cfg: TrainConfig) -> str:
+    return f"LLM-ESR-{cfg.backbone}" if cfg.method == "llmesr" else f"{cfg.backbone} alone"
 
-        matplotlib.use("Agg")
-        from matplotlib import pyplot as plt
-    except ImportError:
-        print(f"matplotlib is not installed: no {path.name} (pip install matplotlib)", file=sys.stderr)
-        return
-    protocols = list(metrics["test"])
-    fig, axes = plt.subplots(len(protocols), 1, figsize=(12, 3.2 * len(protocols)), squeeze=False)
-    for ax, protocol in zip(axes[:, 0], protocols, strict=True):
-        groups = metrics["test"][protocol]
-        names = list(groups)
-        x = np.arange(len(names))
-        for offset, metric in ((-0.2, "HR@10"), (0.2, "NDCG@10")):
-            ax.bar(x + offset, [groups[g][metric] or 0.0 for g in names], width=0.4, label=metric)
-        ax.set_xticks(x, [f"{g}\n(n={groups[g]['count']})" for g in names], fontsize=7)
-        ax.set_title(f"test, {protocol} ranking")
-        ax.legend(fontsize=8)
-    fig.suptitle(title)
-    fig.tight_layout()
-    atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
-    plt.close(fig)
+
+def plot_run(folder: Path, cfg: TrainConfig, metrics: dict[str, Any], base: dict[str, Any] | None = None) -> None:
+    """The run folder's metrics.png: its test NDCG@10 by group beside the backbone alone's (`base`,
+    its metrics, when trained with --compare) and popularity's, and the learning curves."""
+    tests, histories = {model_name(cfg): metrics["test"]}, {model_name(cfg): metrics["history"]}
+    if base is not None:
+        tests[f"{cfg.backbone} alone"], histories[f"{cfg.backbone} alone"] = base["test"], base["history"]
+    if "popularity" in metrics:  # (older run folders lack it)
+        tests["popularity"] = metrics["popularity"]
+    title = f"{model_name(cfg)} on {Path(cfg.data).name}, seed {cfg.seed} (best epoch {metrics['best_epoch']})"
+    plots.run_figure(tests, histories, folder / "metrics.png", title)

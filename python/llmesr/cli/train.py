@@ -202,16 +202,17 @@ def main(argv: list[str] | None = None) -> int:
         if compare and cfg.method != "base":
             from dataclasses import replace
 
-            from llmesr.train import popularity_metrics
+            from llmesr.train import plot_run, popularity_metrics
 
             base = replace(cfg, method="base", out=f"{cfg.out}-base")
             base_resume = bool(args.resume) and (Path(base.out) / "config.json").exists()
             base_metrics = train(base, progress=not args.quiet, resume=base_resume, overwrite=args.overwrite)
             if main_rank:
+                plot_run(Path(cfg.out), cfg, metrics, base=base_metrics)  # the two side by side
                 columns = {
                     f"LLM-ESR-{cfg.backbone}": metrics["test"],
                     f"{cfg.backbone} alone": base_metrics["test"],
-                    "popularity": popularity_metrics(cfg),
+                    "popularity": metrics.get("popularity") or popularity_metrics(cfg),
                 }
                 print(
                     f"\nbackbone alone: {base.out}, best epoch {base_metrics['best_epoch']} of {base_metrics['epochs']}"

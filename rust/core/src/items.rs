@@ -1,4 +1,4 @@
-//! Item metadata (the text the embedding step reads): JSON lines (Amazon 2018, Yelp business, any
+//! Item metadata (the text the embedding step reads): JSON lines (Amazon 2018 and 2023, Yelp business, any
 //! `{id, title/name, ...}` records), Amazon 2014 Python-literal lines, MovieLens `u.item` (latin-1,
 //! `|`) and `movies.dat` (`::`). Every layout becomes one [`ItemMeta`].
 
@@ -91,23 +91,21 @@ pub fn meta_from_json(v: &Value, key_field: Option<&str>) -> std::result::Result
         Value::Number(n) => n.to_string(),
         _ => return Err("the item id must be a string or a number".into()),
     };
-    let get = |names: &[&str]| names.iter().find_map(|n| obj.get(*n)).and_then(text_of);
+    let get = |names: &[&str]| names.iter().find_map(|n| obj.get(*n).and_then(text_of));
     let mut categories = Vec::new();
-    for name in ["categories", "category", "genres"] {
+    // Amazon 2023 metadata: `main_category` besides `categories`, the brand as `store` or in `details`,
+    // bullet-point `features` beside the `description`.
+    for name in ["main_category", "categories", "category", "genres"] {
         if let Some(c) = obj.get(name) {
             categories_of(c, &mut categories);
         }
     }
-    Ok((
-        key,
-        ItemMeta {
-            title: get(&["title", "name"]),
-            brand: get(&["brand"]),
-            categories,
-            description: get(&["description"]),
-            price: get(&["price"]),
-        },
-    ))
+    let brand = get(&["brand", "store"]).or_else(|| obj.get("details")?.get("Brand").and_then(text_of));
+    let description = match (get(&["features"]), get(&["description"])) {
+        (Some(f), Some(d)) => Some(format!("{f} {d}")),
+        (f, d) => f.or(d),
+    };
+    Ok((key, ItemMeta { title: get(&["title", "name"]), brand, categories, description, price: get(&["price"]) }))
 }
 
 fn decode(line: &[u8]) -> String {
@@ -231,6 +229,12 @@ mod tests {
         let (k, m) = parse_line(line, None).unwrap();
         assert_eq!((k.as_str(), m.title.as_deref()), ("2", Some("Caf\u{e9} (1995)")));
         assert_eq!(m.categories, vec!["Action", "Adventure", "Thriller"]);
+        let amazon_2023 = br#"{"main_category": "All Beauty", "title": "Gel", "average_rating": 4.8, "features": ["Vegan"], "description": [], "price": null, "store": "Acme", "categories": ["Hair Care"], "details": {"Brand": "Other"}, "parent_asin": "P1"}"#;
+        let (k, m) = parse_line(amazon_2023, None).unwrap();
+        assert_eq!((k.as_str(), m.brand.as_deref(), m.description.as_deref()), ("P1", Some("Acme"), Some("Vegan")));
+        assert_eq!((m.categories, m.price), (vec!["All Beauty".to_string(), "Hair Care".to_string()], None));
+        let (_, m) = parse_line(br#"{"parent_asin": "P2", "store": "", "details": {"Brand": "Zed"}}"#, None).unwrap();
+        assert_eq!(m.brand.as_deref(), Some("Zed"));
         assert!(parse_line(b"just text", None).is_err());
         assert!(parse_line(br#"{"title": "no id"}"#, None).unwrap_err().contains("--item-key"));
     }

@@ -1,6 +1,7 @@
-//! JSON-lines review dumps: Amazon 2014/2018 (`reviewerID`, `asin`, `overall`, `unixReviewTime`) and
-//! Yelp (`user_id`, `business_id`, `stars`, `date`). Lines of 2014 dumps that are Python dict literals
-//! go through the safe literal parser.
+//! JSON-lines review dumps: Amazon 2014/2018 (`reviewerID`, `asin`, `overall`, `unixReviewTime`),
+//! Amazon Reviews 2023 (`user_id`, `parent_asin`, `rating`, `timestamp` in milliseconds) and Yelp
+//! (`user_id`, `business_id`, `stars`, `date`). Lines of 2014 dumps that are Python dict literals go
+//! through the safe literal parser.
 
 use super::{check_id, Chunk, RecordParser};
 
@@ -71,6 +72,38 @@ impl RecordParser for AmazonReviews {
     }
 }
 
+/// McAuley lab's Amazon Reviews 2023: the item is the product family (`parent_asin`, the key of its
+/// metadata and of the published benchmark splits); `timestamp` is in milliseconds and is stored,
+/// like every format's times, in whole seconds (floored).
+#[derive(Deserialize)]
+struct Amazon2023Row<'a> {
+    #[serde(borrow)]
+    user_id: Cow<'a, str>,
+    #[serde(borrow)]
+    parent_asin: Cow<'a, str>,
+    rating: f32,
+    timestamp: i64,
+}
+
+pub struct Amazon2023Reviews;
+
+impl RecordParser for Amazon2023Reviews {
+    fn has_time(&self) -> bool {
+        true
+    }
+    fn has_rating(&self) -> bool {
+        true
+    }
+    fn parse(&self, line: &[u8], out: &mut Chunk) -> Result<(), String> {
+        let r: Amazon2023Row = serde_json::from_slice(line).map_err(|e| format!("bad Amazon 2023 review: {e}"))?;
+        check_id("user", r.user_id.as_bytes(), false)?;
+        check_id("item", r.parent_asin.as_bytes(), false)?;
+        let time = r.timestamp.div_euclid(1000);
+        out.push(r.user_id.as_bytes(), r.parent_asin.as_bytes(), Some(time), Some(finite(r.rating, "rating")?));
+        Ok(())
+    }
+}
+
 #[derive(Deserialize)]
 struct YelpRow<'a> {
     #[serde(borrow)]
@@ -115,6 +148,17 @@ mod tests {
         assert_eq!(c.times, vec![1472688000, 1388620800]);
         assert_eq!(c.ratings, vec![5.0, 4.0]);
         assert!(AmazonReviews.parse(br#"{"reviewerID": "A1"}"#, &mut c).is_err());
+    }
+
+    #[test]
+    fn amazon_2023() {
+        let mut c = Chunk::new();
+        let l = br#"{"rating": 4.0, "title": "Ok", "text": "Fine \"gel\"", "images": [], "asin": "B1", "parent_asin": "P1", "user_id": "AG1", "timestamp": 1588687728923, "helpful_vote": 0, "verified_purchase": true}"#;
+        Amazon2023Reviews.parse(l, &mut c).unwrap();
+        assert_eq!((c.times.clone(), c.ratings.clone()), (vec![1588687728], vec![4.0]));
+        assert_eq!(c.item_keys.keys_for_test(), [b"P1".to_vec().into_boxed_slice()]); // the product family
+        let no_time = br#"{"rating": 4.0, "parent_asin": "P1", "user_id": "AG1"}"#;
+        assert!(Amazon2023Reviews.parse(no_time, &mut c).unwrap_err().contains("missing field `timestamp`"));
     }
 
     #[test]

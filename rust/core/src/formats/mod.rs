@@ -8,7 +8,7 @@ use crate::intern::{RawId, TextInterner};
 use crate::reader::{utf8_error_in, Block};
 
 pub use delimited::{split_fields, Delimited, Sep};
-pub use json::{AmazonReviews, YelpReviews};
+pub use json::{Amazon2023Reviews, AmazonReviews, YelpReviews};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
@@ -18,19 +18,21 @@ pub enum Format {
     LlmEsr,
     RecBole,
     Amazon,
+    Amazon2023,
     Yelp,
     MovieLens,
 }
 
 impl Format {
     /// Every format, in the order the command line lists them.
-    pub const ALL: [Format; 8] = [
+    pub const ALL: [Format; 9] = [
         Format::Csv,
         Format::Tsv,
         Format::SeqLines,
         Format::LlmEsr,
         Format::RecBole,
         Format::Amazon,
+        Format::Amazon2023,
         Format::Yelp,
         Format::MovieLens,
     ];
@@ -45,6 +47,7 @@ impl Format {
             Format::LlmEsr => "llmesr",
             Format::RecBole => "recbole",
             Format::Amazon => "amazon",
+            Format::Amazon2023 => "amazon2023",
             Format::Yelp => "yelp",
             Format::MovieLens => "movielens",
         }
@@ -242,6 +245,9 @@ pub fn detect(path: &str, head: &[Vec<u8>]) -> Result<Format> {
         if first_text.contains("business_id") && first_text.contains("user_id") {
             return Ok(Format::Yelp);
         }
+        if first_text.contains("\"parent_asin\"") && first_text.contains("\"user_id\"") {
+            return Ok(Format::Amazon2023);
+        }
         if first_text.contains("reviewerID") || first_text.contains("asin") {
             return Ok(Format::Amazon);
         }
@@ -285,6 +291,7 @@ pub fn parser_for(
         Format::LlmEsr => Box::new(Delimited::llmesr()),
         Format::SeqLines => Box::new(delimited::SeqLines),
         Format::Amazon => Box::new(AmazonReviews),
+        Format::Amazon2023 => Box::new(Amazon2023Reviews),
         Format::Yelp => Box::new(YelpReviews),
     })
 }
@@ -313,6 +320,8 @@ mod tests {
         assert_eq!(detect("x", &lines("1::2::3::4")).unwrap(), Format::MovieLens);
         assert_eq!(detect("x.json", &lines(r#"{"reviewerID": "a", "asin": "b"}"#)).unwrap(), Format::Amazon);
         assert_eq!(detect("x.json", &lines(r#"{"user_id": "a", "business_id": "b"}"#)).unwrap(), Format::Yelp);
+        let amazon_2023 = r#"{"rating": 5.0, "asin": "B1", "parent_asin": "P1", "user_id": "a", "timestamp": 1}"#;
+        assert_eq!(detect("Beauty.jsonl", &lines(amazon_2023)).unwrap(), Format::Amazon2023);
         assert_eq!(detect("x.txt", &lines("user,item\n1,2")).unwrap(), Format::Csv);
         assert_eq!(detect("x.txt", &lines("user\titem\n1\t2")).unwrap(), Format::Tsv);
         assert_eq!(detect("x.txt", &lines("1 2\n1 3")).unwrap(), Format::LlmEsr);
