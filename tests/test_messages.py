@@ -76,3 +76,20 @@ def test_prepare_help_has_one_default_per_option(capsys):
     assert "(default: None)" not in text and "(default: detected) (default" not in text
     assert "dataset folder to write (default" not in text  # --out is required: no default
     assert "users to generate (default: 2000)" in text and "the generator's seed (default: 42)" in text
+
+
+def test_the_first_op_build_shows_its_progress(tmp_path, capsys):
+    """The compile's [n/N]: each object file as it appears, then the library; silent when cached."""
+    from llmesr.ops.loader import BuildProgress
+
+    files = [tmp_path / "registration.cpp", tmp_path / "attention.cpp", tmp_path / "attention.cu"]
+    with BuildProgress(tmp_path, files, every=0.01) as progress:
+        assert progress.done() == 0
+        for name in ("registration.o", "attention.o", "attention.cuda.o", "llmesr_ops.so"):
+            (tmp_path / name).touch()
+    err = capsys.readouterr().err
+    assert "compiling the native ops once (3 files" in err and "LLMESR_OPS=ref" in err
+    assert "4/4" in err and "native ops build done in" in err
+    with BuildProgress(tmp_path, files):
+        pass
+    assert capsys.readouterr().err == ""

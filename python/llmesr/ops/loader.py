@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
+import threading
+import time
 import warnings
 from pathlib import Path
 
@@ -75,17 +77,57 @@ def _build(with_cuda: bool) -> None:
     files = sources(with_cuda)
     folder = build_dir(files)
     folder.mkdir(parents=True, exist_ok=True)
-    if not (folder / "llmesr_ops.so").exists():
-        print(f"llmesr: compiling the native ops (once; cached in {folder})", file=sys.stderr)
-    load(
-        name="llmesr_ops",
-        sources=[str(f) for f in files],
-        build_directory=str(folder),
-        extra_cflags=["-O3"],
-        extra_cuda_cflags=["-O3"],
-        is_python_module=False,
-        verbose=False,
-    )
+    with BuildProgress(folder, files):
+        load(
+            name="llmesr_ops",
+            sources=[str(f) for f in files],
+            build_directory=str(folder),
+            extra_cflags=["-O3"],
+            extra_cuda_cflags=["-O3"],
+            is_python_module=False,
+            verbose=False,
+        )
+
+
+class BuildProgress:
+    """A first build's progress on stderr, `[n/N]` like ninja's: each translation unit counts when its
+    object file appears in the build folder, the link last. Silent when the library is cached."""
+
+    def __init__(self, folder: Path, files: list[Path], every: float = 1.0) -> None:
+        self.folder, self.every = folder, every
+        self.objects = [folder / f"{f.stem}{'.cuda' if f.suffix == '.cu' else ''}.o" for f in files]
+        self.active = not (folder / "llmesr_ops.so").exists()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.watch, daemon=True)
+
+    def __enter__(self) -> BuildProgress:
+        if self.active:
+            print(
+                f"llmesr: compiling the native ops once ({len(self.objects)} files; cached in {self.folder}); "
+                "LLMESR_OPS=ref skips it and runs the PyTorch twins",
+                file=sys.stderr,
+            )
+            self.start = time.monotonic()
+            self.thread.start()
+        return self
+
+    def done(self) -> int:
+        return sum(o.exists() for o in self.objects) + (self.folder / "llmesr_ops.so").exists()
+
+    def watch(self) -> None:
+        from tqdm import tqdm
+
+        with tqdm(total=len(self.objects) + 1, desc="llmesr: compiling", unit="step", file=sys.stderr) as bar:
+            while not self.stop.wait(self.every):
+                bar.update(self.done() - bar.n)
+            bar.update(self.done() - bar.n)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.active:
+            self.stop.set()
+            self.thread.join()
+            ok = "done" if exc[0] is None else "failed"
+            print(f"llmesr: native ops build {ok} in {time.monotonic() - self.start:.0f} s", file=sys.stderr)
 
 
 def register_fake_kernels() -> None:

@@ -1,0 +1,45 @@
+"""`llmesr-export`: a prepared dataset as another library's files (RecBole atomic files)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from llmesr.cli.common import DefaultsHelp, run_command
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="llmesr-export",
+        description="Write a prepared dataset folder in another library's format, with the same users, items, "
+        "order and leave-one-out split, so that its models can be compared on exactly this data.",
+        formatter_class=DefaultsHelp,
+    )
+    p.add_argument("dataset", metavar="DATASET", help="a prepared dataset folder (llmesr-prepare)")
+    p.add_argument(
+        "--out", required=True, help="folder to write, named as the dataset's name in RecBole: NAME/NAME.inter, ..."
+    )
+    p.add_argument("--to", choices=("recbole",), default="recbole", help="target format")
+    p.add_argument("--max-len", type=int, default=200, help="longest history the target's models read")
+    p.add_argument("--overwrite", action="store_true", help="replace a folder an earlier export wrote")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+
+    def body() -> None:
+        from llmesr.export import export_recbole
+
+        out = export_recbole(args.dataset, args.out, max_len=args.max_len, overwrite=args.overwrite)
+        name = out.name
+        print(
+            f"wrote {out}; in RecBole: run_recbole(model='SASRec', dataset='{name}', "
+            f"config_file_list=['{out / (name + '.yaml')}'], config_dict={{'data_path': '{out.resolve().parent}'}})"
+        )
+
+    return run_command(body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
