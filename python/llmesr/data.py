@@ -8,15 +8,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from llmesr import _native
+from llmesr import _native, parquet
 from llmesr.io import atomic_dir
 
 FORMAT_VERSION = _native.FORMAT_VERSION  # both defined once, in the Rust core
@@ -83,13 +84,28 @@ def prepare(
     elif settings:
         raise TypeError("give either options or settings by name, not both")
     with atomic_dir(out, overwrite=overwrite, replaceable=is_dataset_folder) as tmp:
-        _native.prepare_dataset(
-            [os.fspath(p) for p in inputs],
-            os.fspath(tmp),
-            options.for_native(),
-            version=_version(),
-            progress=progress,
-        )
+        with tempfile.TemporaryDirectory(prefix="llmesr-parquet-") as scratch:
+            files, converted = [], {}  # Parquet inputs go through pyarrow (see llmesr.parquet)
+            for p in inputs:
+                if parquet.is_parquet(p):
+                    tsv = parquet.convert(Path(p), Path(scratch))
+                    converted[os.fspath(tsv)] = Path(p)
+                    p = tsv
+                files.append(os.fspath(p))
+            if converted and options.format == "auto":
+                options = replace(options, format="tsv")
+            try:
+                _native.prepare_dataset(
+                    files, os.fspath(tmp), options.for_native(), version=_version(), progress=progress
+                )
+            except _native.DataError as e:
+                raise _native.DataError(parquet.name_the_source(str(e), converted)) from None
+        if converted:  # meta.json names the Parquet files (the hash is of the rows as read)
+            meta = json.loads((tmp / "meta.json").read_text(encoding="utf-8"))
+            for source in meta["sources"]:
+                if source["path"] in converted:
+                    source.update(path=os.fspath(converted[source["path"]]), read_as="parquet rows as tsv")
+            (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     return load_dataset(out)
 
 

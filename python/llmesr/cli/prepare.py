@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Turn raw interaction logs into a prepared llmesr dataset folder.",
         formatter_class=DefaultsHelp,
     )
-    p.add_argument("inputs", nargs="*", metavar="INPUT", help="interaction files (plain or .gz), same format")
+    p.add_argument("inputs", nargs="*", metavar="INPUT", help="interaction files (plain, .gz or .parquet), same format")
     p.add_argument("--out", required=True, help="dataset folder to write")
     p.add_argument("--format", choices=FORMATS, default="auto", help="input format")
     p.add_argument("--items", action="append", default=[], metavar="FILE", help="item metadata file(s)")
