@@ -242,3 +242,19 @@ def test_sentence_transformers_offline_model():
     np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1, atol=0.05)
     unit = v / np.linalg.norm(v, axis=1, keepdims=True)
     assert unit[0] @ unit[1] > unit[0] @ unit[2] + 0.2
+
+
+def test_several_devices_give_the_vectors_of_one():
+    """--devices: sentence-transformers' multi-process pool (here two CPU workers) encodes the same."""
+    pytest.importorskip("sentence_transformers")
+    from llmesr.encoders import SentenceTransformerEncoder
+
+    texts = [f"item {i}: a {'red' if i % 2 else 'green'} apple from shop {i % 7}" for i in range(40)]
+    one = SentenceTransformerEncoder(device="cpu")
+    two = SentenceTransformerEncoder(device="cpu", devices=["cpu", "cpu"])
+    try:
+        np.testing.assert_allclose(two.encode(texts), one.encode(texts), atol=1e-5)
+        assert two.pool is not None and len(two.pool["processes"]) == 2
+    finally:
+        two.close()
+    assert two.pool is None

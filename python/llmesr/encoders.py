@@ -14,7 +14,7 @@ import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -49,9 +49,17 @@ def model_fingerprint(folder: Path) -> str:
 
 
 class SentenceTransformerEncoder:
-    """A local sentence-transformers model folder (default: the offline MiniLM); GPU when present."""
+    """A local sentence-transformers model folder (default: the offline MiniLM); GPU when present.
+    `devices` (e.g. ["cuda:0", "cuda:1"]): one worker process per device (sentence-transformers'
+    multi-process pool), each batch split between them; `close()` stops them."""
 
-    def __init__(self, model: str | None = None, device: str | None = None, batch_size: int = 64) -> None:
+    def __init__(
+        self,
+        model: str | None = None,
+        device: str | None = None,
+        batch_size: int = 64,
+        devices: Sequence[str] | None = None,
+    ) -> None:
         path = model or default_model_path()
         try:
             from sentence_transformers import SentenceTransformer
@@ -60,11 +68,20 @@ class SentenceTransformerEncoder:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never download at run time
         self.model = SentenceTransformer(path, device=device)
         self.batch_size = batch_size
+        self.devices = list(devices) if devices else None
+        self.pool: dict[str, Any] | None = None
         self.name = f"sentence-transformers:{model_fingerprint(Path(path))}"
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
-        vectors = self.model.encode(list(texts), batch_size=self.batch_size, show_progress_bar=False)
+        if self.devices and self.pool is None:
+            self.pool = self.model.start_multi_process_pool(self.devices)
+        vectors = self.model.encode(list(texts), batch_size=self.batch_size, show_progress_bar=False, pool=self.pool)
         return np.asarray(vectors, dtype=np.float32)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.model.stop_multi_process_pool(self.pool)
+            self.pool = None
 
 
 class HashingEncoder:

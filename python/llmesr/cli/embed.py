@@ -31,6 +31,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="sentence-transformers model folder (default: the offline MiniLM), or the API's model name",
     )
     p.add_argument("--device", help="sentence-transformers device (default: GPU when present)")
+    p.add_argument(
+        "--devices",
+        help="sentence-transformers on several devices at once, comma-separated (e.g. cuda:0,cuda:1): one "
+        "worker process each",
+    )
     p.add_argument("--base-url", default=os.environ.get("OPENAI_BASE_URL"), help="OpenAI-compatible API base URL")
     p.add_argument(
         "--api-key-env", default="OPENAI_API_KEY", help="environment variable holding the API key (preferred)"
@@ -60,7 +65,8 @@ def make_encoder(args: argparse.Namespace):
     if args.encoder == "sentence-transformers":
         from llmesr.encoders import SentenceTransformerEncoder
 
-        return SentenceTransformerEncoder(args.model, device=args.device)
+        devices = [d.strip() for d in args.devices.split(",") if d.strip()] if args.devices else None
+        return SentenceTransformerEncoder(args.model, device=args.device, devices=devices)
     if args.encoder == "openai":
         from llmesr.encoders import OpenAIEncoder
 
@@ -98,10 +104,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.similar_table:
             tables["similar_table"] = load_table(args.similar_table, args.allow_pickle)
         bar = StageProgress(enabled=not args.quiet)
+        encoder = make_encoder(args)
         try:
             info = embed_dataset(
                 args.dataset,
-                make_encoder(args),
+                encoder,
                 **tables,
                 item_template=args.item_template,
                 user_template=args.user_template,
@@ -114,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
             )
         finally:
             bar.close()
+            if callable(getattr(encoder, "close", None)):
+                encoder.close()  # worker processes of --devices
         if not args.quiet:
             rows = [
                 ("encoder", info["encoder"]),
