@@ -69,7 +69,7 @@ class SentenceTransformerEncoder:
         self.model = SentenceTransformer(path, device=device)
         self.batch_size = batch_size
         self.devices = list(devices) if devices else None
-        self.pool: dict[str, Any] | None = None
+        self.pool: Any = None  # the pool sentence-transformers returns
         self.name = f"sentence-transformers:{model_fingerprint(Path(path))}"
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
