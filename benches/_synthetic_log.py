@@ -1,7 +1,9 @@
-"""A reproducible large interaction log for the benchmarks (cached on disk: writing it is slow)."""
+"""Shared pieces of the benchmarks: the bench folder, a reproducible large interaction log (cached on disk:
+writing it is slow) and how a benchmark records its figures."""
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -13,6 +15,13 @@ def bench_dir() -> Path:
     d = Path(os.environ.get("LLMESR_BENCH_DIR", Path(tempfile.gettempdir()) / "llmesr-bench"))
     d.mkdir(parents=True, exist_ok=True)
     return d
+
+
+def record(benchmark, name: str, result: dict) -> None:
+    """A benchmark's figures: in pytest-benchmark's extra info, as NAME.json in the bench folder, and printed."""
+    benchmark.extra_info.update(result)
+    (bench_dir() / f"{name}.json").write_text(json.dumps(result, indent=2))
+    print("\n" + json.dumps(result, indent=2))
 
 
 def bench_rows() -> int:

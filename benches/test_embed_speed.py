@@ -9,7 +9,6 @@ LLMESR_BENCH_TEXTS (default 2,000 texts), LLMESR_BENCH_PCA_ROWS (default 12,000)
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
@@ -20,7 +19,7 @@ from llmesr.embed import pca
 from llmesr.encoders import encode_all
 from llmesr.text import DEFAULT_USER_TEMPLATE, user_prompts
 
-from _synthetic_log import bench_dir
+from _synthetic_log import record
 
 TEXTS = int(os.environ.get("LLMESR_BENCH_TEXTS", "2000"))
 PCA_ROWS = int(os.environ.get("LLMESR_BENCH_PCA_ROWS", "12000"))
@@ -57,9 +56,7 @@ def test_texts_per_second_given_order_vs_shortest_first(benchmark, tmp_path):
         "shortest_first_texts_per_s": round(len(texts) / ours_s, 1),
         "speedup": round(given_s / ours_s, 2),
     }
-    benchmark.extra_info.update(result)
-    (bench_dir() / f"embed_{TEXTS}.json").write_text(json.dumps(result, indent=2))
-    print("\n" + json.dumps(result, indent=2))
+    record(benchmark, f"embed_{TEXTS}", result)
 
 
 def test_pca_by_covariance_vs_full_svd(benchmark):
@@ -83,6 +80,4 @@ def test_pca_by_covariance_vs_full_svd(benchmark):
         "full_svd_s": round(svd_s, 3),
         "speedup": round(svd_s / ours_s, 1),
     }
-    benchmark.extra_info.update(result)
-    (bench_dir() / f"pca_{PCA_ROWS}.json").write_text(json.dumps(result, indent=2))
-    print("\n" + json.dumps(result, indent=2))
+    record(benchmark, f"pca_{PCA_ROWS}", result)

@@ -7,7 +7,6 @@ in a fresh child process. Size: LLMESR_BENCH_ROWS (default 10,000,000; CI smoke 
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -20,7 +19,7 @@ import pytest
 import llmesr
 
 from _pandas_baseline import pandas_prepare
-from _synthetic_log import bench_dir, bench_rows, interaction_csv
+from _synthetic_log import bench_rows, interaction_csv, record
 
 ROUNDS = int(os.environ.get("LLMESR_BENCH_ROUNDS", "3"))
 
@@ -84,6 +83,4 @@ def test_prepare_vs_pandas(benchmark, csv_path, tmp_path):
         "python_import_rss_mib": round(import_rss, 1),
         "rust_peak_over_csv": round(rust_rss / csv_mib, 2),
     }
-    benchmark.extra_info.update(result)
-    (bench_dir() / f"prepare_{bench_rows()}.json").write_text(json.dumps(result, indent=2))
-    print("\n" + json.dumps(result, indent=2))
+    record(benchmark, f"prepare_{bench_rows()}", result)

@@ -9,7 +9,6 @@ users (its full matrix and argsort need 12 bytes per pair: 4.8 GB there, 30 GB a
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
@@ -19,7 +18,7 @@ from test_prepare_speed import peak_rss_mib
 
 from llmesr.retrieval import similar_users
 
-from _synthetic_log import bench_dir
+from _synthetic_log import record
 
 USERS = int(os.environ.get("LLMESR_BENCH_USERS", "50000"))
 DIM, K = 384, 100
@@ -99,9 +98,7 @@ def test_similar_users_vs_faiss_and_original(benchmark):
         "llmesr_peak_rss_mib": round(peak_rss_mib(code), 1),
         "input_mib": round(emb.nbytes / 2**20, 1),
     }
-    benchmark.extra_info.update(result)
-    (bench_dir() / f"retrieval_{USERS}.json").write_text(json.dumps(result, indent=2))
-    print("\n" + json.dumps(result, indent=2))
+    record(benchmark, f"retrieval_{USERS}", result)
 
 
 APPROX_USERS = int(os.environ.get("LLMESR_BENCH_APPROX_USERS", "1000000"))
@@ -150,7 +147,5 @@ def test_approximate_similar_users_recall(benchmark):
         "recall_at_10": round(recall, 4),
         "sampled_queries": len(sample),
     }
-    benchmark.extra_info.update(result)
-    (bench_dir() / f"retrieval_approx_{APPROX_USERS}.json").write_text(json.dumps(result, indent=2))
-    print("\n" + json.dumps(result, indent=2))
+    record(benchmark, f"retrieval_approx_{APPROX_USERS}", result)
     assert recall >= 0.95

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from llmesr.cli.common import DefaultsHelp, run_command
+from llmesr.export import TARGETS, export_recbole
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -19,7 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--out", required=True, help="folder to write, named as the dataset's name in RecBole: NAME/NAME.inter, ..."
     )
-    p.add_argument("--to", choices=("recbole",), default="recbole", help="target format")
+    p.add_argument("--to", choices=TARGETS, default="recbole", help="target format")
     p.add_argument("--max-len", type=int, default=200, help="longest history the target's models read")
     p.add_argument("--overwrite", action="store_true", help="replace a folder an earlier export wrote")
     return p
@@ -29,8 +30,6 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def body() -> None:
-        from llmesr.export import export_recbole
-
         out = export_recbole(args.dataset, args.out, max_len=args.max_len, overwrite=args.overwrite)
         name = out.name
         print(
