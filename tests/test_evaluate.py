@@ -56,6 +56,10 @@ def test_protocols_match_a_per_user_loop(setup, protocol):
         assert got["overall"]["mean_popularity@10"] == pytest.approx(np.mean([pop[i] for i in recommended]))
     else:
         assert "coverage@10" not in got["overall"]
+    # model selection skips the top-10 lists: the same accuracy, no beyond-accuracy figures
+    lean = evaluate(model, ds, protocol=protocol, negatives=negatives, max_len=20, batch_size=7, top_lists=False)
+    assert "coverage@10" not in lean.result()["overall"]
+    assert lean.result()["overall"]["NDCG@10"] == got["overall"]["NDCG@10"]
 
 
 def test_popularity_baseline_matches_numpy(setup):

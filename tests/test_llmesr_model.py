@@ -149,6 +149,8 @@ def test_fast_training_loss_equals_the_straightforward_one(backbone, kw, distill
     assert_same_loss_and_gradients(fast, slow, m)
     with torch.no_grad():
         torch.testing.assert_close(m.user_vector(similar), reference.user_vector(m, similar), rtol=1e-4, atol=1e-5)
+        m.eval()  # the encoders' last block computes the last position only
+        torch.testing.assert_close(m.user_vector(similar), reference.user_vector(m, similar), rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("backbone", ["sasrec", "gru4rec"])
@@ -296,3 +298,23 @@ def test_a_backbone_is_its_spec(monkeypatch):
         torch.testing.assert_close(toy.user_vector(seq), sasrec.user_vector(seq))
     with pytest.raises(ValueError, match="backbone must be one of sasrec, bert4rec, gru4rec, toy"):
         LLMESR(30, semantic, backbone="mamba")
+
+
+@pytest.mark.parametrize("backbone", ["sasrec", "bert4rec", "gru4rec"])
+@pytest.mark.parametrize("block", ["original", "prenorm"])
+def test_last_position_pass_equals_the_full_encoder_pass(backbone, block):
+    """Eval-mode user vectors (the last block computes the last position only) against the full pass's
+    last state, rows of every length including an empty one."""
+    torch.manual_seed(1)
+    semantic = torch.randn(31, 24)
+    semantic[0] = 0
+    m = LLMESR(30, semantic, backbone=backbone, hidden=8, max_len=12, heads=2, block=block).eval()
+    seq = torch.randint(1, 31, (5, 12))
+    for row, length in enumerate([0, 1, 4, 11, 12]):
+        seq[row, : 12 - length] = 0
+    fast = m.user_vector(seq)
+    full = torch.cat([m.user_states(seq[i : i + 1, -max(1, int((seq[i] != 0).sum())) :])[:, -1] for i in range(5)])
+    if backbone == "bert4rec":  # its input ends with the mask token
+        full = m.user_states(torch.cat([seq, torch.full_like(seq[:, :1], m.mask_token)], 1)[:, -12:])[:, -1]
+    torch.testing.assert_close(fast, full, rtol=1e-5, atol=1e-6)
+    assert fast.abs().sum() > 0

@@ -11,6 +11,7 @@ Ties count against the target by default (`ties`, see `llmesr.metrics.target_ran
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from collections.abc import Iterator
 from typing import Any, Protocol
@@ -51,11 +52,13 @@ def evaluate(
     max_len: int | None = None,
     batch_size: int = 256,
     ties: str = "pessimistic",
+    top_lists: bool = True,
 ) -> GroupedMetrics:
     """Metrics of `model` (anything with `user_vector(sequences)` and `item_vectors(items)`) over
     `users` (default: every user with a validation and test item), as mergeable sums. `groups`: the
     long-tail groups of this split (`Groups.of(ds, split=split)` by default). `max_len`: the longest
-    input, by default the model's own (`model.max_len`)."""
+    input, by default the model's own (`model.max_len`). `top_lists`: count each user's top 10 (full
+    protocol) for the beyond-accuracy figures; model selection reads NDCG only and skips it."""
     if split not in ("valid", "test"):
         raise ValueError(f"split must be 'valid' or 'test', not {split!r}")
     if protocol not in ("full", "sampled"):
@@ -70,29 +73,32 @@ def evaluate(
     was_training = model.training
     model.eval()
     device = next(itertools.chain(model.parameters(), model.buffers())).device
-    all_items = require_finite(model.item_vectors(torch.arange(ds.n_items + 1, device=device)), "item vectors")
-    for start in range(0, len(users), batch_size):
-        batch = np.asarray(users[start : start + batch_size])
-        # The training history predicts the validation item; with the validation item, the test item.
-        seqs = histories(ds, batch, "train" if split == "valid" else "test", max_len)
-        targets = (ds.valid if split == "valid" else ds.test)[batch].astype(np.int64)
-        seq_t = torch.from_numpy(seqs.astype(np.int64)).to(device)
-        vectors = require_finite(model.user_vector(seq_t), "user vectors")
-        if protocol == "full":
-            scores = vectors @ all_items.T
-            target_t = torch.from_numpy(targets).to(device)[:, None]
-            target_scores = scores.gather(1, target_t)
-            scores[:, 0] = -torch.inf
-            scores.scatter_(1, seq_t, -torch.inf)  # the input history is not a candidate...
-            scores.scatter_(1, target_t, target_scores)  # ...but a target seen before still is
-            result.recommend(scores.topk(TOP_K, dim=1).indices.cpu().numpy())
-            ranks = target_ranks(scores.cpu().numpy(), targets, ties)
-        else:
-            assert negatives is not None
-            candidates = torch.from_numpy(np.concatenate([targets[:, None], negatives[batch]], axis=1)).to(device)
-            sampled_scores = (vectors[:, None, :] * all_items[candidates.long()]).sum(-1)
-            ranks = target_ranks(sampled_scores.cpu().numpy(), 0, ties)
-        result.add(batch, targets, ranks)
+    # A model that offers it computes its per-item work (LLM-ESR's adapter) once for the whole pass.
+    with getattr(model, "cached_items", contextlib.nullcontext)():
+        all_items = require_finite(model.item_vectors(torch.arange(ds.n_items + 1, device=device)), "item vectors")
+        for start in range(0, len(users), batch_size):
+            batch = np.asarray(users[start : start + batch_size])
+            # The training history predicts the validation item; with the validation item, the test item.
+            seqs = histories(ds, batch, "train" if split == "valid" else "test", max_len)
+            targets = (ds.valid if split == "valid" else ds.test)[batch].astype(np.int64)
+            seq_t = torch.from_numpy(seqs.astype(np.int64)).to(device)
+            vectors = require_finite(model.user_vector(seq_t), "user vectors")
+            if protocol == "full":
+                scores = vectors @ all_items.T
+                target_t = torch.from_numpy(targets).to(device)[:, None]
+                target_scores = scores.gather(1, target_t)
+                scores[:, 0] = -torch.inf
+                scores.scatter_(1, seq_t, -torch.inf)  # the input history is not a candidate...
+                scores.scatter_(1, target_t, target_scores)  # ...but a target seen before still is
+                if top_lists:
+                    result.recommend(scores.topk(TOP_K, dim=1).indices.cpu().numpy())
+                ranks = target_ranks(scores.cpu().numpy(), targets, ties)
+            else:
+                assert negatives is not None
+                candidates = torch.from_numpy(np.concatenate([targets[:, None], negatives[batch]], axis=1)).to(device)
+                sampled_scores = (vectors[:, None, :] * all_items[candidates.long()]).sum(-1)
+                ranks = target_ranks(sampled_scores.cpu().numpy(), 0, ties)
+            result.add(batch, targets, ranks)
     model.train(was_training)
     return result
 

@@ -189,7 +189,7 @@ class Training:
             if self.progress:
                 tqdm.write(line)
 
-    def evaluate_all(self, split: str, protocol: str, users: np.ndarray) -> GroupedMetrics:
+    def evaluate_all(self, split: str, protocol: str, users: np.ndarray, top_lists: bool = True) -> GroupedMetrics:
         result = evaluate(
             self.model,
             self.ds,
@@ -199,6 +199,7 @@ class Training:
             users=self.ranks.shard(users),
             groups=self.groups[split],
             ties=self.cfg.ties or "pessimistic",
+            top_lists=top_lists,
         )
         return distributed.reduce_metrics(result, self.ranks)
 
@@ -239,13 +240,16 @@ class Training:
         assert self.similar is not None
         needed = np.unique(self.similar[self.train_users])
         table: torch.Tensor | None = None
-        for start in range(0, len(needed), TEACHER_CHUNK):
-            users = needed[start : start + TEACHER_CHUNK]
-            rows = torch.from_numpy(histories(self.ds, users, "train", self.cfg.max_len)).to(self.device, torch.long)
-            vectors = self.model.frozen_user_vectors(rows)
-            if table is None:
-                table = vectors.new_zeros(self.ds.n_users + 1, vectors.shape[1])
-            table[torch.from_numpy(users).to(self.device, torch.long)] = vectors
+        with self.model.cached_items():
+            for start in range(0, len(needed), TEACHER_CHUNK):
+                users = needed[start : start + TEACHER_CHUNK]
+                rows = torch.from_numpy(histories(self.ds, users, "train", self.cfg.max_len)).to(
+                    self.device, torch.long
+                )
+                vectors = self.model.frozen_user_vectors(rows)
+                if table is None:
+                    table = vectors.new_zeros(self.ds.n_users + 1, vectors.shape[1])
+                table[torch.from_numpy(users).to(self.device, torch.long)] = vectors
         assert table is not None
         return table
 
@@ -294,7 +298,9 @@ class Training:
         train_seconds = time.perf_counter() - t0
         if skipped:
             self.log(f"epoch {epoch}: skipped {skipped} of {len(starts)} batches with a NaN or infinite loss")
-        ndcg = self.evaluate_all("valid", cfg.select_on or "full", self.valid_users).result()["overall"]["NDCG@10"]
+        ndcg = self.evaluate_all("valid", cfg.select_on or "full", self.valid_users, top_lists=False).result()[
+            "overall"
+        ]["NDCG@10"]
         ndcg = ndcg or 0.0
         mean_loss = loss_sum / max(1, len(starts) - skipped)
         speed = len(order) * ranks.world / train_seconds

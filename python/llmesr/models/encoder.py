@@ -85,6 +85,8 @@ class Attention(nn.Module):
         return q, k, v
 
     def forward(self, x: torch.Tensor, context: torch.Tensor, mask: KeyMask) -> torch.Tensor:
+        if x.shape[1] < context.shape[1]:
+            return self.last_query(x, context, mask)
         q, k, v = self.project(x, context)
         if mask.padding_copies > 1:
             q, k, v = with_repeated_first_key(q, k, v, mask.padding_copies)
@@ -92,6 +94,23 @@ class Attention(nn.Module):
         if mask.padding_copies > 1:
             att = att[..., :-1]
         return self.out(att.flatten(2))
+
+    def last_query(self, x: torch.Tensor, context: torch.Tensor, mask: KeyMask) -> torch.Tensor:
+        """`x` `[B, 1, H]`, the query of each row's last position only, over all of `context`: what
+        `forward` gives at that position (the last position may see every real key, causal or not),
+        for the encoders' `last_only` pass. Without dropout on the weights, so for evaluation only."""
+        if self.training and self.dropout > 0:
+            raise RuntimeError("the last-query attention has no attention dropout: use it in eval mode")
+        if mask.padding_copies > 1:
+            raise ValueError("the last-query attention does not take compat padding keys")
+        b, length, hidden = context.shape
+        q = self.q(x).view(b, self.heads, hidden // self.heads)
+        k, v = self.kv(context).view(b, length, 2, self.heads, hidden // self.heads).unbind(2)
+        scores = torch.einsum("bhd,bjhd->bhj", q, k) * (hidden // self.heads) ** -0.5
+        real = torch.arange(length, device=x.device) >= (length - mask.lengths)[:, None]
+        weights = torch.softmax(scores.masked_fill(~real[:, None, :], float("-inf")), dim=-1)
+        weights = torch.nan_to_num(weights) * (mask.lengths > 0)[:, None, None]  # an empty row: zeros
+        return self.out(torch.einsum("bhj,bjhd->bhd", weights, v).reshape(b, 1, hidden))
 
 
 class Block(nn.Module):
@@ -106,9 +125,11 @@ class Block(nn.Module):
         )
         self.drop = HashedDropout(dropout)
 
-    def forward(self, x: torch.Tensor, mask: KeyMask) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: KeyMask, last_only: bool = False) -> torch.Tensor:
+        """`[B, L, H]` to `[B, L, H]`, or to the last position's `[B, 1, H]` when `last_only`."""
         h = self.norm1(x)
-        x = x + self.drop(self.attention(h, h, mask))
+        query = h[:, -1:] if last_only else h
+        x = (x[:, -1:] if last_only else x) + self.drop(self.attention(query, h, mask))
         return x + self.drop(self.ffn(self.norm2(x)))
 
 
@@ -130,8 +151,9 @@ class OriginalBlock(nn.Module):
             HashedDropout(dropout),
         )
 
-    def forward(self, x: torch.Tensor, mask: KeyMask) -> torch.Tensor:
-        q = self.norm1(x)
+    def forward(self, x: torch.Tensor, mask: KeyMask, last_only: bool = False) -> torch.Tensor:
+        """`[B, L, H]` to `[B, L, H]`, or to the last position's `[B, 1, H]` when `last_only`."""
+        q = self.norm1(x[:, -1:] if last_only else x)
         x = self.norm2(q + self.attention(q, x, mask))
         return x + self.ffn(x)
 
@@ -164,15 +186,20 @@ class SequenceEncoder(nn.Module):
     def mask(self, valid: torch.Tensor) -> KeyMask:
         return key_mask(valid, self.causal, self.compat, self.max_len)
 
-    def forward(self, emb: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    def forward(self, emb: torch.Tensor, valid: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """`last_only` (evaluation, not compat): only the last position's state, `[B, 1, H]`; its
+        last block computes that one query (the earlier blocks' states are all its keys)."""
         pos = positions(valid)  # from the first real item, in compat mode too (as the original)
         if int(pos.max()) >= self.position.num_embeddings:
             raise ValueError(f"sequences longer than max_len={self.position.num_embeddings}")
         x = self.drop(emb + self.position(pos)) * valid[..., None]
         mask = self.mask(valid)
-        for block in self.blocks:
-            x = block(x, mask) * valid[..., None]  # padding zeroed after each block, as the original
-        return self.norm(x) * valid[..., None]
+        for i, block in enumerate(self.blocks):
+            x = block(x, mask, last_only and i == len(self.blocks) - 1)
+            x = x * valid[:, -x.shape[1] :, None]  # padding zeroed after each block, as the original
+        if last_only:
+            x = x[:, -1:]  # a no-op unless there are no blocks
+        return self.norm(x) * valid[:, -x.shape[1] :, None]
 
 
 class GRUEncoder(nn.Module):
@@ -189,7 +216,11 @@ class GRUEncoder(nn.Module):
         """The mask for cross-attention in front of the GRU: causal, like the GRU."""
         return key_mask(valid, True, self.compat)
 
-    def forward(self, emb: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    def forward(self, emb: torch.Tensor, valid: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        out = self.states(emb, valid)
+        return out[:, -1:] if last_only else out
+
+    def states(self, emb: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         x = self.drop(emb)
         if self.compat:  # the original: the GRU reads the padded steps too
             return self.gru(x)[0] * valid[..., None]
@@ -210,11 +241,11 @@ class GRUEncoder(nn.Module):
 
 class Encoder(Protocol):
     """What the dual-view model needs of a sequence encoder: `[B, L, H]` item embeddings of left-padded
-    rows (`valid` marks the real items) to `[B, L, H]` states, zeros at padding, a position's state
+    rows (`valid` marks the real items) to `[B, L, H]` states (`[B, 1, H]`, the last, when `last_only`), zeros at padding, a position's state
     depending on no later item when the model is causal; and the `KeyMask` a cross-attention in
     front of it must use so that it sees no more than the encoder does."""
 
-    def __call__(self, emb: torch.Tensor, valid: torch.Tensor) -> torch.Tensor: ...
+    def __call__(self, emb: torch.Tensor, valid: torch.Tensor, last_only: bool = False) -> torch.Tensor: ...
 
     def mask(self, valid: torch.Tensor) -> KeyMask: ...
 

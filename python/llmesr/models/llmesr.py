@@ -15,6 +15,8 @@ straightforward way.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import cast
 
 import torch
@@ -242,6 +244,18 @@ class LLMESR(nn.Module):
             self.adapted = None
             self.adapted = self.semantic_items(torch.arange(self.n_items + 2, device=self.semantic.device))
 
+    @contextmanager
+    def cached_items(self) -> Iterator[None]:
+        """`freeze_items` for the length of a no-grad pass over many users (an evaluation, the epoch's
+        teacher table), during which the weights do not change; the adapter's output per batch is
+        the same rows of that table. Nothing inside may train: the adapter gets no gradient there."""
+        before = self.adapted
+        self.freeze_items()
+        try:
+            yield
+        finally:
+            self.adapted = before
+
     # User side.
 
     def _pad(self, sequences: torch.Tensor) -> torch.Tensor:
@@ -260,16 +274,17 @@ class LLMESR(nn.Module):
         encoder = cast(Encoder, self.encoders[0])
         return encoder.mask(valid)
 
-    def user_states(self, sequences: torch.Tensor) -> torch.Tensor:
-        """`[B, L, H·views]`: each view through the sequence encoder, concatenated."""
+    def user_states(self, sequences: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+        """`[B, L, H·views]`: each view through the sequence encoder, concatenated (`[B, 1, H·views]`,
+        the last position's, when `last_only`: see `SequenceEncoder.forward`)."""
         valid = sequences != 0
         views = self.input_embeddings(sequences)  # the encoders apply the embedding dropout
         if self.cross is not None:
             views = two_way_cross_attention(self.cross, views, self.cross_mask(valid))
         if len(self.encoders) == 1 and len(views) == 2:  # shared encoder: both views in one call
-            both = self.encoders[0](torch.cat(views), torch.cat([valid, valid]))
+            both = self.encoders[0](torch.cat(views), torch.cat([valid, valid]), last_only)
             return torch.cat(both.chunk(2), dim=-1)
-        return torch.cat([enc(v, valid) for enc, v in zip(self.encoders, views, strict=False)], dim=-1)
+        return torch.cat([enc(v, valid, last_only) for enc, v in zip(self.encoders, views, strict=False)], dim=-1)
 
     def by_length(self, sequences: torch.Tensor) -> list[tuple[torch.Tensor, int]]:
         """Row indices grouped by history length (see `length_chunks`), each with its longest row's
@@ -288,13 +303,15 @@ class LLMESR(nn.Module):
 
     def user_vector(self, sequences: torch.Tensor) -> torch.Tensor:
         """Each user's representation from their history (left-padded): the state at the last
-        position; Bert4Rec appends the mask token and reads its state."""
+        position; Bert4Rec appends the mask token and reads its state. Without dropout (eval mode)
+        the encoder's last block computes that position only (exact; compat keeps the full pass)."""
+        last_only = not self.training and not self.compat
         sequences = self._pad(sequences)
         if self.spec.mask_token:
             mask = torch.full_like(sequences[:, :1], self.mask_token)
             sequences = torch.cat([sequences, mask], dim=1)[:, -self.max_len :]
         groups = self.by_length(sequences)
-        vectors = [self.user_states(sequences[idx, -width:])[:, -1] for idx, width in groups]
+        vectors = [self.user_states(sequences[idx, -width:], last_only)[:, -1] for idx, width in groups]
         return in_original_order(vectors, [idx for idx, _ in groups])
 
     # Losses.
