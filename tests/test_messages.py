@@ -93,3 +93,20 @@ def test_the_first_op_build_shows_its_progress(tmp_path, capsys):
     with BuildProgress(tmp_path, files):
         pass
     assert capsys.readouterr().err == ""
+
+
+def test_the_op_build_compiles_a_copy_of_the_sources_in_its_cache_folder(tmp_path):
+    """Ninja rebuilds when a compile command (which names the sources) changes: compiling the cache
+    folder's own copy keeps the command the same wherever the package is installed."""
+    from llmesr.ops.loader import CSRC, sources, sources_in
+
+    files = sources(with_cuda=True)
+    copies = sources_in(tmp_path, files)
+    assert copies == sources_in(tmp_path, files)  # a second call reuses the copy
+    assert all(
+        c.is_relative_to(tmp_path / "src") and c.read_bytes() == f.read_bytes()
+        for c, f in zip(copies, files, strict=True)
+    )
+    headers = sorted(p.relative_to(CSRC) for p in CSRC.rglob("*.h"))
+    assert headers and all((tmp_path / "src" / h).is_file() for h in headers)  # the includes come along
+    assert [p.name for p in tmp_path.iterdir()] == ["src"]  # no staging folder left behind

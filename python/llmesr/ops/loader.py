@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import sys
 import threading
 import time
@@ -71,6 +72,23 @@ def native_for(tensor: torch.Tensor) -> bool:
     return loaded and tensor.device.type in DEVICES
 
 
+def sources_in(folder: Path, files: list[Path]) -> list[Path]:
+    """The build's own copy of the sources (the whole csrc tree, for the headers), inside its cache
+    folder. Ninja rebuilds whenever a compile command changes, and the command names the source
+    paths: compiled from where the package lies, two installs of the same version (an editable
+    checkout and a wheel, two environments) would rebuild the shared cache on every switch."""
+    copy = folder / "src"
+    if not copy.is_dir():
+        staging = folder / f"src.tmp{os.getpid()}"
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(CSRC, staging)
+        try:
+            os.replace(staging, copy)
+        except OSError:  # another process put its identical copy there first
+            shutil.rmtree(staging, ignore_errors=True)
+    return [copy / f.relative_to(CSRC) for f in files]
+
+
 def _build(with_cuda: bool) -> None:
     from torch.utils.cpp_extension import load
 
@@ -80,7 +98,7 @@ def _build(with_cuda: bool) -> None:
     with BuildProgress(folder, files):
         load(
             name="llmesr_ops",
-            sources=[str(f) for f in files],
+            sources=[str(f) for f in sources_in(folder, files)],
             build_directory=str(folder),
             extra_cflags=["-O3"],
             extra_cuda_cflags=["-O3"],
