@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from llmesr.ops import HashedDropout, masked_attention
+from llmesr.ops.attention import valid_positions
 
 
 class KeyMask(NamedTuple):
@@ -107,7 +108,7 @@ class Attention(nn.Module):
         q = self.q(x).view(b, self.heads, hidden // self.heads)
         k, v = self.kv(context).view(b, length, 2, self.heads, hidden // self.heads).unbind(2)
         scores = torch.einsum("bhd,bjhd->bhj", q, k) * (hidden // self.heads) ** -0.5
-        real = torch.arange(length, device=x.device) >= (length - mask.lengths)[:, None]
+        real = valid_positions(mask.lengths, length)
         weights = torch.softmax(scores.masked_fill(~real[:, None, :], float("-inf")), dim=-1)
         weights = torch.nan_to_num(weights) * (mask.lengths > 0)[:, None, None]  # an empty row: zeros
         return self.out(torch.einsum("bhj,bjhd->bhd", weights, v).reshape(b, 1, hidden))

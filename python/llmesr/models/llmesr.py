@@ -248,9 +248,11 @@ class LLMESR(nn.Module):
     def cached_items(self) -> Iterator[None]:
         """`freeze_items` for the length of a no-grad pass over many users (an evaluation, the epoch's
         teacher table), during which the weights do not change; the adapter's output per batch is
-        the same rows of that table. Nothing inside may train: the adapter gets no gradient there."""
+        the same rows of that table. Nothing inside may train: the adapter gets no gradient there. A
+        model frozen for serving already has the table."""
         before = self.adapted
-        self.freeze_items()
+        if before is None:
+            self.freeze_items()
         try:
             yield
         finally:
