@@ -145,7 +145,7 @@ def test_command_line_with_toml_config(data, tmp_path, capsys):
     with pytest.raises(SystemExit):
         train_cli.main(["--backbone", "lstm"])
     assert train_cli.main(["--data", str(data), "--threads", "0"]) == 2
-    assert "--threads must be at least 1" in capsys.readouterr().err
+    assert "threads must be at least 1, not 0" in capsys.readouterr().err
 
 
 def test_compare_trains_the_backbone_alone_and_shows_popularity(data, tmp_path, capsys):

@@ -79,6 +79,9 @@ class TrainConfig:
     patience: int = 20
     seed: int = 42
     device: str = "auto"
+    # CPU threads of torch and the Rust core. None: llmesr-train takes every core other processes leave
+    # free at the start (`llmesr.threads`), the Python API torch's current count; the run records the number.
+    threads: int | None = None
     max_len: int = 200
     hidden: int = 64
     layers: int = 2
@@ -128,7 +131,7 @@ class TrainConfig:
             raise ValueError(f"mask_prob must be in (0, 1), not {self.mask_prob}")
         if self.seed < 0:
             raise ValueError(f"seed must be >= 0, not {self.seed}")
-        for name in ("tail_user_len", "tail_item_pop"):
+        for name in ("tail_user_len", "tail_item_pop", "threads"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
 

@@ -181,7 +181,7 @@ def prepare_run_folder(cfg: TrainConfig, resume: bool, overwrite: bool) -> Path:
         saved, now = read_run_config(run), asdict(cfg)
         # The folder may have been moved or copied: it is resumed where it is now (cfg.out).
         changed = sorted(
-            k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k) and k not in ("device", "out")
+            k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k) and k not in ("device", "out", "threads")
         )
         if changed:
             raise ValueError(f"{run}: the run was started with other settings ({', '.join(changed)})")

@@ -12,7 +12,7 @@ import json
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +112,10 @@ class Training:
 
     @classmethod
     def setup(cls, cfg: TrainConfig, progress: bool, resume: bool, overwrite: bool) -> Training:
+        # The run records its thread count: results round differently under another one.
+        threads = torch.get_num_threads() if cfg.threads is None else cfg.threads
+        cfg = replace(cfg, threads=threads)
+        torch.set_num_threads(threads)
         ranks = distributed.init("cuda" if resolve_device(cfg.device).type == "cuda" else "cpu")
         device = resolve_device(cfg.device, ranks)
         ds = load_dataset(cfg.data)

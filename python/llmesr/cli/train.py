@@ -45,11 +45,14 @@ HELP = {
     "on_nonfinite": "a NaN or infinite training loss: stop the run with an error, or skip that batch (logged)",
     "patience": "epochs without a better validation NDCG@10 before stopping",
     "device": "auto, cpu, cuda or cuda:N",
+    "threads": "CPU threads of torch and the Rust core (one is fastest beside any other busy process)",
     "max_len": "longest history the model reads (the most recent items)",
     "n_negatives": "negatives per user of the sampled protocol",
     "tail_user_len": "tail users have a history shorter than this",
     "tail_item_pop": "tail items have fewer training interactions than this",
 }
+
+NONE_DEFAULTS = {"threads": "every core no other process is using at the start"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,18 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="also train the backbone alone (--method base, same settings, run folder OUT-base) and print both "
         "beside ranking by popularity [default: on for the built-in synthetic data]",
     )
-    p.add_argument(
-        "--threads",
-        type=int,
-        help="CPU threads of torch and the Rust core [default: every core]; waiting threads sleep rather than spin",
-    )
     for f in fields(TrainConfig):
         if f.name in ("data", "out"):
             continue
         flag = f"--{f.name.replace('_', '-')}"
         default = f.default
         if f.default is None:
-            default = "from --compat" if f.name in COMPAT_DEFAULTS else "the Pareto rule"
+            default = NONE_DEFAULTS.get(f.name, "from --compat" if f.name in COMPAT_DEFAULTS else "the Pareto rule")
         common: dict[str, Any] = dict(default=argparse.SUPPRESS, help=f"{HELP.get(f.name, '')} [default: {default}]")
         if f.type == "bool":
             p.add_argument(flag, action=argparse.BooleanOptionalAction, **common)
@@ -158,42 +156,35 @@ def comparison(columns: dict[str, dict[str, Any]]) -> str:
     return "test NDCG@10 (HR@10) by long-tail group\n" + "\n".join(text)
 
 
-def set_threads(threads: int | None) -> None:
-    """Before torch and the Rust thread pool start. OpenMP threads that wait sleep instead of spinning
-    (OMP_WAIT_POLICY=PASSIVE, unless set): spinning threads made a training step about 10x slower
-    on a busy 2-core machine. `threads` sets both pools' size."""
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    if threads is not None:
-        if threads < 1:
-            raise ValueError(f"--threads must be at least 1, not {threads}")
-        for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "RAYON_NUM_THREADS"):
-            os.environ[name] = str(threads)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def body() -> None:
-        set_threads(args.threads)
-        import torch
+        from dataclasses import replace
 
-        from llmesr.train import train
-
-        if args.threads is not None:
-            torch.set_num_threads(args.threads)  # in case torch was imported before (the Python API)
+        from llmesr import threads
 
         if args.resume:
-            from dataclasses import replace
-
             from llmesr.runs import load_config
 
             cfg = load_config(Path(args.resume))
-            # Where the folder is now (it may have been moved or copied); the device may change.
-            cfg = replace(cfg, out=args.resume, device=getattr(args, "device", cfg.device))
+            # Where the folder is now (it may have been moved or copied); the device and threads may change
+            # (the recorded thread count by default: another one rounds differently).
+            given = {k: getattr(args, k) for k in ("device", "threads") if hasattr(args, k)}
+            cfg = replace(cfg, out=args.resume, **given)
         else:
             cfg = resolve_config(args)
-            if cfg.data is None:
-                cfg.data = default_data(cfg.hidden)
+        count = cfg.threads
+        if count is None:
+            count, why = threads.choose()
+            cfg = replace(cfg, threads=count)
+            if not args.quiet:
+                print(f"threads: {why}; --threads N to choose", file=sys.stderr)
+        threads.configure(count)  # before torch starts its pool
+        from llmesr.train import train
+
+        if cfg.data is None:
+            cfg.data = default_data(cfg.hidden)
         compare = args.compare if args.compare is not None else (not args.resume and args.data is None)
         metrics = train(cfg, progress=not args.quiet, resume=bool(args.resume), overwrite=args.overwrite)
         main_rank = int(os.environ.get("RANK", "0")) == 0  # one summary under torchrun
