@@ -106,6 +106,8 @@ def test_resume_ends_like_an_uninterrupted_run(data, tmp_path, teachers):
     assert resumed["test"] == whole["test"] and resumed["valid"] == whole["valid"]
     assert [h["epoch"] for h in resumed["history"]] == [1, 2, 3, 4]
     assert [h["loss"] for h in resumed["history"]] == [h["loss"] for h in whole["history"]]
+    # An epoch's wall-clock time covers its steps and its validation.
+    assert all(h["epoch_seconds"] > h["train_seconds"] > 0 for h in whole["history"])
 
 
 def test_epoch_teachers_equal_step_teachers_before_the_weights_move(data, tmp_path):

@@ -29,6 +29,7 @@ UNLABELLED = {
     "out",
     "seed",
     "device",
+    "threads",
     "method",
     "backbone",
     "epochs",
@@ -79,7 +80,8 @@ class Run:
         return Path(self.config["data"]).name
 
     def train_minutes(self) -> float:
-        return sum(h["train_seconds"] for h in self.metrics["history"]) / 60
+        """Every epoch's wall-clock time (steps, teachers, validation; the steps alone in older runs)."""
+        return sum(h.get("epoch_seconds", h["train_seconds"]) for h in self.metrics["history"]) / 60
 
 
 def load_run(folder: str | Path) -> Run:

@@ -306,6 +306,7 @@ class Training:
             "overall"
         ]["NDCG@10"]
         ndcg = ndcg or 0.0
+        epoch_seconds = time.perf_counter() - t0
         mean_loss = loss_sum / max(1, len(starts) - skipped)
         speed = len(order) * ranks.world / train_seconds
         state["history"].append(
@@ -316,11 +317,12 @@ class Training:
                 "train_seconds": train_seconds,
                 "batch_seconds": batch_seconds,
                 "sequences_per_second": speed,
+                "epoch_seconds": epoch_seconds,  # the steps, the teacher table and validation
             }
         )
         self.log(
             f"epoch {epoch}: loss {mean_loss:.4f}, valid {cfg.select_on} NDCG@10 {ndcg:.4f}, {speed:.0f} seq/s, "
-            f"batches {100 * batch_seconds / train_seconds:.1f}% of the time"
+            f"batches {100 * batch_seconds / train_seconds:.1f}% of the time, {epoch_seconds:.1f} s"
         )
         state["epoch"] = epoch
         if ndcg > state["best"]:
