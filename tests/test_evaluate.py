@@ -21,7 +21,7 @@ def setup(tmp_path_factory):
 
 
 @pytest.mark.parametrize("protocol", ["full", "sampled"])
-def test_protocols_match_a_per_user_loop(setup, protocol):
+def test_protocols_match_a_per_user_loop(setup, protocol, capsys):
     ds, model = setup
     model.eval()
     negatives = eval_negatives(ds, 10, seed=1)
@@ -60,6 +60,10 @@ def test_protocols_match_a_per_user_loop(setup, protocol):
     lean = evaluate(model, ds, protocol=protocol, negatives=negatives, max_len=20, batch_size=7, top_lists=False)
     assert "coverage@10" not in lean.result()["overall"]
     assert lean.result()["overall"]["NDCG@10"] == got["overall"]["NDCG@10"]
+    # a progress bar (the test pass of a run) shows on stderr and changes nothing
+    shown = evaluate(model, ds, protocol=protocol, negatives=negatives, max_len=20, batch_size=7, progress="test x")
+    assert shown.result() == got
+    assert "test x" in capsys.readouterr().err
 
 
 def test_popularity_baseline_matches_numpy(setup):

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from llmesr.data import Dataset
 from llmesr.metrics import TOP_K, GroupedMetrics, Groups, target_ranks
@@ -53,12 +54,14 @@ def evaluate(
     batch_size: int = 256,
     ties: str = "pessimistic",
     top_lists: bool = True,
+    progress: str | None = None,
 ) -> GroupedMetrics:
     """Metrics of `model` (anything with `user_vector(sequences)` and `item_vectors(items)`) over
     `users` (default: every user with a validation and test item), as mergeable sums. `groups`: the
     long-tail groups of this split (`Groups.of(ds, split=split)` by default). `max_len`: the longest
     input, by default the model's own (`model.max_len`). `top_lists`: count each user's top 10 (full
-    protocol) for the beyond-accuracy figures; model selection reads NDCG only and skips it."""
+    protocol) for the beyond-accuracy figures; model selection reads NDCG only and skips it. `progress`:
+    a progress bar of that name on stderr, gone when done."""
     if split not in ("valid", "test"):
         raise ValueError(f"split must be 'valid' or 'test', not {split!r}")
     if protocol not in ("full", "sampled"):
@@ -76,7 +79,8 @@ def evaluate(
     # A model that offers it computes its per-item work (LLM-ESR's adapter) once for the whole pass.
     with getattr(model, "cached_items", contextlib.nullcontext)():
         all_items = require_finite(model.item_vectors(torch.arange(ds.n_items + 1, device=device)), "item vectors")
-        for start in range(0, len(users), batch_size):
+        starts = range(0, len(users), batch_size)
+        for start in tqdm(starts, desc=progress, disable=progress is None, leave=False, unit="batch"):
             batch = np.asarray(users[start : start + batch_size])
             # The training history predicts the validation item; with the validation item, the test item.
             seqs = histories(ds, batch, "train" if split == "valid" else "test", max_len)

@@ -194,6 +194,7 @@ class Training:
                 tqdm.write(line)
 
     def evaluate_all(self, split: str, protocol: str, users: np.ndarray, top_lists: bool = True) -> GroupedMetrics:
+        shown = self.progress and self.ranks.main
         result = evaluate(
             self.model,
             self.ds,
@@ -204,6 +205,7 @@ class Training:
             groups=self.groups[split],
             ties=self.cfg.ties or "pessimistic",
             top_lists=top_lists,
+            progress=f"{split} {protocol}" if shown else None,
         )
         return distributed.reduce_metrics(result, self.ranks)
 

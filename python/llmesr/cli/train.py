@@ -9,7 +9,7 @@ from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Any
 
-from llmesr.cli.common import format_rows, run_command
+from llmesr.cli.common import StageProgress, format_rows, run_command
 from llmesr.config import CHOICES, COMPAT_DEFAULTS, TrainConfig, load_toml
 from llmesr.metrics import GROUPS
 
@@ -111,7 +111,7 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
     return TrainConfig(**values)
 
 
-def default_data(hidden: int) -> str:
+def default_data(hidden: int, progress: bool = True) -> str:
     """The built-in synthetic dataset with MiniLM embeddings, made once under runs/data."""
     data = str(Path("runs") / "data" / "synthetic")
     if not (Path(data) / "similar_users.npy").exists():
@@ -122,7 +122,11 @@ def default_data(hidden: int) -> str:
         print(f"preparing and embedding the synthetic dataset in {data} (once)", file=sys.stderr)
         prepare_synthetic(data, overwrite=True)
         cache = Path.home() / ".cache" / "llmesr" / "embeddings"
-        embed_dataset(data, SentenceTransformerEncoder(), k=100, hidden=hidden, cache_dir=cache)
+        bar = StageProgress(enabled=progress)
+        try:
+            embed_dataset(data, SentenceTransformerEncoder(), k=100, hidden=hidden, cache_dir=cache, progress=bar)
+        finally:
+            bar.close()
     return data
 
 
@@ -184,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         from llmesr.train import train
 
         if cfg.data is None:
-            cfg.data = default_data(cfg.hidden)
+            cfg.data = default_data(cfg.hidden, progress=not args.quiet)
         compare = args.compare if args.compare is not None else (not args.resume and args.data is None)
         metrics = train(cfg, progress=not args.quiet, resume=bool(args.resume), overwrite=args.overwrite)
         main_rank = int(os.environ.get("RANK", "0")) == 0  # one summary under torchrun
