@@ -65,8 +65,17 @@ class SentenceTransformerEncoder:
             from sentence_transformers import SentenceTransformer
         except ImportError:
             raise ImportError('the sentence-transformers encoder needs: pip install "llmesr[embed]"') from None
+        from transformers.utils import logging as transformers_logging
+
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never download at run time
-        self.model = SentenceTransformer(path, device=device)
+        # Its weight-loading bar (a fraction of a second) would show even under --quiet.
+        shown = transformers_logging.is_progress_bar_enabled()
+        transformers_logging.disable_progress_bar()
+        try:
+            self.model = SentenceTransformer(path, device=device)
+        finally:
+            if shown:
+                transformers_logging.enable_progress_bar()
         self.batch_size = batch_size
         self.devices = list(devices) if devices else None
         self.pool: Any = None  # the pool sentence-transformers returns
