@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+import llmesr.threads
+
 import _train_step
 
 FAST_STEPS = int(os.environ.get("LLMESR_BENCH_TRAIN_STEPS", "10"))
@@ -29,13 +31,17 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def run_step(kind: str, steps: int, ops: str = "auto") -> dict:
+def run_step(kind: str, steps: int, ops: str = "auto", threads: int | None = None) -> dict:
+    env = {**os.environ, "LLMESR_OPS": ops}
+    if threads is not None:  # both pools and the wait policy, as llmesr-train sets them
+        pools = dict.fromkeys(llmesr.threads.POOLS, str(threads))
+        env |= {**pools, "LLMESR_BENCH_THREADS": str(threads), "GOMP_SPINCOUNT": llmesr.threads.SPIN_COUNT}
     done = subprocess.run(
         [sys.executable, str(Path(__file__).parent / "_train_step.py"), kind, str(steps)],
         capture_output=True,
         text=True,
         check=False,
-        env={**os.environ, "LLMESR_OPS": ops},
+        env=env,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -83,6 +89,33 @@ def test_training_step_native_vs_reference_ops(benchmark):
         f"({_train_step.BATCH / best['ref']:.0f} seq/s) -> {ratio:.2f}x"
     )
     benchmark.pedantic(lambda: run_step("fast", 1, "native"), rounds=1, iterations=1)
+
+
+def test_threads_idle_and_beside_a_busy_process(benchmark):
+    """One thread against two, on a quiet machine and beside one busy process: what `llmesr.threads`
+    chooses between (it takes the cores other processes leave free). Needs an otherwise quiet machine."""
+    _train_step.yelp()
+    seconds: dict[str, float] = {}
+    for others in (0, 1):
+        spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(others)]
+        try:
+            for threads in (1, 2):
+                seconds[f"{threads} threads, {others} busy"] = min(
+                    run_step("fast", FAST_STEPS, threads=threads)["seconds_per_step"] for _ in range(ROUNDS)
+                )
+        finally:
+            for p in spinners:
+                p.kill()
+                p.wait()
+    idle_gain = seconds["1 threads, 0 busy"] / seconds["2 threads, 0 busy"]
+    busy_gain = seconds["1 threads, 1 busy"] / seconds["2 threads, 1 busy"]
+    benchmark.extra_info.update(seconds=seconds, second_thread_idle=idle_gain, second_thread_busy=busy_gain)
+    print(
+        "\ntraining step, Yelp, seconds: "
+        + ", ".join(f"{k} {v:.3f}" for k, v in seconds.items())
+        + f"; a second thread: {idle_gain:.2f}x idle, {busy_gain:.2f}x beside a busy process"
+    )
+    benchmark.pedantic(lambda: run_step("fast", 1, threads=1), rounds=1, iterations=1)
 
 
 def test_full_ranking_evaluation_of_all_users(benchmark):
