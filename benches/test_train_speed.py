@@ -34,8 +34,7 @@ pytestmark = pytest.mark.skipif(
 def run_step(kind: str, steps: int, ops: str = "auto", threads: int | None = None) -> dict:
     env = {**os.environ, "LLMESR_OPS": ops}
     if threads is not None:  # both pools and the wait policy, as llmesr-train sets them
-        pools = dict.fromkeys(llmesr.threads.POOLS, str(threads))
-        env |= {**pools, "LLMESR_BENCH_THREADS": str(threads), "GOMP_SPINCOUNT": llmesr.threads.SPIN_COUNT}
+        env |= llmesr.threads.variables(threads, env) | {"LLMESR_BENCH_THREADS": str(threads)}
     done = subprocess.run(
         [sys.executable, str(Path(__file__).parent / "_train_step.py"), kind, str(steps)],
         capture_output=True,

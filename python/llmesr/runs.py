@@ -35,6 +35,8 @@ CONFIG, LOG, METRICS = "config.json", "log.txt", "metrics.json"
 CHECKPOINT, BEST = "checkpoint.safetensors", "best.safetensors"
 INPUTS = "inputs.json"
 RANKS = "ranks.npz"  # each test user's rank under both protocols, for paired tests between runs
+# Settings a resumed run may take from the command line instead of config.json (and where it is: `out`).
+RESUME_MAY_CHANGE = ("device", "threads")
 
 
 def load_config(run: Path) -> TrainConfig:
@@ -181,7 +183,7 @@ def prepare_run_folder(cfg: TrainConfig, resume: bool, overwrite: bool) -> Path:
         saved, now = read_run_config(run), asdict(cfg)
         # The folder may have been moved or copied: it is resumed where it is now (cfg.out).
         changed = sorted(
-            k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k) and k not in ("device", "out", "threads")
+            k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k) and k not in ("out", *RESUME_MAY_CHANGE)
         )
         if changed:
             raise ValueError(f"{run}: the run was started with other settings ({', '.join(changed)})")

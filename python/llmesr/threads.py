@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 SAMPLE_SECONDS = 0.3  # how long the load is watched before a run; /proc/stat counts in 10 ms ticks
@@ -84,10 +85,14 @@ def choose() -> tuple[int, str]:
     )
 
 
-def configure(threads: int) -> None:
-    """Sizes both pools; call before torch and the Rust pool start (the environment is read then)."""
+def variables(threads: int, env: Mapping[str, str]) -> dict[str, str]:
+    """The environment variables that size both pools and bound the spinning (a spin count `env`
+    already sets stays)."""
     if threads < 1:
         raise ValueError(f"threads must be at least 1, not {threads}")
-    for name in POOLS:
-        os.environ[name] = str(threads)
-    os.environ.setdefault("GOMP_SPINCOUNT", SPIN_COUNT)
+    return dict.fromkeys(POOLS, str(threads)) | {"GOMP_SPINCOUNT": env.get("GOMP_SPINCOUNT", SPIN_COUNT)}
+
+
+def configure(threads: int) -> None:
+    """Sizes both pools; call before torch and the Rust pool start (the environment is read then)."""
+    os.environ.update(variables(threads, os.environ))

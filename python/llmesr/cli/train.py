@@ -169,12 +169,12 @@ def main(argv: list[str] | None = None) -> int:
         from llmesr import threads
 
         if args.resume:
-            from llmesr.runs import load_config
+            from llmesr.runs import RESUME_MAY_CHANGE, load_config
 
             cfg = load_config(Path(args.resume))
             # Where the folder is now (it may have been moved or copied); the device and threads may change
             # (the recorded thread count by default: another one rounds differently).
-            given = {k: getattr(args, k) for k in ("device", "threads") if hasattr(args, k)}
+            given = {k: getattr(args, k) for k in RESUME_MAY_CHANGE if hasattr(args, k)}
             cfg = replace(cfg, out=args.resume, **given)
         else:
             cfg = resolve_config(args)
