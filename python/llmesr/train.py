@@ -12,7 +12,7 @@ import json
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from llmesr import distributed, plots
+from llmesr import distributed, plots, threads
 from llmesr.backbones import backbone
 from llmesr.config import TrainConfig
 from llmesr.data import Dataset, load_dataset, load_embeddings
@@ -109,13 +109,15 @@ class Training:
     valid_users: np.ndarray
     run: Path
     state: dict[str, Any]
+    load: threads.LoadWatch = field(default_factory=threads.LoadWatch)  # other processes' load, per epoch
+    crowded_said: bool = False
 
     @classmethod
     def setup(cls, cfg: TrainConfig, progress: bool, resume: bool, overwrite: bool) -> Training:
         # The run records its thread count: results round differently under another one.
-        threads = torch.get_num_threads() if cfg.threads is None else cfg.threads
-        cfg = replace(cfg, threads=threads)
-        torch.set_num_threads(threads)
+        n_threads = torch.get_num_threads() if cfg.threads is None else cfg.threads
+        cfg = replace(cfg, threads=n_threads)
+        torch.set_num_threads(n_threads)
         ranks = distributed.init("cuda" if resolve_device(cfg.device).type == "cuda" else "cpu")
         device = resolve_device(cfg.device, ranks)
         ds = load_dataset(cfg.data)
@@ -266,6 +268,7 @@ class Training:
         torch.manual_seed(epoch_seed(cfg.seed, epoch) + ranks.rank)  # dropout: a function of (seed, epoch, rank)
         self.model.train()
         loss_sum, batch_seconds, skipped, t0 = 0.0, 0.0, 0, time.perf_counter()
+        self.load.others()  # from here
         if cfg.teachers == "epoch" and self.similar is not None:
             self.teacher_table = self.epoch_teachers()
         order = ranks.training_shard(np.random.default_rng([cfg.seed, epoch]).permutation(self.train_users))
@@ -302,6 +305,7 @@ class Training:
                 loss=f"{loss_sum / n:.4f}", seq_s=f"{(start + len(users)) / (time.perf_counter() - t0):.0f}"
             )
         train_seconds = time.perf_counter() - t0
+        self.say_if_crowded(epoch)
         if skipped:
             self.log(f"epoch {epoch}: skipped {skipped} of {len(starts)} batches with a NaN or infinite loss")
         ndcg = self.evaluate_all("valid", cfg.select_on or "full", self.valid_users, top_lists=False).result()[
@@ -339,6 +343,20 @@ class Training:
         if ranks.main:
             save_checkpoint(self.run / CHECKPOINT, self.model, self.optimizer, state)
         ranks.barrier()
+
+    def say_if_crowded(self, epoch: int) -> None:
+        """Once a run, where processes that started after it leave fewer free cores than its threads:
+        the count is kept (another one rounds differently), so the user is told how to change it."""
+        others = self.load.others()
+        if self.crowded_said or self.ranks.active or self.device.type != "cpu" or self.cfg.threads is None:
+            return
+        if threads.crowded(self.cfg.threads, others):
+            self.crowded_said = True
+            self.log(
+                f"epoch {epoch}: other processes kept {others:.1f} of {threads.cores()} cores busy, fewer free than "
+                f"this run's {self.cfg.threads} threads; one thread is faster beside busy processes: stop and "
+                f"llmesr-train --resume {self.run} --threads 1"
+            )
 
     def finish(self) -> dict[str, Any]:
         """Tests the best weights with both protocols, writes metrics.json, ranks.npz and the plot."""
