@@ -2,6 +2,7 @@
 seed, exact resume of a killed run, the command line with a TOML config."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -108,6 +109,19 @@ def test_resume_ends_like_an_uninterrupted_run(data, tmp_path, teachers):
     assert [h["loss"] for h in resumed["history"]] == [h["loss"] for h in whole["history"]]
     # An epoch's wall-clock time covers its steps and its validation.
     assert all(h["epoch_seconds"] > h["train_seconds"] > 0 for h in whole["history"])
+
+
+def test_a_run_given_more_epochs_on_resume_goes_on_as_if_started_with_them(data, tmp_path):
+    whole = train(config(data, tmp_path / "whole", epochs=4, patience=10), progress=False)
+    short = config(data, tmp_path / "short", epochs=2, patience=10)
+    assert train(short, progress=False)["epochs"] == 2
+    longer = replace(short, epochs=4)
+    resumed = train(longer, progress=False, resume=True)
+    assert resumed["test"] == whole["test"] and resumed["epochs"] == 4
+    assert [h["loss"] for h in resumed["history"]] == [h["loss"] for h in whole["history"]]
+    assert json.loads((tmp_path / "short" / "config.json").read_text())["epochs"] == 4  # the next resume's budget
+    with pytest.raises(ValueError, match="other settings \\(lr\\)"):
+        train(replace(longer, lr=0.5), progress=False, resume=True)
 
 
 def test_epoch_teachers_equal_step_teachers_before_the_weights_move(data, tmp_path):

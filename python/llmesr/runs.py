@@ -35,8 +35,10 @@ CONFIG, LOG, METRICS = "config.json", "log.txt", "metrics.json"
 CHECKPOINT, BEST = "checkpoint.safetensors", "best.safetensors"
 INPUTS = "inputs.json"
 RANKS = "ranks.npz"  # each test user's rank under both protocols, for paired tests between runs
-# Settings a resumed run may take from the command line instead of config.json (and where it is: `out`).
-RESUME_MAY_CHANGE = ("device", "threads")
+# Settings a resumed run may take from the command line instead of config.json (and where it is: `out`):
+# none of them changes what the epochs already run did, so a run given more epochs goes on exactly as if it
+# had been started with them.
+RESUME_MAY_CHANGE = ("device", "threads", "epochs")
 
 
 def load_config(run: Path) -> TrainConfig:
@@ -196,6 +198,8 @@ def prepare_run_folder(cfg: TrainConfig, resume: bool, overwrite: bool) -> Path:
                 "start a new run (--overwrite) rather than resume on other data"
             )
         remove_stale_temporaries(run)
+        if saved != now:  # the next resume continues with what this one was given
+            atomic_write_text(run / CONFIG, json.dumps(now, indent=2) + "\n")
         return run
     if run.exists() and (not run.is_dir() or any(run.iterdir())):
         if not overwrite:
