@@ -182,6 +182,10 @@ def test_compare_trains_the_backbone_alone_and_shows_popularity(data, tmp_path, 
         assert f"{column['full']['tail_user']['NDCG@10']:.4f}" in line
     assert "LLM-ESR-sasrec" in printed and "popularity" in printed
     assert (out / "metrics.png").stat().st_mtime_ns >= (tmp_path / "cmp-base" / "metrics.json").stat().st_mtime_ns
+    advice = f"llmesr-train --resume {out} --epochs 1000 --compare"
+    assert advice in printed  # both were budget runs
+    assert train_cli.main(["--resume", str(out), "--epochs", "2", "--compare", "-q"]) == 0  # as advised, shorter
+    assert [json.loads((tmp_path / f / "metrics.json").read_text())["epochs"] for f in ("cmp", "cmp-base")] == [2, 2]
 
 
 def test_recommender_serves_what_the_model_scores(data, tmp_path):

@@ -213,6 +213,11 @@ def main(argv: list[str] | None = None) -> int:
                     f"\nbackbone alone: {base.out}, best epoch {base_metrics['best_epoch']} of {base_metrics['epochs']}"
                 )
                 print(comparison(columns))
+                if max(metrics["epochs"], base_metrics["epochs"]) >= cfg.epochs:  # either stopped by the budget
+                    print(
+                        f"a comparison after {cfg.epochs} epochs, not at convergence: llmesr-train --resume {cfg.out} "
+                        "--epochs 1000 --compare trains both on to early stopping"
+                    )
 
     def interrupted() -> str:
         out = args.resume or args.out
