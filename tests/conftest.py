@@ -9,6 +9,15 @@ from pathlib import Path
 import pytest
 
 
+@pytest.fixture(autouse=True)
+def quiet_machine(monkeypatch):
+    """Training runs in tests see a quiet machine: a run notes in its log when other processes crowd it,
+    which would make the logs depend on what else the machine runs (the note's own tests patch the load)."""
+    from llmesr import threads
+
+    monkeypatch.setattr(threads, "crowded", lambda n_threads, others: False)
+
+
 @contextlib.contextmanager
 def serve(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
     """A local HTTP server answering with `handler` (quiet), as an OpenAI-style base URL."""

@@ -13,6 +13,8 @@ import pytest
 
 from llmesr import threads
 
+CROWDED = threads.crowded
+
 STAT = """cpu  100 5 50 1000 20 3 2 10 0 0
 cpu0 50 2 25 500 10 1 1 5 0 0
 intr 12345
@@ -119,6 +121,7 @@ def test_a_run_says_once_when_the_machine_gets_crowded(tmp_path, monkeypatch, ot
 
     for name in (*threads.POOLS, "GOMP_SPINCOUNT"):
         monkeypatch.setenv(name, "1")
+    monkeypatch.setattr(threads, "crowded", CROWDED)  # the real rule, not conftest's quiet machine
     monkeypatch.setattr(threads, "cores", lambda: 2)
     monkeypatch.setattr(threads.LoadWatch, "others", lambda self: others)
     data = embedded_synthetic(tmp_path / "data", n_users=60, n_items=40, seed=3)
@@ -130,3 +133,9 @@ def test_a_run_says_once_when_the_machine_gets_crowded(tmp_path, monkeypatch, ot
     assert [line.split(";")[0] for line in lines] == ([expected] if said else [])
     if said:
         assert lines[0].endswith(f"llmesr-train --resume {out} --threads 1")
+
+
+def test_crowded_means_fewer_free_cores_than_threads(monkeypatch):
+    monkeypatch.setattr(threads, "cores", lambda: 2)
+    assert [CROWDED(2, x) for x in (0.0, 0.2, 0.8, None)] == [False, False, True, False]
+    assert not CROWDED(1, 2.0)  # one thread is never crowded out
