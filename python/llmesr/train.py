@@ -268,7 +268,7 @@ class Training:
         torch.manual_seed(epoch_seed(cfg.seed, epoch) + ranks.rank)  # dropout: a function of (seed, epoch, rank)
         self.model.train()
         loss_sum, batch_seconds, skipped, t0 = 0.0, 0.0, 0, time.perf_counter()
-        self.load.others()  # from here
+        self.load.others()  # the epoch's load is measured from here: the teacher table and the steps
         if cfg.teachers == "epoch" and self.similar is not None:
             self.teacher_table = self.epoch_teachers()
         order = ranks.training_shard(np.random.default_rng([cfg.seed, epoch]).permutation(self.train_users))
@@ -347,9 +347,9 @@ class Training:
     def say_if_crowded(self, epoch: int) -> None:
         """Once a run, where processes that started after it leave fewer free cores than its threads:
         the count is kept (another one rounds differently), so the user is told how to change it."""
-        others = self.load.others()
         if self.crowded_said or self.ranks.active or self.device.type != "cpu" or self.cfg.threads is None:
-            return
+            return  # (threads is set by setup; None only narrows the type)
+        others = self.load.others()
         if threads.crowded(self.cfg.threads, others):
             self.crowded_said = True
             self.log(

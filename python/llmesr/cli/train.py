@@ -130,8 +130,13 @@ def default_data(hidden: int, progress: bool = True) -> str:
     return data
 
 
+def stopped_by_budget(metrics: dict[str, Any], budget: int | None) -> bool:
+    """Whether a run ran all its `budget` epochs rather than stopping early (None: no budget)."""
+    return budget is not None and metrics["epochs"] >= budget
+
+
 def summary(out: str, metrics: dict[str, Any], budget: int | None = None) -> str:
-    stopped = "early stop" if budget is None or metrics["epochs"] < budget else f"budget run: {budget} epochs"
+    stopped = f"budget run: {budget} epochs" if stopped_by_budget(metrics, budget) else "early stop"
     rows = [("run folder", out), ("best epoch", f"{metrics['best_epoch']} of {metrics['epochs']} ({stopped})")]
     for protocol in ("full", "sampled"):
         for group in GROUPS:
@@ -172,8 +177,8 @@ def main(argv: list[str] | None = None) -> int:
             from llmesr.runs import RESUME_MAY_CHANGE, load_config
 
             cfg = load_config(Path(args.resume))
-            # Where the folder is now (it may have been moved or copied); the device and threads may change
-            # (the recorded thread count by default: another one rounds differently).
+            # Where the folder is now (it may have been moved or copied); the settings of RESUME_MAY_CHANGE
+            # given here replace the recorded ones (the recorded thread count by default: another rounds differently).
             given = {k: getattr(args, k) for k in RESUME_MAY_CHANGE if hasattr(args, k)}
             cfg = replace(cfg, out=args.resume, **given)
         else:
@@ -213,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"\nbackbone alone: {base.out}, best epoch {base_metrics['best_epoch']} of {base_metrics['epochs']}"
                 )
                 print(comparison(columns))
-                if max(metrics["epochs"], base_metrics["epochs"]) >= cfg.epochs:  # either stopped by the budget
+                if stopped_by_budget(metrics, cfg.epochs) or stopped_by_budget(base_metrics, cfg.epochs):
                     print(
                         f"a comparison after {cfg.epochs} epochs, not at convergence: llmesr-train --resume {cfg.out} "
                         "--epochs 1000 --compare trains both on to early stopping"
