@@ -84,6 +84,29 @@ def test_popularity_baseline_matches_numpy(setup):
     assert got["HR@20"] == pytest.approx(expected.means()["HR@20"], abs=1e-9)
 
 
+@pytest.mark.parametrize("recent", [1, 3])
+def test_text_neighbours_baseline_matches_numpy(setup, recent):
+    from llmesr.evaluate import TextNeighbours
+
+    ds, _ = setup
+    table = np.random.default_rng(0).normal(size=(ds.n_items + 1, 6)).astype(np.float32)
+    table[0] = 0
+    got = evaluate(TextNeighbours(table, 20, recent), ds, protocol="full", max_len=20).result()["overall"]
+    unit = table / np.maximum(np.linalg.norm(table, axis=1, keepdims=True), 1e-12)
+    ranks = []
+    for u in np.flatnonzero(ds.test > 0):
+        history = ds.items[ds.indptr[u] : ds.train_end[u] + 1][-20:]
+        query = unit[history[-recent:]].mean(0)  # the mean of the last `recent` items' unit vectors
+        scores = unit @ query
+        target = int(ds.test[u])
+        candidates = [i for i in range(1, ds.n_items + 1) if i == target or i not in set(history.tolist())]
+        ranks.append(sum(1 for i in candidates if scores[i] >= scores[target] - 1e-6))
+    expected = MetricSums()
+    expected.add(np.array(ranks))
+    assert got["NDCG@10"] == pytest.approx(expected.means()["NDCG@10"], abs=1e-6)
+    assert got["HR@20"] == pytest.approx(expected.means()["HR@20"], abs=1e-6)
+
+
 def test_popularity_debiasing_subtracts_gamma_log_popularity(setup):
     from llmesr.evaluate import PopularityDebiased
 

@@ -41,7 +41,7 @@ def test_table_means_stds_and_paired_test(tmp_path):
     base = [make_run(tmp_path / f"b{s}", "base", s, r) for s, r in zip((1, 2), base_ranks, strict=True)]
     ours = [make_run(tmp_path / f"l{s}", "llmesr", s, r) for s, r in zip((1, 2), ours_ranks, strict=True)]
     rows = report.build_rows([report.load_run(p) for p in sorted(tmp_path.iterdir())])
-    assert [row.label for row in rows] == ["base-sasrec", "LLM-ESR-sasrec"]
+    assert [row.label for row in rows] == ["base-sasrec loss=bce", "LLM-ESR-sasrec loss=bce"]
     text = report.markdown(rows)
     assert f"{statistics.mean(ours):.4f} ± {statistics.stdev(ours):.4f}" in text
     assert f"{statistics.mean(base):.4f} ± {statistics.stdev(base):.4f}" in text

@@ -9,7 +9,7 @@ from llmesr.sampling import bert4rec_batch, eval_negatives, histories, sasrec_ba
 
 @pytest.fixture(scope="module")
 def ds(tmp_path_factory):
-    return prepare_synthetic(tmp_path_factory.mktemp("d") / "syn", n_users=300, n_items=120, seed=2)
+    return prepare_synthetic(tmp_path_factory.mktemp("d") / "syn", n_users=300, n_items=200, seed=2)
 
 
 def test_eval_negatives(ds):

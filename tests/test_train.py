@@ -11,7 +11,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("safetensors")
 
 from llmesr.cli import train as train_cli  # noqa: E402
-from llmesr.config import TrainConfig  # noqa: E402
+from llmesr.config import TrainConfig, resolve_loss  # noqa: E402
 from llmesr.metrics import GROUPS  # noqa: E402
 from llmesr.sampling import histories  # noqa: E402
 from llmesr.train import Training, train  # noqa: E402
@@ -33,7 +33,7 @@ def config(data, out, **kw):
     "kw",
     [
         {"method": "llmesr"},
-        {"method": "llmesr", "teachers": "epoch"},
+        {"method": "llmesr", "teachers": "step"},
         {"method": "base"},
         {"backbone": "bert4rec", "distill": "cl", "beta": 0.5},
         {"backbone": "gru4rec", "shared_encoder": False},
@@ -165,7 +165,7 @@ def test_command_line_with_toml_config(data, tmp_path, capsys):
 
 
 def test_compare_trains_the_backbone_alone_and_shows_popularity(data, tmp_path, capsys):
-    from llmesr.train import popularity_metrics
+    from llmesr.train import popularity_metrics, text_neighbours_metrics
 
     toml = tmp_path / "run.toml"
     toml.write_text("epochs = 1\nhidden = 8\nmax-len = 20\nbatch_size = 32\nn_negatives = 20\n")
@@ -178,14 +178,31 @@ def test_compare_trains_the_backbone_alone_and_shows_popularity(data, tmp_path, 
     popularity = popularity_metrics(TrainConfig(**json.loads((out / "config.json").read_text())))
     line = next(x for x in printed.splitlines() if x.strip().startswith("full tail_user"))
     assert ours["popularity"] == json.loads(json.dumps(popularity))  # every run records its reference
-    for column in (ours["test"], base["test"], popularity):
+    text = text_neighbours_metrics(TrainConfig(**json.loads((out / "config.json").read_text())))
+    for column in (ours["test"], base["test"], popularity, text):
         assert f"{column['full']['tail_user']['NDCG@10']:.4f}" in line
-    assert "LLM-ESR-sasrec" in printed and "popularity" in printed
+    assert "LLM-ESR-sasrec" in printed and "popularity" in printed and "text neighbours" in printed
     assert (out / "metrics.png").stat().st_mtime_ns >= (tmp_path / "cmp-base" / "metrics.json").stat().st_mtime_ns
     advice = f"llmesr-train --resume {out} --epochs 1000 --compare"
     assert advice in printed  # both were budget runs
     assert train_cli.main(["--resume", str(out), "--epochs", "2", "--compare", "-q"]) == 0  # as advised, shorter
     assert [json.loads((tmp_path / f / "metrics.json").read_text())["epochs"] for f in ("cmp", "cmp-base")] == [2, 2]
+
+
+def test_auto_loss_is_resolved_by_catalogue_size_and_recorded(data, tmp_path, capsys, monkeypatch):
+    from llmesr import config as config_module
+
+    assert resolve_loss("auto", 4096) == ("ce", "--loss auto: 4,096 items <= 4,096, the whole catalogue is scored")
+    assert resolve_loss("auto", 4097)[0] == "sampled"
+    assert resolve_loss("bce", 10**6) == ("bce", "--loss bce")
+    assert TrainConfig(data="d", out="o").loss == "auto"
+    for limit, expected in ((10**6, "ce"), (10, "sampled")):  # the data has 60 items
+        monkeypatch.setattr(config_module, "CE_MAX_ITEMS", limit)
+        out = tmp_path / expected
+        train(config(data, out, epochs=1), progress=True)
+        assert json.loads((out / "config.json").read_text())["loss"] == expected  # never "auto"
+        first = capsys.readouterr().err.splitlines()[0]
+        assert first.startswith(f"LLM-ESR-sasrec, loss {expected} (--loss auto: 60 items")
 
 
 def test_recommender_serves_what_the_model_scores(data, tmp_path):

@@ -113,13 +113,15 @@ def prepare_synthetic(
     out: str | os.PathLike[str],
     *,
     n_users: int = 2000,
-    n_items: int = 1000,
+    n_items: int = 1500,
     n_topics: int = 8,
-    zipf: float = 1.1,
+    zipf: float = 1.0,
     seed: int = 42,
     overwrite: bool = False,
 ) -> Dataset:
-    """Writes the built-in synthetic long-tail dataset (deterministic for a seed) and loads it."""
+    """Writes the built-in synthetic catalogue (deterministic for a seed; its generative story is in
+    the README, "The built-in synthetic catalogue") and loads it. `n_topics`: departments (at most 10);
+    `zipf`: the exponent of item popularity."""
     with atomic_dir(out, overwrite=overwrite, replaceable=is_dataset_folder) as tmp:
         _native.prepare_synthetic(
             os.fspath(tmp),

@@ -154,3 +154,23 @@ class PopularityDebiased(torch.nn.Module):
     def item_vectors(self, items: torch.Tensor) -> torch.Tensor:
         vectors = self.model.item_vectors(items)
         return torch.cat([vectors, self.log_popularity[items]], dim=1)
+
+
+class TextNeighbours(torch.nn.Module):
+    """A text-only baseline in the shape `evaluate` expects: items ranked by the cosine similarity of
+    their text embedding (`item_table`, `[n_items + 1, d]`, row 0 padding) to the mean embedding of the
+    user's last `recent` input items. No training, no collaborative signal: what the text alone says."""
+
+    def __init__(self, item_table: np.ndarray, max_len: int = 200, recent: int = 1) -> None:
+        super().__init__()
+        self.max_len, self.recent = max_len, recent
+        table = torch.from_numpy(np.array(item_table, dtype=np.float32))  # a copy: the table may be read-only
+        self.unit: torch.Tensor
+        self.register_buffer("unit", table / table.norm(dim=1, keepdim=True).clamp_min(1e-12))
+
+    def user_vector(self, sequences: torch.Tensor) -> torch.Tensor:
+        recent = sequences[:, -self.recent :]  # histories are right-aligned, padding (0) on the left
+        return self.unit[recent].sum(1) / (recent > 0).sum(1, keepdim=True).clamp_min(1)
+
+    def item_vectors(self, items: torch.Tensor) -> torch.Tensor:
+        return self.unit[items]

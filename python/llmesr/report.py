@@ -64,12 +64,15 @@ class Run:
         return self.label_as(self.config["method"])
 
     def label_as(self, method: str) -> str:
-        """The row a run belongs to: method and backbone, plus every setting that differs from the
-        defaults (those implied by `compat` left out), e.g. "base-sasrec loss=ce compat=original"."""
+        """The row a run belongs to: method, backbone and loss (the default loss depends on the data),
+        plus every setting that differs from the defaults (those implied by `compat` left out), e.g.
+        "base-sasrec loss=ce compat=original"."""
         c = self.config
         parts = [f"{'LLM-ESR' if method == 'llmesr' else 'base'}-{c['backbone']}"]
+        if "loss" in c:
+            parts.append(f"loss={c['loss']}")
         defaults = asdict(TrainConfig(data="-", out="-", compat=c.get("compat", "none"))) | {"compat": "none"}
-        ignored = UNLABELLED | (LLMESR_ONLY if method == "base" else set())
+        ignored = UNLABELLED | {"loss"} | (LLMESR_ONLY if method == "base" else set())
         for key, value in c.items():
             if key not in ignored and key in defaults and value != defaults[key]:
                 parts.append(f"{key}={value}")

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from llmesr import distributed, plots, threads
 from llmesr.backbones import backbone
-from llmesr.config import TrainConfig
+from llmesr.config import TrainConfig, resolve_loss
 from llmesr.data import Dataset, load_dataset, load_embeddings
 from llmesr.evaluate import evaluate
 from llmesr.io import atomic_write, atomic_write_text
@@ -121,6 +121,10 @@ class Training:
         ranks = distributed.init("cuda" if resolve_device(cfg.device).type == "cuda" else "cpu")
         device = resolve_device(cfg.device, ranks)
         ds = load_dataset(cfg.data)
+        loss, why = resolve_loss(cfg.loss, ds.n_items)
+        cfg = replace(cfg, loss=loss)  # config.json records the loss trained with, never "auto"
+        if progress and ranks.main and not resume:
+            print(f"{model_name(cfg)}, loss {loss} ({why}), {cfg.out}", file=sys.stderr)
         tables = load_embeddings(cfg.data) if cfg.method == "llmesr" else None
         torch.manual_seed(cfg.seed)
         model = build_model(cfg, ds.n_items, tables).to(device)
@@ -433,13 +437,28 @@ def popularity_metrics(cfg: TrainConfig) -> dict[str, Any]:
     reference every model should beat."""
     from llmesr.evaluate import Popularity
 
+    return reference_metrics(cfg, lambda ds: Popularity(ds, cfg.max_len))
+
+
+def text_neighbours_metrics(cfg: TrainConfig) -> dict[str, Any]:
+    """Test metrics of the text-only baseline (`llmesr.evaluate.TextNeighbours`: the items whose text is
+    most like the last input item's), with `cfg`'s groups, negatives and ties."""
+    from llmesr.evaluate import TextNeighbours
+
+    table = load_embeddings(cfg.data)["item_emb"]
+    return reference_metrics(cfg, lambda ds: TextNeighbours(table, cfg.max_len))
+
+
+def reference_metrics(cfg: TrainConfig, scorer: Callable[[Dataset], Any]) -> dict[str, Any]:
+    """Test metrics of an untrained `scorer(ds)` under both protocols, as a run of `cfg` is tested."""
     ds = load_dataset(cfg.data)
     groups = Groups.of(ds, cfg.tail_user_len, cfg.tail_item_pop, cfg.user_groups, "test")
     negatives = eval_negatives(ds, cfg.n_negatives, seed=cfg.seed)
     users = np.flatnonzero(ds.test > 0)
+    model = scorer(ds)
     return {
         protocol: evaluate(
-            Popularity(ds, cfg.max_len),
+            model,
             ds,
             protocol=protocol,
             negatives=negatives,

@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     syn = p.add_argument_group("synthetic data (instead of INPUT)")
     syn.add_argument("--synthetic", action="store_true", help="generate the built-in synthetic long-tail dataset")
     syn.add_argument("--n-users", type=count(2), default=2000, help="users to generate")
-    syn.add_argument("--n-items", type=count(2), default=1000, help="items to generate")
+    syn.add_argument("--n-items", type=count(2), default=1500, help="items to generate")
     syn.add_argument("--seed", type=count(0), default=42, help="the generator's seed")
     p.add_argument(
         "--tail-user-len", type=count(1), help="summary: tail users have shorter histories (default: Pareto)"

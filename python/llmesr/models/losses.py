@@ -23,7 +23,7 @@ from torch.nn import functional as F
 
 from llmesr.config import CHOICES
 
-LOSSES = CHOICES["loss"]
+LOSSES = tuple(name for name in CHOICES["loss"] if name != "auto")  # "auto" is resolved before training
 CE_CHUNK_SCORES = 1 << 22  # scores per chunk (16 MiB in float32)
 
 

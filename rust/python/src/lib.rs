@@ -199,7 +199,7 @@ fn prepare_dataset(
 
 /// Writes the built-in synthetic long-tail dataset into `out_dir`; returns meta.json as text.
 #[pyfunction]
-#[pyo3(signature = (out_dir, *, n_users=2000, n_items=1000, n_topics=8, zipf=1.1, seed=42, min_user=0, min_item=0, version=""))]
+#[pyo3(signature = (out_dir, *, n_users=2000, n_items=1500, n_topics=8, zipf=1.0, seed=42, min_user=0, min_item=0, version=""))]
 #[allow(clippy::too_many_arguments)]
 fn prepare_synthetic(
     py: Python<'_>,
