@@ -19,6 +19,7 @@ import numpy as np
 
 from llmesr import _native, parquet
 from llmesr.io import atomic_dir
+from llmesr.locks import folder_lock
 
 FORMAT_VERSION = _native.FORMAT_VERSION  # both defined once, in the Rust core
 FORMATS = ("auto", *_native.formats())
@@ -83,7 +84,7 @@ def prepare(
         options = PrepareOptions(**settings)
     elif settings:
         raise TypeError("give either options or settings by name, not both")
-    with atomic_dir(out, overwrite=overwrite, replaceable=is_dataset_folder) as tmp:
+    with folder_lock(out, exclusive=True), atomic_dir(out, overwrite=overwrite, replaceable=is_dataset_folder) as tmp:
         with tempfile.TemporaryDirectory(prefix="llmesr-parquet-") as scratch:
             files, converted = [], {}  # Parquet inputs go through pyarrow (see llmesr.parquet)
             for p in inputs:
@@ -122,7 +123,7 @@ def prepare_synthetic(
     """Writes the built-in synthetic catalogue (deterministic for a seed; its generative story is in
     the README, "The built-in synthetic catalogue") and loads it. `n_topics`: departments (at most 10);
     `zipf`: the exponent of item popularity."""
-    with atomic_dir(out, overwrite=overwrite, replaceable=is_dataset_folder) as tmp:
+    with folder_lock(out, exclusive=True), atomic_dir(out, overwrite=overwrite, replaceable=is_dataset_folder) as tmp:
         _native.prepare_synthetic(
             os.fspath(tmp),
             n_users=n_users,
@@ -343,17 +344,18 @@ def load_embeddings(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
         raise _native.DataError(
             f"{folder / 'embed.json'}: no table hashes (an older or damaged embedding); {again}"
         ) from None
-    tables = {}
-    for name in EMBEDDING_FILES[:-1]:
-        if file_sha256(folder / name) != files.get(name):
-            raise _native.DataError(
-                f"{folder / name}: not the table embed.json describes (an llmesr-embed run killed midway?); {again}"
-            )
-        try:
-            table = np.load(folder / name, mmap_mode="r", allow_pickle=False)
-        except (ValueError, EOFError, OSError) as e:
-            raise _native.DataError(f"{folder / name}: not a valid .npy file ({e or 'empty'}); {again}") from None
-        if table.ndim != 2 or (table.dtype.kind == "f" and not np.isfinite(table).all()):
-            raise _native.DataError(f"{folder / name}: NaN or infinite values, or not a 2-D table; {again}")
-        tables[name[:-4]] = table
+    with folder_lock(folder, exclusive=False):  # the four tables and embed.json are one set
+        tables = {}
+        for name in EMBEDDING_FILES[:-1]:
+            if file_sha256(folder / name) != files.get(name):
+                raise _native.DataError(
+                    f"{folder / name}: not the table embed.json describes (an llmesr-embed run killed midway?); {again}"
+                )
+            try:
+                table = np.load(folder / name, mmap_mode="r", allow_pickle=False)
+            except (ValueError, EOFError, OSError) as e:
+                raise _native.DataError(f"{folder / name}: not a valid .npy file ({e or 'empty'}); {again}") from None
+            if table.ndim != 2 or (table.dtype.kind == "f" and not np.isfinite(table).all()):
+                raise _native.DataError(f"{folder / name}: NaN or infinite values, or not a 2-D table; {again}")
+            tables[name[:-4]] = table
     return tables

@@ -31,6 +31,7 @@ from llmesr import _native
 from llmesr.data import Dataset, file_sha256, load_dataset
 from llmesr.encoders import EmbeddingCache, Encoder, encode_all
 from llmesr.io import atomic_write, atomic_write_text
+from llmesr.locks import folder_lock
 from llmesr.retrieval import similar_users
 from llmesr.text import (
     DEFAULT_ITEM_TEMPLATE,
@@ -133,64 +134,65 @@ def embed_dataset(
     built and encoded) or precomputed `item_table` and `user_table`; a precomputed `similar_table`
     (user ids, or 0-based row numbers with `similar_zero_based`, e.g. the original's sim_user_100.pkl)
     replaces the retrieval. Returns what `embed.json` holds."""
-    ds: Dataset = load_dataset(path)
-    # Everything that can be checked is checked before the slow part.
-    if not 1 <= k < ds.n_users:
-        raise DataError(f"k must be between 1 and the number of users minus one ({ds.n_users - 1}), not {k}")
-    if not 1 <= hidden <= ds.n_items:
-        raise DataError(f"--hidden must be between 1 and the number of items ({ds.n_items}), not {hidden}")
-    if encoder is None and (item_table is None or user_table is None):
-        raise ValueError("give an encoder, or both precomputed tables")
-    check_template(item_template, ITEM_FIELDS)
-    check_template(user_template, ("titles",))
-    report = progress or (lambda *_: None)
-    info: dict[str, Any] = {"k": k, "hidden": hidden, "retrieval": "approximate" if approximate else "exact"}
-    seconds: dict[str, float] = {}  # each stage's wall time, by name
-    if encoder is not None:
-        cache = EmbeddingCache(cache_dir, encoder.name) if cache_dir is not None else None
-        tables = {}
-        for what, texts in (("items", item_prompts(ds, item_template)), ("users", user_prompts(ds, user_template))):
-            done = [0]
+    with folder_lock(path, exclusive=True):  # one writer of a dataset's tables at a time
+        ds: Dataset = load_dataset(path)
+        # Everything that can be checked is checked before the slow part.
+        if not 1 <= k < ds.n_users:
+            raise DataError(f"k must be between 1 and the number of users minus one ({ds.n_users - 1}), not {k}")
+        if not 1 <= hidden <= ds.n_items:
+            raise DataError(f"--hidden must be between 1 and the number of items ({ds.n_items}), not {hidden}")
+        if encoder is None and (item_table is None or user_table is None):
+            raise ValueError("give an encoder, or both precomputed tables")
+        check_template(item_template, ITEM_FIELDS)
+        check_template(user_template, ("titles",))
+        report = progress or (lambda *_: None)
+        info: dict[str, Any] = {"k": k, "hidden": hidden, "retrieval": "approximate" if approximate else "exact"}
+        seconds: dict[str, float] = {}  # each stage's wall time, by name
+        if encoder is not None:
+            cache = EmbeddingCache(cache_dir, encoder.name) if cache_dir is not None else None
+            tables = {}
+            for what, texts in (("items", item_prompts(ds, item_template)), ("users", user_prompts(ds, user_template))):
+                done = [0]
 
-            def step(n: int, total: int, what: str = what, done: list[int] = done) -> None:
-                done[0] += n  # of the distinct texts not in the cache: the bar ends at 100 %
-                report(f"encoding {what}", done[0], total)
+                def step(n: int, total: int, what: str = what, done: list[int] = done) -> None:
+                    done[0] += n  # of the distinct texts not in the cache: the bar ends at 100 %
+                    report(f"encoding {what}", done[0], total)
 
-            t0 = time.perf_counter()
-            tables[what], info[f"{what}_texts"] = encode_all(texts, encoder, cache, progress=step)
-            seconds[f"encode_{what}"] = time.perf_counter() - t0
-        item_table, user_table = tables["items"], tables["users"]
-        info.update(encoder=encoder.name, item_template=item_template, user_template=user_template)
-    else:
-        info.update(encoder="precomputed")
-    assert item_table is not None and user_table is not None
-    items = check_table("item table", item_table, ds.n_items)
-    users = check_table("user table", user_table, ds.n_users)
-    if items.shape[1] != users.shape[1]:
-        raise DataError(f"item table is {items.shape[1]}-d but user table is {users.shape[1]}-d")
-    info.update(dim=int(items.shape[1]))
+                t0 = time.perf_counter()
+                tables[what], info[f"{what}_texts"] = encode_all(texts, encoder, cache, progress=step)
+                seconds[f"encode_{what}"] = time.perf_counter() - t0
+            item_table, user_table = tables["items"], tables["users"]
+            info.update(encoder=encoder.name, item_template=item_template, user_template=user_template)
+        else:
+            info.update(encoder="precomputed")
+        assert item_table is not None and user_table is not None
+        items = check_table("item table", item_table, ds.n_items)
+        users = check_table("user table", user_table, ds.n_users)
+        if items.shape[1] != users.shape[1]:
+            raise DataError(f"item table is {items.shape[1]}-d but user table is {users.shape[1]}-d")
+        info.update(dim=int(items.shape[1]))
 
-    t0 = time.perf_counter()
-    item_pca = pca(items, hidden)
-    seconds["pca"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    if similar_table is not None:
-        neighbours = check_similar(similar_table, ds.n_users, similar_zero_based)
-        info.update(k=int(neighbours.shape[1]), retrieval="precomputed")
-    else:
-        neighbours = similar_users(users, k, approximate=approximate, progress=progress) + 1  # rows: users 1..n
-    seconds["similar_users"] = time.perf_counter() - t0
-    info["seconds"] = {name: round(value, 3) for name, value in seconds.items()}
+        t0 = time.perf_counter()
+        item_pca = pca(items, hidden)
+        seconds["pca"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        if similar_table is not None:
+            neighbours = check_similar(similar_table, ds.n_users, similar_zero_based)
+            info.update(k=int(neighbours.shape[1]), retrieval="precomputed")
+        else:
+            neighbours = similar_users(users, k, approximate=approximate, progress=progress) + 1  # rows: users 1..n
+        seconds["similar_users"] = time.perf_counter() - t0
+        info["seconds"] = {name: round(value, 3) for name, value in seconds.items()}
 
-    folder = Path(path)
-    outputs = {
-        "item_emb.npy": with_padding_row(items),
-        "user_emb.npy": with_padding_row(users),
-        "item_pca.npy": with_padding_row(item_pca),
-        "similar_users.npy": with_padding_row(neighbours.astype(np.int32)),
-    }
-    for name, array in outputs.items():
-        atomic_write(folder / name, partial(_save_npy, array=array))
-    info["files"] = {name: file_sha256(folder / name) for name in outputs}
-    atomic_write_text(folder / "embed.json", json.dumps(info, indent=2) + "\n")
-    return info
+        folder = Path(path)
+        outputs = {
+            "item_emb.npy": with_padding_row(items),
+            "user_emb.npy": with_padding_row(users),
+            "item_pca.npy": with_padding_row(item_pca),
+            "similar_users.npy": with_padding_row(neighbours.astype(np.int32)),
+        }
+        for name, array in outputs.items():
+            atomic_write(folder / name, partial(_save_npy, array=array))
+        info["files"] = {name: file_sha256(folder / name) for name in outputs}
+        atomic_write_text(folder / "embed.json", json.dumps(info, indent=2) + "\n")
+        return info

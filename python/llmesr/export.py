@@ -21,6 +21,7 @@ from typing import TextIO
 
 from llmesr.data import Dataset, load_dataset
 from llmesr.io import atomic_dir
+from llmesr.locks import folder_lock
 
 TARGETS = ("recbole",)
 SEPARATORS = re.compile(r"[\t\r\n]")
@@ -47,9 +48,13 @@ def export_recbole(
     """Writes the dataset folder `path` as RecBole atomic files into the folder `out` (atomically: a
     killed export leaves no partial folder) and returns it. RecBole reads `data_path/NAME/NAME.inter`,
     so the dataset's `name` there is the folder's name (`out`'s last part)."""
-    ds = load_dataset(path)
     name = token(Path(out).name, "dataset name")
-    with atomic_dir(out, overwrite=overwrite, replaceable=lambda p: (p / f"{name}.yaml").exists()) as tmp:
+    with (
+        folder_lock(path, exclusive=False),
+        folder_lock(out, exclusive=True),
+        atomic_dir(out, overwrite=overwrite, replaceable=lambda p: (p / f"{name}.yaml").exists()) as tmp,
+    ):
+        ds = load_dataset(path)
         with open(tmp / f"{name}.inter", "w", encoding="utf-8", newline="\n") as f:
             write_interactions(ds, f)
         if any(r.get("title") or r.get("categories") for r in ds.item_text()):

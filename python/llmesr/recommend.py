@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from llmesr.data import load_dataset, load_embeddings
+from llmesr.locks import folder_lock
 from llmesr.models import LLMESR
 from llmesr.runs import BEST, build_model, load_config, read_weights
 
@@ -34,11 +35,12 @@ class Recommender:
         run = Path(run_dir)
         if not (run / BEST).exists():
             raise FileNotFoundError(f"{run} has no {BEST}: not a finished run folder")
-        self.config = load_config(run)
-        ds = load_dataset(self.config.data)
-        tables = load_embeddings(self.config.data) if self.config.method == "llmesr" else None
-        self.model: LLMESR = build_model(self.config, ds.n_items, tables)
-        self.model.load_state_dict(read_weights(run / BEST)[0])
+        with folder_lock(run, exclusive=False):  # its config and weights as one set
+            self.config = load_config(run)
+            ds = load_dataset(self.config.data)
+            tables = load_embeddings(self.config.data) if self.config.method == "llmesr" else None
+            self.model: LLMESR = build_model(self.config, ds.n_items, tables)
+            self.model.load_state_dict(read_weights(run / BEST)[0])
         self.model.to(device).eval()
         self.model.freeze_items()
         self.device = torch.device(device)

@@ -8,7 +8,9 @@ draws its batches and dropout from (seed, epoch) alone.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -26,6 +28,7 @@ from llmesr.config import TrainConfig, resolve_loss
 from llmesr.data import Dataset, load_dataset, load_embeddings
 from llmesr.evaluate import evaluate
 from llmesr.io import atomic_write, atomic_write_text
+from llmesr.locks import folder_lock
 from llmesr.metrics import GroupedMetrics, Groups
 from llmesr.models import LLMESR
 from llmesr.models.losses import SharedNegatives, logit_adjustment
@@ -407,16 +410,23 @@ def train(
     """Trains, tests and writes the run folder; returns metrics.json's content. `resume` continues the
     run in `cfg.out` (started with the same settings) from its last finished epoch. `on_epoch(epoch)`
     is called after each epoch's checkpoint (tests use it to interrupt a run)."""
-    run = Training.setup(cfg, progress, resume, overwrite)
-    if resume and run.done and (run.run / METRICS).exists():  # a finished run: nothing to redo
-        if progress and run.ranks.main:
-            print(f"{run.run} finished at epoch {run.state['epoch']}; its test results are unchanged", file=sys.stderr)
-        return json.loads((run.run / METRICS).read_text())
-    while not run.done:
-        run.run_epoch()
-        if on_epoch is not None:
-            on_epoch(run.state["epoch"])
-    return run.finish()
+    writer = int(os.environ.get("RANK", "0")) == 0  # under torchrun, rank 0 writes the run folder
+    with (
+        folder_lock(cfg.out, exclusive=True) if writer else contextlib.nullcontext(),
+        folder_lock(cfg.data, exclusive=False),  # no prepare or embed replaces the data under the run
+    ):
+        run = Training.setup(cfg, progress, resume, overwrite)
+        if resume and run.done and (run.run / METRICS).exists():  # a finished run: nothing to redo
+            if progress and run.ranks.main:
+                print(
+                    f"{run.run} finished at epoch {run.state['epoch']}; its test results are unchanged", file=sys.stderr
+                )
+            return json.loads((run.run / METRICS).read_text())
+        while not run.done:
+            run.run_epoch()
+            if on_epoch is not None:
+                on_epoch(run.state["epoch"])
+        return run.finish()
 
 
 def environment(device: torch.device) -> dict[str, Any]:
