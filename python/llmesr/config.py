@@ -57,8 +57,6 @@ class TrainConfig:
     # (the paper's).
     teachers: str = "epoch"
     beta: float = 0.0  # weight of the item regulariser (contrastive between the two item views)
-    # Weight of the next-item loss scored by the semantic view alone (trains that view to rank by itself).
-    semantic_loss: float = 0.0
     temperature: float = 1.0  # of the contrastive losses
     mask_prob: float = 0.6  # Bert4Rec
     negatives: str = "uniform"  # training negatives; "popularity": in proportion to training popularity
@@ -124,7 +122,7 @@ class TrainConfig:
                 raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
         if self.hidden % self.heads:
             raise ValueError(f"hidden ({self.hidden}) must be divisible by heads ({self.heads})")
-        for name in ("logit_adjust", "alpha", "beta", "semantic_loss"):
+        for name in ("logit_adjust", "alpha", "beta"):
             if not math.isfinite(getattr(self, name)) or getattr(self, name) < 0:
                 raise ValueError(f"{name} must be a finite number >= 0, not {getattr(self, name)}")
         for name in ("temperature", "lr"):

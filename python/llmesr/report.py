@@ -47,7 +47,6 @@ LLMESR_ONLY = {
     "n_similar",
     "teachers",
     "beta",
-    "semantic_loss",
 }
 METRICS = ("HR@10", "NDCG@10")
 BEYOND = ("coverage@10", "tail_share@10", "mean_popularity@10")

@@ -291,7 +291,6 @@ class Training:
                 alpha=cfg.alpha,
                 distill=cfg.distill,
                 beta=cfg.beta,
-                semantic_loss=cfg.semantic_loss,
                 temperature=cfg.temperature,
                 loss=cfg.loss,
                 item_offset=self.item_offset,

@@ -26,7 +26,6 @@ HELP = {
     "teachers": "distillation teachers computed once per epoch and looked up (an approximation, 2.3x faster "
     "epochs), or encoded at every step (exact, the paper's); see benches/RESULTS.md",
     "beta": "weight of the item regulariser (0: off)",
-    "semantic_loss": "weight of the next-item loss scored by the semantic view alone (0: off)",
     "temperature": "temperature of the contrastive losses",
     "mask_prob": "Bert4Rec's masking probability",
     "negatives": "training negatives: uniform, or popularity-weighted (never in the user's training history)",

@@ -334,7 +334,6 @@ class LLMESR(nn.Module):
         similar_index: torch.Tensor | None = None,
         item_offset: torch.Tensor | None = None,
         teacher_vectors: torch.Tensor | None = None,
-        semantic_loss: float = 0.0,
     ) -> torch.Tensor:
         """The next-item `loss` (see `llmesr.models.losses`: `bce` of each target against its negative,
         `ce` over the whole catalogue, or `sampled` softmax over the `shared` negatives) averaged over
@@ -342,9 +341,8 @@ class LLMESR(nn.Module):
         Bert4Rec, the last for GRU4Rec), plus `alpha` times the self-distillation loss towards the
         `similar` users' sequences (`[B·K, L]` rows, K per user, or distinct rows picked by
         `similar_index`, see `teachers`), or towards precomputed `teacher_vectors` (`[B, K, D]`), and
-        `beta` times the item regulariser, plus `semantic_loss` times the same next-item loss scored by
-        the semantic view alone (u_llm . adapter(e_llm): it trains that view to rank by itself).
-        `item_offset`: a training-only logit offset per item (see `next_item_loss`)."""
+        `beta` times the item regulariser. `item_offset`: a training-only logit offset per item (see
+        `next_item_loss`)."""
         inputs, targets, negatives = self._pad(inputs), self._pad(targets), self._pad(negatives)
         picked, picked_targets, picked_negatives, students, groups = [], [], [], [], self.by_length(inputs)
         for idx, width in groups:
@@ -355,13 +353,9 @@ class LLMESR(nn.Module):
             picked_negatives.append(negatives[idx, -width:][where])
             students.append(states[:, -1])
         n_targets = int((targets != 0).sum())
-        states, picked_t, picked_n = torch.cat(picked), torch.cat(picked_targets), torch.cat(picked_negatives)
-        total = self.next_item_loss(states, picked_t, picked_n, loss, shared, item_offset) / max(n_targets, 1)
-        if semantic_loss > 0 and self.views == "both":
-            semantic_states = states[:, states.shape[1] // 2 :]  # [u_id; u_llm]: the second half
-            total = total + semantic_loss * self.next_item_loss(
-                semantic_states, picked_t, picked_n, loss, shared, item_offset, view="semantic"
-            ) / max(n_targets, 1)
+        total = self.next_item_loss(
+            torch.cat(picked), torch.cat(picked_targets), torch.cat(picked_negatives), loss, shared, item_offset
+        ) / max(n_targets, 1)
         if (similar is not None or teacher_vectors is not None) and alpha > 0:
             student = in_original_order(students, [idx for idx, _ in groups])
             if teacher_vectors is None:
@@ -380,17 +374,15 @@ class LLMESR(nn.Module):
         loss: str = "bce",
         shared: SharedNegatives | None = None,
         item_offset: torch.Tensor | None = None,
-        view: str = "both",
     ) -> torch.Tensor:
         """The summed `loss` of `[N, D]` states against their `[N]` targets (and negatives, for bce).
         `item_offset` (`[n_items + 1]`): added to every item's logit in training only (logit
-        adjustment, see `logit_adjustment`), as one more coordinate of the states and item vectors.
-        `view`: the item vectors scored, both views' or ("semantic") the adapted semantic ones alone."""
+        adjustment, see `logit_adjustment`), as one more coordinate of the states and item vectors."""
         if item_offset is not None:
             states = torch.cat([states, states.new_ones(len(states), 1)], dim=1)
 
         def vectors_of(items: torch.Tensor) -> torch.Tensor:
-            vectors = self.semantic_items(items) if view == "semantic" else self.item_vectors(items)
+            vectors = self.item_vectors(items)
             return vectors if item_offset is None else torch.cat([vectors, item_offset[items, None]], dim=1)
 
         if loss == "bce":

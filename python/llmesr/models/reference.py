@@ -9,8 +9,6 @@ check that the fast path gives the same loss and gradients, and benches/ measure
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 from torch.nn import functional as F
 
@@ -67,28 +65,27 @@ def training_loss(
     loss: str = "bce",
     shared: SharedNegatives | None = None,
     item_offset: torch.Tensor | None = None,
-    semantic_loss: float = 0.0,
 ) -> torch.Tensor:
     inputs, targets, negatives = (pad_to(t, model.max_len) for t in (inputs, targets, negatives))
     states = user_states(model, inputs)
     mask = (targets != 0).float()
-
-    def both_views(items: torch.Tensor) -> torch.Tensor:
-        return torch.cat(view_embeddings(model, items), dim=-1)
-
-    per_position = next_item_loss(model, states, targets, negatives, both_views, loss, shared, item_offset)
-    if semantic_loss > 0 and model.views == "both":  # the semantic halves of the states and item vectors
-        semantic = next_item_loss(
-            model,
-            states[..., states.shape[-1] // 2 :],
-            targets,
-            negatives,
-            lambda items: view_embeddings(model, items)[1],
-            loss,
-            shared,
-            item_offset,
-        )
-        per_position = per_position + semantic_loss * semantic
+    offset = torch.zeros(model.n_items + 1) if item_offset is None else item_offset  # added to each item's logit
+    pos = (states * torch.cat(view_embeddings(model, targets), dim=-1)).sum(-1) + offset[targets]
+    if loss == "bce":
+        neg = (states * torch.cat(view_embeddings(model, negatives), dim=-1)).sum(-1) + offset[negatives]
+        per_position = F.binary_cross_entropy_with_logits(pos, torch.ones_like(pos), reduction="none")
+        per_position = per_position + F.binary_cross_entropy_with_logits(neg, torch.zeros_like(neg), reduction="none")
+    elif loss == "ce":  # every item's score at every position, then the softmax's cross-entropy
+        items = torch.arange(1, model.n_items + 1)
+        logits = states @ torch.cat(view_embeddings(model, items), dim=-1).T + offset[items]
+        per_position = F.cross_entropy(logits.transpose(1, 2), (targets - 1).clamp(min=0), reduction="none")
+    else:  # sampled: the target and the shared negatives, each logit minus its log expected count
+        assert shared is not None
+        neg = states @ torch.cat(view_embeddings(model, shared.items), dim=-1).T
+        neg = neg + offset[shared.items] - shared.log_q[shared.items]
+        neg = neg.masked_fill(targets[..., None] == shared.items, -torch.inf)
+        logits = torch.cat([(pos - shared.log_q[targets])[..., None], neg], dim=-1)
+        per_position = -torch.log_softmax(logits, dim=-1)[..., 0]
     total = (per_position * mask).sum() / mask.sum().clamp(min=1)
     if similar is not None and alpha > 0:
         student = states[:, -1]
@@ -99,38 +96,6 @@ def training_loss(
         total = total + alpha * distill_loss_reference(student, teachers, distill, temperature)
     if beta > 0 and model.views == "both":
         items = torch.unique(targets[targets != 0])
-        semantic_items = view_embeddings(model, items)[1]
-        total = total + beta * info_nce(model.item_id(items), semantic_items, temperature)
+        semantic = view_embeddings(model, items)[1]
+        total = total + beta * info_nce(model.item_id(items), semantic, temperature)
     return total
-
-
-def next_item_loss(
-    model: LLMESR,
-    states: torch.Tensor,
-    targets: torch.Tensor,
-    negatives: torch.Tensor,
-    vectors_of: Callable[[torch.Tensor], torch.Tensor],
-    loss: str,
-    shared: SharedNegatives | None,
-    item_offset: torch.Tensor | None,
-) -> torch.Tensor:
-    """The loss at every position `[B, L]` (padding included: the caller masks it), items scored by
-    `states . vectors_of(items)` plus `item_offset`."""
-    offset = torch.zeros(model.n_items + 1) if item_offset is None else item_offset  # added to each item's logit
-    pos = (states * vectors_of(targets)).sum(-1) + offset[targets]
-    if loss == "bce":
-        neg = (states * vectors_of(negatives)).sum(-1) + offset[negatives]
-        per_position = F.binary_cross_entropy_with_logits(pos, torch.ones_like(pos), reduction="none")
-        per_position = per_position + F.binary_cross_entropy_with_logits(neg, torch.zeros_like(neg), reduction="none")
-    elif loss == "ce":  # every item's score at every position, then the softmax's cross-entropy
-        items = torch.arange(1, model.n_items + 1)
-        logits = states @ vectors_of(items).T + offset[items]
-        per_position = F.cross_entropy(logits.transpose(1, 2), (targets - 1).clamp(min=0), reduction="none")
-    else:  # sampled: the target and the shared negatives, each logit minus its log expected count
-        assert shared is not None
-        neg = states @ vectors_of(shared.items).T
-        neg = neg + offset[shared.items] - shared.log_q[shared.items]
-        neg = neg.masked_fill(targets[..., None] == shared.items, -torch.inf)
-        logits = torch.cat([(pos - shared.log_q[targets])[..., None], neg], dim=-1)
-        per_position = -torch.log_softmax(logits, dim=-1)[..., 0]
-    return per_position
