@@ -177,6 +177,22 @@ def test_resume_writes_into_the_given_folder_and_notices_changed_data(data, tmp_
     assert "changed since the run started (embed.json)" in capsys.readouterr().err
 
 
+def test_serving_and_the_tail_curve_refuse_a_run_whose_data_changed(data, tmp_path, capsys):
+    from llmesr.cli import report as report_cli
+    from llmesr.recommend import Recommender
+
+    ds = copy_of(data, tmp_path)
+    run = tmp_path / "run"
+    train(config(ds, run, epochs=1), progress=False)
+    Recommender(run)  # the data it was trained on: served
+    prepare_synthetic(ds, n_users=80, n_items=40, seed=4, overwrite=True)  # other interactions, same item count
+    embed_dataset(ds, HashingEncoder(16), k=10, hidden=8)
+    with pytest.raises(ValueError, match=r"changed since the run started \(.*items.npy.*\): train again"):
+        Recommender(run)
+    assert report_cli.main([str(run), "--tail-curve", "0,1"]) == 2
+    assert "changed since the run started" in capsys.readouterr().err
+
+
 def test_resume_log_has_each_epoch_once(data, tmp_path):
     run = tmp_path / "run"
     cfg = config(data, run, epochs=3)

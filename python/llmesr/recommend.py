@@ -21,7 +21,7 @@ import torch
 from llmesr.data import load_dataset, load_embeddings
 from llmesr.locks import folder_lock
 from llmesr.models import LLMESR
-from llmesr.runs import BEST, build_model, load_config, read_weights
+from llmesr.runs import BEST, build_model, check_inputs, load_config, read_weights
 
 
 class Recommender:
@@ -37,6 +37,7 @@ class Recommender:
             raise FileNotFoundError(f"{run} has no {BEST}: not a finished run folder")
         with folder_lock(run, exclusive=False):  # its config and weights as one set
             self.config = load_config(run)
+            check_inputs(run, self.config, "train again on the new data, or restore the data the run was trained on")
             ds = load_dataset(self.config.data)
             tables = load_embeddings(self.config.data) if self.config.method == "llmesr" else None
             self.model: LLMESR = build_model(self.config, ds.n_items, tables)

@@ -179,6 +179,18 @@ def input_digests(cfg: TrainConfig) -> dict[str, str]:
     return {name: file_sha256(folder / name) for name in names}
 
 
+def check_inputs(run: Path, cfg: TrainConfig, advice: str) -> None:
+    """Refuses a run whose dataset files changed since it started (inputs.json holds their SHA-256):
+    its item ids and tables would be another dataset's."""
+    recorded = json.loads((run / INPUTS).read_text()) if (run / INPUTS).exists() else None
+    if recorded is None:
+        return
+    current = input_digests(cfg)
+    if recorded != current:
+        changed = sorted(k for k in recorded.keys() | current.keys() if recorded.get(k) != current.get(k))
+        raise ValueError(f"{run}: {cfg.data} changed since the run started ({', '.join(changed)}): {advice}")
+
+
 def prepare_run_folder(cfg: TrainConfig, resume: bool, overwrite: bool) -> Path:
     run = Path(cfg.out)
     if resume:
@@ -189,14 +201,7 @@ def prepare_run_folder(cfg: TrainConfig, resume: bool, overwrite: bool) -> Path:
         )
         if changed:
             raise ValueError(f"{run}: the run was started with other settings ({', '.join(changed)})")
-        recorded = json.loads((run / INPUTS).read_text()) if (run / INPUTS).exists() else None
-        current = input_digests(cfg)
-        if recorded is not None and recorded != current:
-            changed = sorted(k for k in recorded.keys() | current.keys() if recorded.get(k) != current.get(k))
-            raise ValueError(
-                f"{run}: {cfg.data} changed since the run started ({', '.join(changed)}): "
-                "start a new run (--overwrite) rather than resume on other data"
-            )
+        check_inputs(run, cfg, "start a new run (--overwrite) rather than resume on other data")
         remove_stale_temporaries(run)
         if saved != now:  # the next resume continues with what this one was given
             atomic_write_text(run / CONFIG, json.dumps(now, indent=2) + "\n")
