@@ -193,6 +193,33 @@ def test_serving_and_the_tail_curve_refuse_a_run_whose_data_changed(data, tmp_pa
     assert "changed since the run started" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--layers", "1000000", "GiB to train"),
+        ("--hidden", "10000000", "GiB to train"),
+        ("--max-len", "1000000000", "GiB to train"),
+        ("--batch-size", "100000000", "GiB to train"),
+        ("--n-negatives", "1000000000", "but the catalogue has only 40 items"),
+    ],
+)
+def test_settings_too_large_for_the_machine_are_refused_before_allocating(
+    data, tmp_path, capsys, option, value, message
+):
+    argv = ["--data", str(data), "--out", str(tmp_path / "r"), "--method", "base", "--epochs", "1", "-q"]
+    assert train_cli.main(argv + [option, value]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err, err
+    assert not (tmp_path / "r").exists()  # refused before the run folder was made
+
+
+def test_the_memory_estimate_bounds_a_real_step():
+    from llmesr.runs import training_bytes
+
+    paper = TrainConfig(data="-", out="-", loss="sampled")  # the paper's settings on a Yelp-sized catalogue
+    assert 0.05 * 2**30 < training_bytes(paper, 20_033, 384) < 2 * 2**30  # measured: a 0.2-0.3 GB step
+
+
 def test_resume_log_has_each_epoch_once(data, tmp_path):
     run = tmp_path / "run"
     cfg = config(data, run, epochs=3)

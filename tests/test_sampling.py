@@ -25,8 +25,13 @@ def test_eval_negatives(ds):
     # Uniform over the items a user never touched: every item shows up about equally often.
     counts = np.bincount(eval_negatives(ds, 100, seed=5)[1:].ravel(), minlength=ds.n_items + 1)[1:]
     assert counts.min() > 0.5 * counts.mean()
+    with pytest.raises(DataError, match=f"the catalogue has only {ds.n_items} items"):
+        eval_negatives(ds, ds.n_items, seed=0)  # refused before any allocation
+    with pytest.raises(DataError, match="the catalogue has only"):
+        eval_negatives(ds, 10**12, seed=0)  # not an abort of the process
+    longest = max(len(set(ds.history(u).tolist())) for u in range(1, ds.n_users + 1))
     with pytest.raises(DataError, match="too many items"):
-        eval_negatives(ds, ds.n_items, seed=0)
+        eval_negatives(ds, ds.n_items - longest + 1, seed=0)
 
 
 def reference_batch(ds, users, max_len):

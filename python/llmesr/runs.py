@@ -68,6 +68,33 @@ def is_run_folder(path: Path) -> bool:
         return False
 
 
+def training_bytes(cfg: TrainConfig, n_items: int, semantic_dim: int) -> int:
+    """A rough upper estimate of a training run's memory: the parameters with their gradients and
+    Adam's two moments, and one step's activations (every position of a full batch, every layer, both
+    views), and the scores of the next-item loss. Settings are checked against it before anything
+    is allocated, so a mistyped size is a clear refusal, not an allocation failure or a hang."""
+    h, views = cfg.hidden, 2 if cfg.method == "llmesr" and cfg.views == "both" else 1
+    per_layer = 6 * h * h + 10 * h  # attention (4 h^2) and the point-wise feed-forward (2 h^2)
+    params = (n_items + 2) * h * views + cfg.max_len * h + cfg.layers * per_layer * (1 if cfg.shared_encoder else views)
+    if views == 2:
+        params += semantic_dim * (semantic_dim // 2) + (semantic_dim // 2) * h + 8 * h * h  # adapter, cross-attention
+    positions = cfg.batch_size * cfg.max_len * views
+    activations = positions * h * (12 * cfg.layers + 8) + positions * cfg.max_len * cfg.heads * min(cfg.layers, 2)
+    scores = min(positions * (n_items if cfg.loss == "ce" else cfg.loss_negatives), 1 << 22)  # ce runs in chunks
+    return 4 * (4 * params + activations + 2 * scores)
+
+
+def check_memory(cfg: TrainConfig, n_items: int, semantic_dim: int, available: int | None) -> None:
+    """Refuses settings whose estimated memory (`training_bytes`) exceeds `available` bytes."""
+    need = training_bytes(cfg, n_items, semantic_dim)
+    if available is not None and need > available:
+        raise ValueError(
+            f"these settings need about {need / 2**30:.1f} GiB to train (hidden {cfg.hidden}, layers {cfg.layers}, "
+            f"max_len {cfg.max_len}, batch_size {cfg.batch_size}, {n_items:,} items), more than the "
+            f"{available / 2**30:.1f} GiB available: lower one of them"
+        )
+
+
 def build_model(cfg: TrainConfig, n_items: int, tables: dict[str, np.ndarray] | None) -> LLMESR:
     """The model `cfg` describes; `tables` are the dataset's embedding tables (`load_embeddings`)."""
     import torch

@@ -39,6 +39,7 @@ from llmesr.runs import (
     METRICS,
     RANKS,
     build_model,
+    check_memory,
     load_checkpoint,
     prepare_run_folder,
     read_weights,
@@ -58,6 +59,19 @@ from llmesr.sampling import (
 
 SPLITS = ("valid", "test")
 TEACHER_CHUNK = 1024  # users per forward pass when teachers="epoch" builds its table
+
+
+def available_memory(device: torch.device) -> int | None:
+    """Bytes free for a run on `device` (None: unknown)."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def resolve_device(name: str, ranks: distributed.Ranks | None = None) -> torch.device:
@@ -129,6 +143,9 @@ class Training:
         if progress and ranks.main and not resume:
             print(f"{model_name(cfg)}, loss {loss} ({why}), {cfg.out}", file=sys.stderr)
         tables = load_embeddings(cfg.data) if cfg.method == "llmesr" else None
+        check_memory(cfg, ds.n_items, 0 if tables is None else tables["item_emb"].shape[1], available_memory(device))
+        if cfg.n_negatives >= ds.n_items:
+            raise ValueError(f"n_negatives is {cfg.n_negatives}, but the catalogue has only {ds.n_items} items")
         torch.manual_seed(cfg.seed)
         model = build_model(cfg, ds.n_items, tables).to(device)
         optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)

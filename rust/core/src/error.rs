@@ -35,3 +35,24 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
+
+/// `rows * cols` zeros, or an error naming `what` where the size overflows or the memory cannot be had:
+/// an allocation failure must not abort the process.
+pub fn zeros<T: Clone + Default>(rows: usize, cols: usize, what: &str) -> Result<Vec<T>> {
+    let too_large = || Error::Input(format!("{what}: {rows} x {cols} values do not fit in memory"));
+    let len = rows.checked_mul(cols).ok_or_else(too_large)?;
+    let mut out = Vec::new();
+    out.try_reserve_exact(len).map_err(|_| too_large())?;
+    out.resize(len, T::default());
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn zeros_refuses_what_cannot_fit() {
+        assert_eq!(super::zeros::<i32>(3, 2, "x").unwrap(), vec![0; 6]);
+        assert!(super::zeros::<i32>(usize::MAX, 2, "x").unwrap_err().to_string().contains("do not fit in memory"));
+        assert!(super::zeros::<i32>(1 << 40, 1 << 20, "x").is_err());
+    }
+}

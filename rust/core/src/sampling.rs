@@ -2,7 +2,7 @@
 //! padded next-item training batches of SASRec-style models. Every row draws from its own stream
 //! (seed, purpose, epoch, user), so results do not depend on thread count or batch composition.
 
-use crate::error::{Error, Result};
+use crate::error::{zeros, Error, Result};
 use crate::rng::Rng;
 use rayon::prelude::*;
 
@@ -108,7 +108,13 @@ fn sorted_history(items: &[i32]) -> Vec<i32> {
 /// zeros. The same seed gives the same candidates, so every model is ranked against the same ones.
 pub fn eval_negatives(seqs: Sequences, n_neg: usize, seed: u64) -> Result<Vec<i32>> {
     let n_users = seqs.n_users();
-    let mut out = vec![0i32; (n_users + 1) * n_neg];
+    if n_neg >= seqs.n_items {
+        return Err(Error::Input(format!(
+            "{n_neg} negatives per user of the sampled protocol: the catalogue has only {} items",
+            seqs.n_items
+        )));
+    }
+    let mut out = zeros::<i32>(n_users + 1, n_neg, "evaluation negatives")?;
     let short: Option<usize> = out
         .par_chunks_mut(n_neg.max(1))
         .enumerate()
