@@ -453,3 +453,28 @@ def test_the_samplers_handle_refuses_inconsistent_arrays_instead_of_panicking(da
 def test_train_refuses_an_empty_out(data, capsys):
     assert train_cli.main(["--data", str(data), "--out", "", "-q"]) == 2
     assert "out must name a run folder" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ("epochs = 1.5", "epochs must be an integer, not 1.5"),
+        ("threads = 1.5", "threads must be an integer, not 1.5"),
+        ('lr = "fast"', "lr must be a number, not 'fast'"),
+        ("cross_attention = 1", "cross_attention must be true or false, not 1"),
+        ("seed = 18446744073709551615", "seed must be between 0 and 2^63 - 1, not 18446744073709551615"),
+    ],
+)
+def test_toml_values_of_the_wrong_type_are_refused_in_one_line(data, tmp_path, capsys, toml, message):
+    (tmp_path / "run.toml").write_text(toml + "\n")
+    argv = ["--data", str(data), "--config", str(tmp_path / "run.toml"), "--out", str(tmp_path / "r"), "-q"]
+    assert train_cli.main(argv) == 2
+    assert capsys.readouterr().err == f"error: {message}\n"
+
+
+def test_serving_refuses_a_nan_popularity_penalty(data, tmp_path):
+    from llmesr.recommend import Recommender
+
+    train(config(data, tmp_path / "run", epochs=1), progress=False)
+    with pytest.raises(ValueError, match="popularity_penalty must be a finite number, not nan"):
+        Recommender(tmp_path / "run", popularity_penalty=float("nan"))

@@ -110,3 +110,28 @@ def test_the_op_build_compiles_a_copy_of_the_sources_in_its_cache_folder(tmp_pat
     headers = sorted(p.relative_to(CSRC) for p in CSRC.rglob("*.h"))
     assert headers and all((tmp_path / "src" / h).is_file() for h in headers)  # the includes come along
     assert [p.name for p in tmp_path.iterdir()] == ["src"]  # no staging folder left behind
+
+
+def test_user_errors_are_one_line_and_bugs_say_they_are_bugs(tmp_path, capsys, monkeypatch):
+    import llmesr.cli.prepare as prepare_module
+    from llmesr.errors import LlmesrError, SettingsError
+
+    # A setting the user can fix: one line, exit status 2, no traceback.
+    assert train_cli.main(["--data", str(tmp_path), "--dropout", "1.5", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert err == "error: dropout must be in [0, 1), not 1.5\n"
+    assert issubclass(SettingsError, ValueError) and issubclass(SettingsError, LlmesrError)
+
+    # A ValueError from inside (a bug, whatever its type): says so, with the last frames, exit status 3.
+    def broken(*args, **kwargs):
+        raise ValueError("deliberate test bug")
+
+    monkeypatch.setattr(prepare_module, "summarize", broken)
+    argv = ["--synthetic", "--n-users", "20", "--n-items", "10", "--out", str(tmp_path / "s")]
+    assert prepare_cli.main(argv) == 3
+    err = capsys.readouterr().err
+    assert "ValueError: deliberate test bug" in err and "Traceback" in err
+    assert "error: internal error (ValueError): a bug in llmesr" in err and "--debug shows" in err
+    assert err.count('File "') == 1  # where it happened
+    assert prepare_cli.main([*argv, "--overwrite", "--debug"]) == 3
+    assert capsys.readouterr().err.count('File "') >= 3  # the whole traceback

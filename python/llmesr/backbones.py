@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from llmesr.errors import SettingsError
+
 
 @dataclass(frozen=True)
 class Backbone:
@@ -71,5 +73,5 @@ BACKBONES: dict[str, Backbone] = {
 
 def backbone(name: str) -> Backbone:
     if name not in BACKBONES:
-        raise ValueError(f"backbone must be one of {', '.join(BACKBONES)}, not {name!r}")
+        raise SettingsError(f"backbone must be one of {', '.join(BACKBONES)}, not {name!r}")
     return BACKBONES[name]

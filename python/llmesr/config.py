@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from llmesr.backbones import BACKBONES
+from llmesr.errors import SettingsError
 
 CHOICES = {
     "backbone": tuple(BACKBONES),
@@ -97,15 +98,16 @@ class TrainConfig:
     tail_item_pop: int | None = None
 
     def __post_init__(self) -> None:
+        self._check_types()
         if self.compat in CHOICES["compat"]:
             for name, (ours, original) in COMPAT_DEFAULTS.items():
                 if getattr(self, name) is None:
                     setattr(self, name, original if self.compat == "original" else ours)
         for name, allowed in CHOICES.items():
             if getattr(self, name) not in allowed:
-                raise ValueError(f"{name} must be one of {', '.join(allowed)}, not {getattr(self, name)!r}")
+                raise SettingsError(f"{name} must be one of {', '.join(allowed)}, not {getattr(self, name)!r}")
         if not self.out:
-            raise ValueError("out must name a run folder")
+            raise SettingsError("out must name a run folder")
         for name in (
             "epochs",
             "patience",
@@ -119,35 +121,57 @@ class TrainConfig:
             "loss_negatives",
         ):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
+                raise SettingsError(f"{name} must be at least 1, not {getattr(self, name)}")
         if self.hidden % self.heads:
-            raise ValueError(f"hidden ({self.hidden}) must be divisible by heads ({self.heads})")
+            raise SettingsError(f"hidden ({self.hidden}) must be divisible by heads ({self.heads})")
         for name in ("logit_adjust", "alpha", "beta"):
             if not math.isfinite(getattr(self, name)) or getattr(self, name) < 0:
-                raise ValueError(f"{name} must be a finite number >= 0, not {getattr(self, name)}")
+                raise SettingsError(f"{name} must be a finite number >= 0, not {getattr(self, name)}")
         for name in ("temperature", "lr"):
             if not math.isfinite(getattr(self, name)) or getattr(self, name) <= 0:
-                raise ValueError(f"{name} must be a finite number > 0, not {getattr(self, name)}")
+                raise SettingsError(f"{name} must be a finite number > 0, not {getattr(self, name)}")
         if not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), not {self.dropout}")
+            raise SettingsError(f"dropout must be in [0, 1), not {self.dropout}")
         if not 0 < self.mask_prob < 1:
-            raise ValueError(f"mask_prob must be in (0, 1), not {self.mask_prob}")
-        if self.seed < 0:
-            raise ValueError(f"seed must be >= 0, not {self.seed}")
+            raise SettingsError(f"mask_prob must be in (0, 1), not {self.mask_prob}")
+        if not 0 <= self.seed < 2**63:
+            raise SettingsError(f"seed must be between 0 and 2^63 - 1, not {self.seed}")
         for name in ("tail_user_len", "tail_item_pop", "threads"):
             if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, not {getattr(self, name)}")
+                raise SettingsError(f"{name} must be at least 1, not {getattr(self, name)}")
+
+    def _check_types(self) -> None:
+        """Each setting of its declared type (a TOML file or a saved config can hold anything): an int
+        is an int (not 1.5, not true), a float any number, a str a str; None where allowed."""
+        for f in fields(self):
+            value, kind = getattr(self, f.name), str(f.type)
+            if value is None and "None" in kind:
+                continue
+            if kind.startswith("int"):
+                ok = isinstance(value, int) and not isinstance(value, bool)
+            elif kind.startswith("float"):
+                ok = isinstance(value, int | float) and not isinstance(value, bool)
+                if ok:
+                    setattr(self, f.name, float(value))
+            elif kind.startswith("bool"):
+                ok = isinstance(value, bool)
+            else:
+                ok = isinstance(value, str)
+            if not ok:
+                expected = kind.split(" |")[0].replace("int", "an integer").replace("float", "a number")
+                expected = {"bool": "true or false", "str": "a string"}.get(expected, expected)
+                raise SettingsError(f"{f.name} must be {expected}, not {value!r}")
 
     @classmethod
     def from_saved(cls, saved: dict[str, Any], source: str) -> TrainConfig:
         """The config recorded in a run folder's config.json (`source` names it in errors)."""
         unknown = sorted(set(saved) - set(field_names()))
         if unknown:
-            raise ValueError(f"{source}: unknown settings {', '.join(unknown)} (written by another llmesr version?)")
+            raise SettingsError(f"{source}: unknown settings {', '.join(unknown)} (written by another llmesr version?)")
         try:
             return cls(**saved)
         except TypeError as e:
-            raise ValueError(f"{source}: {e}") from None
+            raise SettingsError(f"{source}: {e}") from None
 
     @property
     def uses_semantic(self) -> bool:
@@ -185,12 +209,12 @@ def load_toml(path: str | Path) -> dict[str, Any]:
     try:
         raw = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as e:
-        raise ValueError(f"{path}: not valid TOML: {e}") from None
+        raise SettingsError(f"{path}: not valid TOML: {e}") from None
     known = set(field_names())
     out = {}
     for key, value in raw.items():
         name = key.replace("-", "_")
         if name not in known:
-            raise ValueError(f"{path}: unknown setting {key!r} (known: {', '.join(sorted(known))})")
+            raise SettingsError(f"{path}: unknown setting {key!r} (known: {', '.join(sorted(known))})")
         out[name] = value
     return out

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from llmesr import _native, parquet
+from llmesr.errors import SettingsError
 from llmesr.io import atomic_dir
 from llmesr.locks import folder_lock
 
@@ -57,10 +58,10 @@ class PrepareOptions:
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
-            raise ValueError(f"unknown format {self.format!r}; choose one of {', '.join(FORMATS)}")
+            raise SettingsError(f"unknown format {self.format!r}; choose one of {', '.join(FORMATS)}")
         for name in ("min_user", "min_item"):
             if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be at least 0, not {getattr(self, name)}")
+                raise SettingsError(f"{name} must be at least 0, not {getattr(self, name)}")
 
     def for_native(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self)}

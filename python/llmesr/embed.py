@@ -30,6 +30,7 @@ import numpy as np
 from llmesr import _native
 from llmesr.data import Dataset, file_sha256, load_dataset
 from llmesr.encoders import EmbeddingCache, Encoder, encode_all
+from llmesr.errors import SettingsError
 from llmesr.io import atomic_write, atomic_write_text
 from llmesr.locks import folder_lock
 from llmesr.retrieval import similar_users
@@ -142,7 +143,7 @@ def embed_dataset(
         if not 1 <= hidden <= ds.n_items:
             raise DataError(f"--hidden must be between 1 and the number of items ({ds.n_items}), not {hidden}")
         if encoder is None and (item_table is None or user_table is None):
-            raise ValueError("give an encoder, or both precomputed tables")
+            raise SettingsError("give an encoder, or both precomputed tables")
         check_template(item_template, ITEM_FIELDS)
         check_template(user_template, ("titles",))
         report = progress or (lambda *_: None)

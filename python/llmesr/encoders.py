@@ -18,6 +18,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from llmesr.errors import ExternalError, SettingsError
+
 
 class Encoder(Protocol):
     name: str
@@ -147,7 +149,7 @@ class OpenAIEncoder:
         import httpx
 
         if timeout <= 0 or retries < 0:
-            raise ValueError(f"timeout must be > 0 and retries >= 0, not {timeout} and {retries}")
+            raise SettingsError(f"timeout must be > 0 and retries >= 0, not {timeout} and {retries}")
         self.url = base_url.rstrip("/") + "/embeddings"
         self.model, self.api_key = model, api_key
         self.timeout, self.retries, self.backoff, self.sleep = timeout, retries, backoff, sleep
@@ -205,7 +207,7 @@ class OpenAIEncoder:
                 problem = str(e)
                 continue
             if 300 <= status < 400:
-                raise RuntimeError(
+                raise ExternalError(
                     f"{self.url}: HTTP {status}, redirected to {self.redact(location)!r}: not followed "
                     "(the API key must not go elsewhere); give the final address as --base-url"
                 )
@@ -214,12 +216,12 @@ class OpenAIEncoder:
                 continue
             if status != 200:
                 text = self.redact(payload[:200].decode("utf-8", "replace"))
-                raise RuntimeError(f"{self.url}: HTTP {status}: {text!r}")
+                raise ExternalError(f"{self.url}: HTTP {status}: {text!r}")
             try:
                 return self._vectors(payload, len(texts))
             except ValueError as e:
                 problem = str(e)
-        raise RuntimeError(f"{self.url}: {problem} (after {self.retries} retries)")
+        raise ExternalError(f"{self.url}: {problem} (after {self.retries} retries)")
 
 
 class EmbeddingCache:
@@ -245,7 +247,9 @@ class EmbeddingCache:
             self.db.commit()
             row = self.db.execute("SELECT vector FROM vectors WHERE model = ? LIMIT 1", (model_name,)).fetchone()
         except sqlite3.DatabaseError as e:
-            raise ValueError(f"{self.path}: not a usable embedding cache ({e}); delete it or pass --no-cache") from None
+            raise SettingsError(
+                f"{self.path}: not a usable embedding cache ({e}); delete it or pass --no-cache"
+            ) from None
         self.dim = len(row[0]) // 4 if row else 0
 
     @staticmethod
@@ -274,7 +278,7 @@ class EmbeddingCache:
         if self.dim == 0:
             self.dim = vectors.shape[1]
         elif vectors.shape[1] != self.dim:
-            raise ValueError(f"{self.path}: cached vectors are {self.dim}-d, new ones {vectors.shape[1]}-d")
+            raise SettingsError(f"{self.path}: cached vectors are {self.dim}-d, new ones {vectors.shape[1]}-d")
         with self.db:  # one transaction: the whole batch or none of it
             self.db.executemany(
                 "INSERT OR REPLACE INTO vectors (model, key, vector) VALUES (?, ?, ?)",

@@ -21,6 +21,7 @@ import torch
 from tqdm import tqdm
 
 from llmesr.data import Dataset
+from llmesr.errors import SettingsError
 from llmesr.metrics import TOP_K, GroupedMetrics, Groups, target_ranks
 from llmesr.sampling import histories
 
@@ -63,11 +64,11 @@ def evaluate(
     protocol) for the beyond-accuracy figures; model selection reads NDCG only and skips it. `progress`:
     a progress bar of that name on stderr, gone when done."""
     if split not in ("valid", "test"):
-        raise ValueError(f"split must be 'valid' or 'test', not {split!r}")
+        raise SettingsError(f"split must be 'valid' or 'test', not {split!r}")
     if protocol not in ("full", "sampled"):
-        raise ValueError(f"protocol must be 'full' or 'sampled', not {protocol!r}")
+        raise SettingsError(f"protocol must be 'full' or 'sampled', not {protocol!r}")
     if protocol == "sampled" and negatives is None:
-        raise ValueError("the sampled protocol needs the stored negatives (llmesr.sampling.eval_negatives)")
+        raise SettingsError("the sampled protocol needs the stored negatives (llmesr.sampling.eval_negatives)")
     if users is None:
         users = np.flatnonzero(ds.test > 0)
     if max_len is None:
@@ -111,7 +112,7 @@ def require_finite(vectors: torch.Tensor, what: str) -> torch.Tensor:
     """A model whose vectors hold NaN or inf has diverged: its ranks would be meaningless (a NaN score
     ties with everything), so evaluation refuses rather than report them."""
     if not torch.isfinite(vectors).all():
-        raise ValueError(f"the model's {what} hold NaN or infinite values (diverged training? try a lower --lr)")
+        raise SettingsError(f"the model's {what} hold NaN or infinite values (diverged training? try a lower --lr)")
     return vectors
 
 

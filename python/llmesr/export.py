@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TextIO
 
 from llmesr.data import Dataset, load_dataset
+from llmesr.errors import SettingsError
 from llmesr.io import atomic_dir
 from llmesr.locks import folder_lock
 
@@ -30,7 +31,7 @@ SEPARATORS = re.compile(r"[\t\r\n]")
 def token(value: str | None, what: str) -> str:
     """A RecBole token: no tab or line break (they separate fields and rows)."""
     if value is None or SEPARATORS.search(value):
-        raise ValueError(f"{what} {value!r} cannot be written as a RecBole token (it holds a tab or line break)")
+        raise SettingsError(f"{what} {value!r} cannot be written as a RecBole token (it holds a tab or line break)")
     return value
 
 

@@ -13,6 +13,8 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from llmesr.errors import SettingsError
+
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
 
@@ -72,7 +74,7 @@ def atomic_dir(
     (e.g. it is one of our dataset folders), never a file or someone else's folder."""
     final = Path(final)
     if not final.name:
-        raise ValueError(f"{str(final)!r} does not name a folder to write")
+        raise SettingsError(f"{str(final)!r} does not name a folder to write")
     if final.exists():
         if not overwrite:
             raise FileExistsError(f"{final} already exists (pass --overwrite to replace it)")

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from llmesr.data import Dataset, pareto_threshold
+from llmesr.errors import SettingsError
 
 CUTOFFS = (5, 10, 20)
 GROUPS = ("overall", "tail_user", "head_user", "tail_item", "head_item")  # the headline groups
@@ -34,7 +35,7 @@ def target_ranks(scores: np.ndarray, target: np.ndarray | int = 0, ties: str = "
     elif ties == "optimistic":
         above = (scores > t).sum(axis=1) + 1
     else:
-        raise ValueError(f"ties must be 'pessimistic' or 'optimistic', not {ties!r}")
+        raise SettingsError(f"ties must be 'pessimistic' or 'optimistic', not {ties!r}")
     return np.where(np.isnan(t[:, 0]), scores.shape[1], above).astype(np.int64)
 
 
@@ -96,9 +97,9 @@ def user_lengths(ds: Dataset, definition: str = "input", split: str = "test") ->
     if definition == "history":
         return ds.lengths
     if definition != "input":
-        raise ValueError(f"user groups must be one of {', '.join(USER_GROUPS)}, not {definition!r}")
+        raise SettingsError(f"user groups must be one of {', '.join(USER_GROUPS)}, not {definition!r}")
     if split not in ("valid", "test"):
-        raise ValueError(f"split must be 'valid' or 'test', not {split!r}")
+        raise SettingsError(f"split must be 'valid' or 'test', not {split!r}")
     return ds.train_end - ds.indptr[:-1] + (split == "test")
 
 

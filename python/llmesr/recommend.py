@@ -11,6 +11,7 @@ plain SASRec costs: table lookups, the encoder, and one matrix product with the 
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -19,6 +20,7 @@ import numpy as np
 import torch
 
 from llmesr.data import load_dataset, load_embeddings
+from llmesr.errors import SettingsError
 from llmesr.locks import folder_lock
 from llmesr.models import LLMESR
 from llmesr.runs import BEST, build_model, check_inputs, load_config, read_weights
@@ -51,6 +53,8 @@ class Recommender:
         # Towards the long tail: every item's score minus gamma * log(1 + training popularity), as
         # llmesr.evaluate.PopularityDebiased (`llmesr-report --tail-curve` measures the trade-off).
         self.popularity_penalty = float(popularity_penalty)
+        if not math.isfinite(self.popularity_penalty):
+            raise SettingsError(f"popularity_penalty must be a finite number, not {popularity_penalty}")
         self.item_offset = -self.popularity_penalty * torch.log1p(
             torch.from_numpy(ds.train_popularity.astype(np.float32))
         ).to(self.device)
@@ -69,7 +73,7 @@ class Recommender:
             raise TypeError(f"item ids must be integers, found {bad[0]!r} ({type(bad[0]).__name__})")
         ids = [int(x) for x in history]
         if any(not 1 <= i <= self.n_items for i in ids):
-            raise ValueError(f"item ids must be in 1..{self.n_items}")
+            raise SettingsError(f"item ids must be in 1..{self.n_items}")
         return ids
 
     @staticmethod
@@ -91,7 +95,7 @@ class Recommender:
         An empty history has nothing for the model to read: it gets the most popular items (their
         training interaction counts as scores)."""
         if k < 1 or k > self.n_items:
-            raise ValueError(f"k must be between 1 and the number of items ({self.n_items}), not {k}")
+            raise SettingsError(f"k must be between 1 and the number of items ({self.n_items}), not {k}")
         rows = [self._ids(h, raw) for h in histories]
         if not rows:
             return ([] if raw else np.zeros((0, k), dtype=np.int64)), np.zeros((0, k), dtype=np.float32)

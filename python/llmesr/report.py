@@ -18,6 +18,7 @@ import numpy as np
 
 from llmesr import plots
 from llmesr.config import TrainConfig
+from llmesr.errors import SettingsError
 from llmesr.io import atomic_write
 from llmesr.metrics import GROUPS
 from llmesr.plots import PROTOCOLS
@@ -96,7 +97,7 @@ def load_run(folder: str | Path) -> Run:
     try:
         metrics = json.loads((folder / "metrics.json").read_text())
     except json.JSONDecodeError as e:
-        raise ValueError(f"{folder}: unreadable JSON: {e}") from None
+        raise SettingsError(f"{folder}: unreadable JSON: {e}") from None
     ranks = None
     if (folder / "ranks.npz").is_file():
         with np.load(folder / "ranks.npz", allow_pickle=False) as f:

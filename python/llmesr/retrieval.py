@@ -12,6 +12,7 @@ from collections.abc import Callable
 import numpy as np
 
 from llmesr import _native
+from llmesr.errors import SettingsError
 
 
 def similar_users(
@@ -37,10 +38,10 @@ def similar_users(
     """
     arr = np.ascontiguousarray(embeddings, dtype=np.float32)
     if arr.ndim != 2:
-        raise ValueError(f"embeddings must be a 2-D array [users, dims], not of shape {arr.shape}")
+        raise SettingsError(f"embeddings must be a 2-D array [users, dims], not of shape {arr.shape}")
     if approximate:
         default_lists, _ = _native.default_ivf_settings(arr.shape[0])
         lists = lists or default_lists
     elif lists is not None or probe is not None:
-        raise ValueError("lists and probe apply to the approximate search (approximate=True)")
+        raise SettingsError("lists and probe apply to the approximate search (approximate=True)")
     return _native.similar_users(arr, int(k), progress, lists, probe, seed)

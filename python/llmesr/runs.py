@@ -24,6 +24,7 @@ import numpy as np
 
 from llmesr.config import TrainConfig
 from llmesr.data import EMBEDDING_FILES, file_sha256
+from llmesr.errors import SettingsError
 from llmesr.io import atomic_write, atomic_write_text, remove_stale_temporaries
 
 if TYPE_CHECKING:
@@ -54,9 +55,9 @@ def read_run_config(run: Path) -> dict[str, Any]:
     except FileNotFoundError:
         raise FileNotFoundError(f"{run} is not a run folder (no config.json)") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path}: not valid JSON ({e})") from None
+        raise SettingsError(f"{path}: not valid JSON ({e})") from None
     if not isinstance(saved, dict) or not {"method", "backbone", "data"} <= saved.keys():
-        raise ValueError(f"{path}: not the config of an llmesr run")
+        raise SettingsError(f"{path}: not the config of an llmesr run")
     return saved
 
 
@@ -88,7 +89,7 @@ def check_memory(cfg: TrainConfig, n_items: int, semantic_dim: int, available: i
     """Refuses settings whose estimated memory (`training_bytes`) exceeds `available` bytes."""
     need = training_bytes(cfg, n_items, semantic_dim)
     if available is not None and need > available:
-        raise ValueError(
+        raise SettingsError(
             f"these settings need about {need / 2**30:.1f} GiB to train (hidden {cfg.hidden}, layers {cfg.layers}, "
             f"max_len {cfg.max_len}, batch_size {cfg.batch_size}, {n_items:,} items), more than the "
             f"{available / 2**30:.1f} GiB available: lower one of them"
@@ -121,7 +122,7 @@ def build_model(cfg: TrainConfig, n_items: int, tables: dict[str, np.ndarray] | 
     if cfg.id_init == "pca" and cfg.views != "semantic":
         id_init = torch.from_numpy(np.array(tables["item_pca"]))
         if id_init.shape[1] != cfg.hidden:
-            raise ValueError(
+            raise SettingsError(
                 f"the dataset's PCA table is {id_init.shape[1]}-d, the model's hidden size {cfg.hidden}: "
                 f"run llmesr-embed --hidden {cfg.hidden}, or train with --id-init random"
             )
@@ -174,7 +175,7 @@ def read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     except FileNotFoundError:
         raise
     except Exception as e:  # safetensors raises its own error type for a damaged file
-        raise ValueError(f"{path}: not a readable safetensors file ({e})") from None
+        raise SettingsError(f"{path}: not a readable safetensors file ({e})") from None
 
 
 def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict:
@@ -183,7 +184,7 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
         model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         return _load_optimizer(tensors, meta, optimizer)
     except (KeyError, RuntimeError, ValueError) as e:
-        raise ValueError(f"{path}: not a checkpoint of this run ({e}); start over with --overwrite") from None
+        raise SettingsError(f"{path}: not a checkpoint of this run ({e}); start over with --overwrite") from None
 
 
 def _load_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, str], optimizer: torch.optim.Optimizer) -> dict:
@@ -215,7 +216,7 @@ def check_inputs(run: Path, cfg: TrainConfig, advice: str) -> None:
     current = input_digests(cfg)
     if recorded != current:
         changed = sorted(k for k in recorded.keys() | current.keys() if recorded.get(k) != current.get(k))
-        raise ValueError(f"{run}: {cfg.data} changed since the run started ({', '.join(changed)}): {advice}")
+        raise SettingsError(f"{run}: {cfg.data} changed since the run started ({', '.join(changed)}): {advice}")
 
 
 def prepare_run_folder(cfg: TrainConfig, resume: bool, overwrite: bool) -> Path:
@@ -227,7 +228,7 @@ def prepare_run_folder(cfg: TrainConfig, resume: bool, overwrite: bool) -> Path:
             k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k) and k not in ("out", *RESUME_MAY_CHANGE)
         )
         if changed:
-            raise ValueError(f"{run}: the run was started with other settings ({', '.join(changed)})")
+            raise SettingsError(f"{run}: the run was started with other settings ({', '.join(changed)})")
         check_inputs(run, cfg, "start a new run (--overwrite) rather than resume on other data")
         remove_stale_temporaries(run)
         if saved != now:  # the next resume continues with what this one was given

@@ -10,6 +10,7 @@ import numpy as np
 from llmesr import _native
 from llmesr.config import CHOICES
 from llmesr.data import Dataset
+from llmesr.errors import SettingsError
 
 
 def _users(users: np.ndarray) -> np.ndarray:
@@ -28,7 +29,7 @@ def histories(ds: Dataset, users: np.ndarray, split: str = "train", max_len: int
     predicts the validation item), or the training history plus the validation item (`"test"`)."""
     extra = {"train": 0, "valid": 0, "test": 1}.get(split)
     if extra is None:
-        raise ValueError(f"split must be 'train', 'valid' or 'test', not {split!r}")
+        raise SettingsError(f"split must be 'train', 'valid' or 'test', not {split!r}")
     return _native.histories(ds.native, _users(users), extra, int(max_len))
 
 
@@ -43,7 +44,7 @@ def negative_weights(ds: Dataset, negatives: str) -> np.ndarray | None:
         return None
     if negatives == "popularity":
         return np.cumsum(ds.train_popularity[1:] + 1.0)
-    raise ValueError(f"negatives must be one of {', '.join(NEGATIVES)}, not {negatives!r}")
+    raise SettingsError(f"negatives must be one of {', '.join(NEGATIVES)}, not {negatives!r}")
 
 
 def negative_distribution(ds: Dataset, negatives: str) -> np.ndarray:

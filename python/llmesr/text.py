@@ -8,6 +8,7 @@ import string
 from typing import Any
 
 from llmesr.data import Dataset
+from llmesr.errors import SettingsError
 
 #: The paper's default order: name, brand and price, then categories, then the description.
 DEFAULT_ITEM_TEMPLATE = (
@@ -23,7 +24,7 @@ def check_template(template: str, fields: tuple[str, ...]) -> None:
     """Rejects a template naming a field that does not exist (before any work)."""
     for _, name, _, _ in string.Formatter().parse(template):
         if name is not None and name not in fields:
-            raise ValueError(f"template field {{{name}}} is unknown; available: {', '.join(fields)}")
+            raise SettingsError(f"template field {{{name}}} is unknown; available: {', '.join(fields)}")
 
 
 def _truncate_words(text: str, max_words: int) -> str:

@@ -15,6 +15,8 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from llmesr.errors import SettingsError
+
 SAMPLE_SECONDS = 0.3  # how long the load is watched before a run; /proc/stat counts in 10 ms ticks
 # OpenMP threads that wait spin this many rounds before sleeping (libgomp's default spins ~30x longer,
 # which made a 2-thread step 5x slower beside one busy process; sleeping at once cost 1.7x when idle).
@@ -112,7 +114,7 @@ def variables(threads: int, env: Mapping[str, str]) -> dict[str, str]:
     """The environment variables that size both pools and bound the spinning (a spin count `env`
     already sets stays)."""
     if threads < 1:
-        raise ValueError(f"threads must be at least 1, not {threads}")
+        raise SettingsError(f"threads must be at least 1, not {threads}")
     return dict.fromkeys(POOLS, str(threads)) | {"GOMP_SPINCOUNT": env.get("GOMP_SPINCOUNT", SPIN_COUNT)}
 
 

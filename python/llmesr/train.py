@@ -26,6 +26,7 @@ from llmesr import distributed, plots, threads
 from llmesr.backbones import backbone
 from llmesr.config import TrainConfig, resolve_loss
 from llmesr.data import Dataset, load_dataset, load_embeddings
+from llmesr.errors import SettingsError
 from llmesr.evaluate import evaluate
 from llmesr.io import atomic_write, atomic_write_text
 from llmesr.locks import folder_lock
@@ -78,7 +79,7 @@ def resolve_device(name: str, ranks: distributed.Ranks | None = None) -> torch.d
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: no CUDA GPU is visible to torch here; use --device cpu (or auto)")
+        raise SettingsError(f"--device {name}: no CUDA GPU is visible to torch here; use --device cpu (or auto)")
     if name == "cuda" and ranks is not None and ranks.active:
         return torch.device("cuda", ranks.local_rank)
     return torch.device(name)
@@ -145,7 +146,7 @@ class Training:
         tables = load_embeddings(cfg.data) if cfg.method == "llmesr" else None
         check_memory(cfg, ds.n_items, 0 if tables is None else tables["item_emb"].shape[1], available_memory(device))
         if cfg.n_negatives >= ds.n_items:
-            raise ValueError(f"n_negatives is {cfg.n_negatives}, but the catalogue has only {ds.n_items} items")
+            raise SettingsError(f"n_negatives is {cfg.n_negatives}, but the catalogue has only {ds.n_items} items")
         torch.manual_seed(cfg.seed)
         model = build_model(cfg, ds.n_items, tables).to(device)
         optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
@@ -155,7 +156,7 @@ class Training:
         similar = None
         if tables is not None and cfg.uses_similar:
             if cfg.n_similar > tables["similar_users"].shape[1]:
-                raise ValueError(
+                raise SettingsError(
                     f"n_similar is {cfg.n_similar}, but {cfg.data} stores {tables['similar_users'].shape[1]} similar "
                     "users per user (llmesr-embed -k)"
                 )
@@ -315,7 +316,7 @@ class Training:
             value = loss.item()
             if not distributed.all_finite(value, ranks):
                 if cfg.on_nonfinite == "stop":
-                    raise ValueError(
+                    raise SettingsError(
                         f"epoch {epoch}, batch {n}: the training loss is not finite ({value}; diverged): lower --lr, "
                         "or pass --on-nonfinite skip to skip such batches"
                     )

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+import traceback
 from collections.abc import Callable
 from typing import Any
 
 from tqdm import tqdm
 
 from llmesr._native import DataError
+from llmesr.errors import ExternalError, LlmesrError
 
 STAGES = {"read": "reading", "items": "item text", "filter": "filtering", "write": "writing"}
 BYTE_STAGES = {"read", "items"}
@@ -80,23 +82,36 @@ def count(minimum: int) -> Callable[[str], int]:
 
 
 def run_command(
-    main: Callable[[], Any], interrupted: str | Callable[[], str] = "interrupted; nothing was written"
+    main: Callable[[], Any],
+    interrupted: str | Callable[[], str] = "interrupted; nothing was written",
+    debug: bool = False,
 ) -> int:
-    """Runs a command body; expected failures print one clear line instead of a traceback: bad input
-    and settings, files that cannot be read or written (OSError names the path), and an internal
-    error of the Rust core (a panic, reported as such)."""
+    """Runs a command body. What the user can fix prints as one line naming the file or setting: llmesr's
+    own errors (`llmesr.errors`), the data core's, and OS errors (which name the path). Anything else is
+    a bug in llmesr or a library it uses and says so, with the frame where it happened (`debug`:
+    the whole traceback)."""
     try:
         main()
-    except (DataError, OSError, ValueError) as e:
+    except (LlmesrError, DataError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
-    except RuntimeError as e:  # the encoders' remote failures; a Rust panic ("llmesr internal error")
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+        return 1 if isinstance(e, ExternalError) else 2
     except ImportError as e:
         print(f'error: {e} (training and the default encoder need: pip install "llmesr[train,embed]")', file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(interrupted() if callable(interrupted) else interrupted, file=sys.stderr)
         return 130
+    except Exception as e:  # noqa: BLE001 (every other error is a bug, reported as one)
+        frames = traceback.format_exception(e, limit=None if debug else -1)  # where it happened
+        print("".join(frames).rstrip(), file=sys.stderr)
+        print(
+            f"error: internal error ({type(e).__name__}): a bug in llmesr or a library it uses, not in your input; "
+            "please report it with the command you ran" + ("" if debug else " (--debug shows the whole traceback)"),
+            file=sys.stderr,
+        )
+        return 3
     return 0
+
+
+def add_debug_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--debug", action="store_true", help="on an internal error, print the whole traceback")

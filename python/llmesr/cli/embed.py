@@ -7,8 +7,9 @@ import os
 import sys
 from pathlib import Path
 
-from llmesr.cli.common import DefaultsHelp, StageProgress, count, format_rows, run_command
+from llmesr.cli.common import DefaultsHelp, StageProgress, add_debug_option, count, format_rows, run_command
 from llmesr.embed import embed_dataset, load_table
+from llmesr.errors import SettingsError
 from llmesr.text import DEFAULT_ITEM_TEMPLATE, DEFAULT_USER_TEMPLATE
 
 
@@ -58,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache", default=str(Path.home() / ".cache" / "llmesr" / "embeddings"), help="embedding cache")
     p.add_argument("--no-cache", action="store_true", help="encode everything, store nothing")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or summary")
+    add_debug_option(p)
     return p
 
 
@@ -71,7 +73,7 @@ def make_encoder(args: argparse.Namespace):
         from llmesr.encoders import OpenAIEncoder
 
         if not args.base_url or not args.model:
-            raise ValueError("--encoder openai needs --base-url (or OPENAI_BASE_URL) and --model")
+            raise SettingsError("--encoder openai needs --base-url (or OPENAI_BASE_URL) and --model")
         return OpenAIEncoder(
             args.base_url,
             args.model,
@@ -96,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         tables = {}
         if args.encoder == "precomputed":
             if not (args.item_table and args.user_table):
-                raise ValueError("--encoder precomputed needs --item-table and --user-table")
+                raise SettingsError("--encoder precomputed needs --item-table and --user-table")
             tables = {
                 "item_table": load_table(args.item_table, args.allow_pickle),
                 "user_table": load_table(args.user_table, args.allow_pickle),
@@ -145,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append((f"{names.get(stage, stage.replace('_', ' '))} time", f"{value:.1f} s"))
             print(format_rows(rows))
 
-    return run_command(body)
+    return run_command(body, debug=args.debug)
 
 
 if __name__ == "__main__":

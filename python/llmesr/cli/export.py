@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from llmesr.cli.common import DefaultsHelp, run_command
+from llmesr.cli.common import DefaultsHelp, add_debug_option, run_command
 from llmesr.export import TARGETS, export_recbole
 
 
@@ -23,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--to", choices=TARGETS, default="recbole", help="target format")
     p.add_argument("--max-len", type=int, default=200, help="longest history the target's models read")
     p.add_argument("--overwrite", action="store_true", help="replace a folder an earlier export wrote")
+    add_debug_option(p)
     return p
 
 
@@ -37,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
             f"config_file_list=['{out / (name + '.yaml')}'], config_dict={{'data_path': '{out.resolve().parent}'}})"
         )
 
-    return run_command(body)
+    return run_command(body, debug=args.debug)
 
 
 if __name__ == "__main__":

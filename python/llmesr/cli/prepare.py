@@ -7,8 +7,9 @@ import sys
 from dataclasses import fields
 
 from llmesr import _native
-from llmesr.cli.common import DefaultsHelp, StageProgress, count, format_rows, run_command
+from llmesr.cli.common import DefaultsHelp, StageProgress, add_debug_option, count, format_rows, run_command
 from llmesr.data import FORMATS, Dataset, PrepareOptions, prepare, prepare_synthetic, summarize
+from llmesr.errors import SettingsError
 
 
 def _timestamp(text: str) -> int:
@@ -65,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or summary")
+    add_debug_option(p)
     return p
 
 
@@ -95,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> None:
         if args.synthetic == bool(args.inputs):
-            raise ValueError("give INPUT files or --synthetic (one of the two)")
+            raise SettingsError("give INPUT files or --synthetic (one of the two)")
         bar = StageProgress(enabled=not args.quiet)
         try:
             if args.synthetic:
@@ -111,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.quiet:
             print(format_summary(ds, summarize(ds, args.tail_user_len, args.tail_item_pop)))
 
-    return run_command(body)
+    return run_command(body, debug=args.debug)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from llmesr.cli.common import run_command
+from llmesr.cli.common import add_debug_option, run_command
+from llmesr.errors import SettingsError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,6 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
         "separated gammas (e.g. 0,0.5,1,2; test, full ranking; loads the models and their datasets), and the "
         "mean ID- and semantic-view parts of the score for tail targets, head targets and top-ranked items",
     )
+    add_debug_option(p)
     return p
 
 
@@ -66,7 +68,9 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 gammas = [float(g) for g in args.tail_curve.split(",")]
             except ValueError:
-                raise ValueError(f"--tail-curve: not a comma-separated list of numbers: {args.tail_curve!r}") from None
+                raise SettingsError(
+                    f"--tail-curve: not a comma-separated list of numbers: {args.tail_curve!r}"
+                ) from None
             text += tail_tables(args.runs, gammas)
         print(text)
         if args.out:
@@ -79,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
             if not report.plot(rows, out / "report.png"):
                 print("matplotlib is not installed: no report.png", file=sys.stderr)
 
-    return run_command(body)
+    return run_command(body, debug=args.debug)
 
 
 if __name__ == "__main__":

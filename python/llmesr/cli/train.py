@@ -9,7 +9,7 @@ from dataclasses import MISSING, fields
 from pathlib import Path
 from typing import Any
 
-from llmesr.cli.common import StageProgress, format_rows, run_command
+from llmesr.cli.common import StageProgress, add_debug_option, format_rows, run_command
 from llmesr.config import CHOICES, COMPAT_DEFAULTS, TrainConfig, load_toml
 from llmesr.metrics import GROUPS
 
@@ -88,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             kind = int if f.type in ("int", "int | None") else float if f.type == "float" else str
             p.add_argument(flag, type=kind, choices=CHOICES.get(f.name), **common)
+    add_debug_option(p)
     return p
 
 
@@ -231,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
                 out = "RUN_DIR"
         return f"interrupted: continue with llmesr-train --resume {out}"
 
-    return run_command(body, interrupted=interrupted)
+    return run_command(body, interrupted=interrupted, debug=args.debug)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import torch
 
+from llmesr.errors import ExternalError, SettingsError
+
 CSRC = Path(__file__).resolve().parent.parent / "csrc"
 MODES = ("auto", "native", "ref")
 
@@ -20,7 +22,7 @@ MODES = ("auto", "native", "ref")
 def ops_mode() -> str:
     mode = os.environ.get("LLMESR_OPS", "auto")
     if mode not in MODES:
-        raise ValueError(f"LLMESR_OPS must be one of {', '.join(MODES)}, not {mode!r}")
+        raise SettingsError(f"LLMESR_OPS must be one of {', '.join(MODES)}, not {mode!r}")
     return mode
 
 
@@ -172,7 +174,7 @@ def _load() -> frozenset[str]:
             _build(with_cuda="cuda" in devices)
         except Exception as e:  # no compiler, no ninja, a failed build: the reference still works
             if mode == "native" and devices == attempts[-1]:
-                raise RuntimeError(f"LLMESR_OPS=native but the native ops could not be built: {e}") from e
+                raise ExternalError(f"LLMESR_OPS=native but the native ops could not be built: {e}") from e
             where = "CUDA " if "cuda" in devices else ""
             warnings.warn(f"llmesr: native {where}ops unavailable, using the PyTorch reference ({e})", stacklevel=3)
             continue
