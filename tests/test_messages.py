@@ -135,3 +135,10 @@ def test_user_errors_are_one_line_and_bugs_say_they_are_bugs(tmp_path, capsys, m
     assert err.count('File "') == 1  # where it happened
     assert prepare_cli.main([*argv, "--overwrite", "--debug"]) == 3
     assert capsys.readouterr().err.count('File "') >= 3  # the whole traceback
+
+
+def test_terminal_escapes_in_paths_are_not_echoed(tmp_path, capsys):
+    missing = tmp_path / "evil\x1b[2Jname.csv"
+    assert prepare_cli.main([str(missing), "--out", str(tmp_path / "o"), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "\x1b" not in err and "evil\\x1b[2Jname.csv" in err

@@ -93,7 +93,7 @@ def run_command(
     try:
         main()
     except (LlmesrError, DataError, OSError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {printable(str(e))}", file=sys.stderr)
         return 1 if isinstance(e, ExternalError) else 2
     except ImportError as e:
         print(f'error: {e} (training and the default encoder need: pip install "llmesr[train,embed]")', file=sys.stderr)
@@ -103,7 +103,7 @@ def run_command(
         return 130
     except Exception as e:  # noqa: BLE001 (every other error is a bug, reported as one)
         frames = traceback.format_exception(e, limit=None if debug else -1)  # where it happened
-        print("".join(frames).rstrip(), file=sys.stderr)
+        print(printable("".join(frames).rstrip()), file=sys.stderr)
         print(
             f"error: internal error ({type(e).__name__}): a bug in llmesr or a library it uses, not in your input; "
             "please report it with the command you ran" + ("" if debug else " (--debug shows the whole traceback)"),
@@ -111,6 +111,12 @@ def run_command(
         )
         return 3
     return 0
+
+
+def printable(text: str) -> str:
+    """`text` with control characters escaped (`\\x1b`): paths and data in a message must not drive the
+    terminal."""
+    return "".join(c if c.isprintable() or c == "\n" else repr(c)[1:-1] for c in text)
 
 
 def add_debug_option(parser: argparse.ArgumentParser) -> None:
