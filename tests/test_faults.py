@@ -478,3 +478,23 @@ def test_serving_refuses_a_nan_popularity_penalty(data, tmp_path):
     train(config(data, tmp_path / "run", epochs=1), progress=False)
     with pytest.raises(ValueError, match="popularity_penalty must be a finite number, not nan"):
         Recommender(tmp_path / "run", popularity_penalty=float("nan"))
+
+
+def test_a_symlinked_out_is_refused_and_nothing_is_left_behind(data, tmp_path, capsys):
+    from llmesr.cli import prepare as prepare_cli
+
+    real = tmp_path / "real"
+    prepare_synthetic(real, n_users=30, n_items=20, seed=1)
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    argv = ["--synthetic", "--n-users", "30", "--n-items", "20", "--out", str(link), "--overwrite", "-q"]
+    assert prepare_cli.main(argv) == 2
+    assert f"{link} is a symbolic link: give the folder it points to ({real})" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "real"] and link.is_symlink()
+    assert (
+        train_cli.main(
+            ["--data", str(data), "--out", str(link), "--overwrite", "-q", "--n-negatives", "10", "--hidden", "8"]
+        )
+        == 2
+    )
+    assert "is a symbolic link" in capsys.readouterr().err

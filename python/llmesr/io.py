@@ -75,6 +75,8 @@ def atomic_dir(
     final = Path(final)
     if not final.name:
         raise SettingsError(f"{str(final)!r} does not name a folder to write")
+    if final.is_symlink():  # replacing it would replace the link, not the folder it names
+        raise SettingsError(f"{final} is a symbolic link: give the folder it points to ({final.resolve()})")
     if final.exists():
         if not overwrite:
             raise FileExistsError(f"{final} already exists (pass --overwrite to replace it)")

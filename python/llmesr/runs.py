@@ -221,6 +221,8 @@ def check_inputs(run: Path, cfg: TrainConfig, advice: str) -> None:
 
 def prepare_run_folder(cfg: TrainConfig, resume: bool, overwrite: bool) -> Path:
     run = Path(cfg.out)
+    if run.is_symlink():  # --overwrite would remove the link's target's contents, and resume write through it
+        raise SettingsError(f"{run} is a symbolic link: give the folder it points to ({run.resolve()})")
     if resume:
         saved, now = read_run_config(run), asdict(cfg)
         # The folder may have been moved or copied: it is resumed where it is now (cfg.out).
