@@ -81,3 +81,17 @@ def test_cli_writes_the_files_and_refuses_a_non_run(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     assert report_cli.main([str(tmp_path / "empty")]) == 2
     assert "not a finished run folder" in capsys.readouterr().err
+
+
+def test_damaged_run_files_are_named_in_one_line(tmp_path, capsys):
+    make_run(tmp_path / "r", "base", 1, np.arange(1, 50))
+    (tmp_path / "r" / "ranks.npz").write_bytes(b"garbage")
+    assert report_cli.main([str(tmp_path / "r")]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {tmp_path / 'r' / 'ranks.npz'}: not a ranks file")
+    (tmp_path / "r" / "ranks.npz").unlink()
+    (tmp_path / "r" / "metrics.json").write_text('{"test": {"full": {}, "sampled": {}}}')
+    assert report_cli.main([str(tmp_path / "r")]) == 2
+    assert "metrics.json: not the metrics of a finished llmesr run" in capsys.readouterr().err
+    (tmp_path / "r" / "config.json").write_text('{"foo": 1}')  # a made-up config
+    assert report_cli.main([str(tmp_path / "r")]) == 2
+    assert "config.json: not the config of an llmesr run" in capsys.readouterr().err

@@ -10,6 +10,7 @@ import csv
 import io
 import json
 import math
+import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,10 +99,23 @@ def load_run(folder: str | Path) -> Run:
         metrics = json.loads((folder / "metrics.json").read_text())
     except json.JSONDecodeError as e:
         raise SettingsError(f"{folder}: unreadable JSON: {e}") from None
+    test = metrics.get("test") if isinstance(metrics, dict) else None
+    if not isinstance(test, dict) or not all(
+        isinstance(test.get(p), dict) and all(isinstance(test[p].get(g), dict) for g in GROUPS)
+        for p in ("full", "sampled")
+    ):
+        raise SettingsError(f"{folder / 'metrics.json'}: not the metrics of a finished llmesr run (no test results)")
     ranks = None
     if (folder / "ranks.npz").is_file():
-        with np.load(folder / "ranks.npz", allow_pickle=False) as f:
-            ranks = {k: f[k] for k in f.files}
+        try:
+            with np.load(folder / "ranks.npz", allow_pickle=False) as f:
+                ranks = {k: f[k] for k in f.files}
+        except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
+            raise SettingsError(f"{folder / 'ranks.npz'}: not a ranks file of an llmesr run ({e})") from None
+        if not {"users", "full", "sampled"} <= ranks.keys():
+            raise SettingsError(
+                f"{folder / 'ranks.npz'}: not a ranks file of an llmesr run (needs users, full, sampled)"
+            )
     return Run(folder, config, metrics, ranks)
 
 
