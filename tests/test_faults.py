@@ -201,12 +201,15 @@ def test_serving_and_the_tail_curve_refuse_a_run_whose_data_changed(data, tmp_pa
         ("--max-len", "1000000000", "GiB to train"),
         ("--batch-size", "100000000", "GiB to train"),
         ("--n-negatives", "1000000000", "but the catalogue has only 40 items"),
+        ("--loss-negatives", "10000000000", "GiB to train"),
     ],
 )
 def test_settings_too_large_for_the_machine_are_refused_before_allocating(
     data, tmp_path, capsys, option, value, message
 ):
     argv = ["--data", str(data), "--out", str(tmp_path / "r"), "--method", "base", "--epochs", "1", "-q"]
+    if option == "--loss-negatives":
+        argv += ["--loss", "sampled"]
     assert train_cli.main(argv + [option, value]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and message in err, err

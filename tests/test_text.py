@@ -51,3 +51,12 @@ def test_user_text_never_contains_validation_or_test_items(tmp_path):
     assert users[0] == "A user who interacted with these items, oldest first: T1; T2"  # T3 valid, T4 test
     assert users[1] == "A user who interacted with these items, oldest first: T4; T3"  # too short to hold out
     assert user_prompts(ds, "{titles}", max_items=1)[0] == "T2"
+
+
+def test_prompts_are_bounded_whatever_the_metadata(tmp_path):
+    seq = write(tmp_path / "s.txt", "1 1 2 3 4\n2 4 3\n")
+    huge = "x" * 1_000_000  # a 1 MB title without spaces: one "word"
+    items = write(tmp_path / "i.jsonl", "".join(f'{{"item_id": {i}, "title": "{huge}"}}\n' for i in range(1, 5)))
+    ds = prepare([seq], tmp_path / "out", items=[items])
+    assert max(len(p) for p in item_prompts(ds)) < 1500
+    assert max(len(p) for p in user_prompts(ds)) < 50 * 1010  # at most 50 titles of 1,000 characters

@@ -81,7 +81,8 @@ def training_bytes(cfg: TrainConfig, n_items: int, semantic_dim: int) -> int:
         params += semantic_dim * (semantic_dim // 2) + (semantic_dim // 2) * h + 8 * h * h  # adapter, cross-attention
     positions = cfg.batch_size * cfg.max_len * views
     activations = positions * h * (12 * cfg.layers + 8) + positions * cfg.max_len * cfg.heads * min(cfg.layers, 2)
-    scores = min(positions * (n_items if cfg.loss == "ce" else cfg.loss_negatives), 1 << 22)  # ce runs in chunks
+    # ce scores the catalogue in chunks of 4M; sampled scores its shared negatives at every target at once
+    scores = min(positions * n_items, 1 << 22) if cfg.loss == "ce" else positions * cfg.loss_negatives
     return 4 * (4 * params + activations + 2 * scores)
 
 

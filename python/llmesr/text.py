@@ -27,13 +27,19 @@ def check_template(template: str, fields: tuple[str, ...]) -> None:
             raise SettingsError(f"template field {{{name}}} is unknown; available: {', '.join(fields)}")
 
 
+MAX_FIELD_CHARS = 1000  # a field's text is cut at max_words words and this many characters
+
+
 def _truncate_words(text: str, max_words: int) -> str:
     words = text.split()
-    return text if len(words) <= max_words else " ".join(words[:max_words]) + " ..."
+    if len(words) > max_words:
+        text = " ".join(words[:max_words]) + " ..."
+    return text if len(text) <= MAX_FIELD_CHARS else text[:MAX_FIELD_CHARS] + " ..."
 
 
 def item_prompt(record: dict[str, Any], template: str = DEFAULT_ITEM_TEMPLATE, max_words: int = 100) -> str:
-    """One item's prompt: missing fields are written as "unknown", long fields cut to `max_words`."""
+    """One item's prompt: missing fields are written as "unknown", long fields cut to `max_words` words
+    and `MAX_FIELD_CHARS` characters."""
     values = {}
     for name in ITEM_FIELDS:
         value = record.get(name)
@@ -53,7 +59,7 @@ def item_prompts(ds: Dataset, template: str = DEFAULT_ITEM_TEMPLATE, max_words: 
 def user_prompts(ds: Dataset, template: str = DEFAULT_USER_TEMPLATE, max_items: int = 50) -> list[str]:
     """Prompts of users 1..n_users: the titles of the last `max_items` TRAINING items."""
     check_template(template, ("titles",))
-    titles = [r.get("title") or r.get("raw_id") or UNKNOWN for r in ds.item_text()]
+    titles = [_truncate_words(str(r.get("title") or r.get("raw_id") or UNKNOWN), 100) for r in ds.item_text()]
     out = []
     for u in range(1, ds.n_users + 1):
         history = ds.train_history(u)[-max_items:]
