@@ -246,6 +246,33 @@ def test_corrupt_checkpoint_and_config_are_clear_errors(data, tmp_path, capsys):
     assert "config.json: not valid JSON" in capsys.readouterr().err
 
 
+def test_tampered_checkpoints_and_float16_weights_are_refused(data, tmp_path, capsys):
+    from safetensors.torch import load_file, safe_open, save_file
+
+    from llmesr.recommend import Recommender
+
+    run = tmp_path / "run"
+    killed_after(1)(config(data, run, epochs=2))
+    path = run / "checkpoint.safetensors"
+    with safe_open(path, framework="pt") as f:
+        meta = f.metadata()
+    tensors = load_file(path)
+    state = json.loads(meta["state"])
+    save_file(tensors, path, metadata=meta | {"state": json.dumps({k: v for k, v in state.items() if k != "epoch"})})
+    assert train_cli.main(["--resume", str(run), "-q"]) == 2
+    assert "its loop state is damaged (needs epoch, best" in capsys.readouterr().err
+    half = {k: v.half() if k.startswith("model.") and v.is_floating_point() else v for k, v in tensors.items()}
+    save_file(half, path, metadata=meta)
+    assert train_cli.main(["--resume", str(run), "-q"]) == 2
+    assert "is torch.float16, the model's torch.float32: not this run's weights" in capsys.readouterr().err
+    save_file(tensors, path, metadata=meta)
+    assert train_cli.main(["--resume", str(run), "-q"]) == 0  # the genuine checkpoint still resumes
+    best = load_file(run / "best.safetensors")
+    save_file({k: v[..., :1].contiguous() if v.dim() == 2 else v for k, v in best.items()}, run / "best.safetensors")
+    with pytest.raises(ValueError, match="best.safetensors: not this run's weights"):
+        Recommender(run)
+
+
 # 5. The OpenAI-compatible encoder neither leaks the key nor hangs.
 
 

@@ -23,7 +23,7 @@ from llmesr.data import load_dataset, load_embeddings
 from llmesr.errors import SettingsError
 from llmesr.locks import folder_lock
 from llmesr.models import LLMESR
-from llmesr.runs import BEST, build_model, check_inputs, load_config, read_weights
+from llmesr.runs import BEST, build_model, check_inputs, load_config, load_weights
 
 
 class Recommender:
@@ -43,7 +43,7 @@ class Recommender:
             ds = load_dataset(self.config.data)
             tables = load_embeddings(self.config.data) if self.config.method == "llmesr" else None
             self.model: LLMESR = build_model(self.config, ds.n_items, tables)
-            self.model.load_state_dict(read_weights(run / BEST)[0])
+            load_weights(run / BEST, self.model)
         self.model.to(device).eval()
         self.model.freeze_items()
         self.device = torch.device(device)

@@ -179,13 +179,54 @@ def read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
         raise SettingsError(f"{path}: not a readable safetensors file ({e})") from None
 
 
+# The loop's state in a checkpoint, and the type of each entry.
+LOOP_STATE = {"epoch": int, "best": float, "best_epoch": int, "waited": int, "history": list, "finished": bool}
+
+
+def load_weights(path: Path, model: torch.nn.Module, tensors: dict[str, torch.Tensor] | None = None) -> None:
+    """Loads `path`'s weights (or `tensors` read from it) into `model`, refusing a file whose tensors are
+    not the model's in name, shape and dtype (a float16 copy would be converted without a word)."""
+    tensors = read_weights(path)[0] if tensors is None else tensors
+    expected = model.state_dict()
+    for name, value in tensors.items():
+        if name in expected and value.dtype != expected[name].dtype:
+            raise SettingsError(
+                f"{path}: {name} is {value.dtype}, the model's {expected[name].dtype}: not this run's weights"
+            )
+    try:
+        model.load_state_dict(tensors)
+    except RuntimeError as e:
+        raise SettingsError(f"{path}: not this run's weights ({str(e).splitlines()[0]})") from None
+
+
 def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict:
     tensors, meta = read_weights(path)
+    load_weights(path, model, {k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     try:
-        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-        return _load_optimizer(tensors, meta, optimizer)
+        state = _load_optimizer(tensors, meta, optimizer)
     except (KeyError, RuntimeError, ValueError) as e:
         raise SettingsError(f"{path}: not a checkpoint of this run ({e}); start over with --overwrite") from None
+    if not _valid_loop_state(state):
+        raise SettingsError(
+            f"{path}: its loop state is damaged (needs {', '.join(LOOP_STATE)}); start over with --overwrite"
+        )
+    return state
+
+
+def _valid_loop_state(state: object) -> bool:
+    if not isinstance(state, dict):
+        return False
+    for key, kind in LOOP_STATE.items():
+        value = state.get(key)
+        if kind is float:
+            ok = isinstance(value, int | float) and not isinstance(value, bool)
+        elif kind is int:
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        else:
+            ok = isinstance(value, kind)
+        if not ok:
+            return False
+    return True
 
 
 def _load_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, str], optimizer: torch.optim.Optimizer) -> dict:

@@ -42,8 +42,8 @@ from llmesr.runs import (
     build_model,
     check_memory,
     load_checkpoint,
+    load_weights,
     prepare_run_folder,
-    read_weights,
     save_checkpoint,
     save_npz,
     save_weights,
@@ -387,7 +387,7 @@ class Training:
         """Tests the best weights with both protocols, writes metrics.json, ranks.npz and the plot."""
         cfg, ranks, ds = self.cfg, self.ranks, self.ds
         ranks.barrier()
-        self.model.load_state_dict(read_weights(self.run / BEST)[0])
+        load_weights(self.run / BEST, self.model)
         metrics: dict[str, Any] = {
             "test": {},
             "valid": {},
