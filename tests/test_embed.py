@@ -121,6 +121,16 @@ def test_a_corrupt_cache_is_a_clear_error(tmp_path):
         encode_all(["x"], HashingEncoder(16), EmbeddingCache(tmp_path, "hashing:16"))
 
 
+def test_a_full_disk_under_the_cache_is_a_clear_error(tmp_path):
+    cache = EmbeddingCache(tmp_path, "hashing:64")
+    page_count = cache.db.execute("PRAGMA page_count").fetchone()[0]
+    cache.db.execute(f"PRAGMA max_page_count = {page_count + 2}")  # as a full disk: SQLITE_FULL
+    with pytest.raises(
+        ValueError, match=r"embeddings.sqlite: cannot add to the embedding cache \(database or disk is full"
+    ):
+        encode_all([f"text {i}" for i in range(2000)], HashingEncoder(64), cache)
+
+
 class StubEmbeddings(BaseHTTPRequestHandler):
     """An OpenAI-compatible /embeddings endpoint that fails the first requests (429, then 503)."""
 

@@ -279,11 +279,16 @@ class EmbeddingCache:
             self.dim = vectors.shape[1]
         elif vectors.shape[1] != self.dim:
             raise SettingsError(f"{self.path}: cached vectors are {self.dim}-d, new ones {vectors.shape[1]}-d")
-        with self.db:  # one transaction: the whole batch or none of it
-            self.db.executemany(
-                "INSERT OR REPLACE INTO vectors (model, key, vector) VALUES (?, ?, ?)",
-                ((self.model, k, v.tobytes()) for k, v in zip(keys, vectors, strict=True)),
-            )
+        try:
+            with self.db:  # one transaction: the whole batch or none of it
+                self.db.executemany(
+                    "INSERT OR REPLACE INTO vectors (model, key, vector) VALUES (?, ?, ?)",
+                    ((self.model, k, v.tobytes()) for k, v in zip(keys, vectors, strict=True)),
+                )
+        except sqlite3.Error as e:  # a full disk ("database or disk is full"), a read-only cache
+            raise SettingsError(
+                f"{self.path}: cannot add to the embedding cache ({e}); free space, or pass --no-cache"
+            ) from None
 
 
 def encode_all(
