@@ -95,3 +95,9 @@ def test_damaged_run_files_are_named_in_one_line(tmp_path, capsys):
     (tmp_path / "r" / "config.json").write_text('{"foo": 1}')  # a made-up config
     assert report_cli.main([str(tmp_path / "r")]) == 2
     assert "config.json: not the config of an llmesr run" in capsys.readouterr().err
+
+
+def test_a_tail_curve_of_nan_is_refused(tmp_path, capsys):
+    make_run(tmp_path / "r", "base", 1, np.arange(1, 50))
+    assert report_cli.main([str(tmp_path / "r"), "--tail-curve", "0,nan"]) == 2
+    assert capsys.readouterr().err == "error: --tail-curve: every gamma must be a finite number, not '0,nan'\n"

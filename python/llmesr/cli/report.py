@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -71,6 +72,8 @@ def main(argv: list[str] | None = None) -> int:
                 raise SettingsError(
                     f"--tail-curve: not a comma-separated list of numbers: {args.tail_curve!r}"
                 ) from None
+            if not all(math.isfinite(g) for g in gammas):
+                raise SettingsError(f"--tail-curve: every gamma must be a finite number, not {args.tail_curve!r}")
             text += tail_tables(args.runs, gammas)
         print(text)
         if args.out:
