@@ -223,6 +223,15 @@ def test_the_memory_estimate_bounds_a_real_step():
     assert 0.05 * 2**30 < training_bytes(paper, 20_033, 384) < 2 * 2**30  # measured: a 0.2-0.3 GB step
 
 
+def test_a_run_started_with_a_relative_data_folder_resumes_from_anywhere(data, tmp_path, monkeypatch):
+    monkeypatch.chdir(data.parent)
+    run = tmp_path / "run"
+    killed_after(1)(config(data.name, run, epochs=2))  # --data given relative to the working directory
+    assert json.loads((run / "config.json").read_text())["data"] == str(data)  # recorded absolute
+    monkeypatch.chdir(tmp_path)
+    assert train_cli.main(["--resume", str(run), "-q"]) == 0
+
+
 def test_resume_log_has_each_epoch_once(data, tmp_path):
     run = tmp_path / "run"
     cfg = config(data, run, epochs=3)

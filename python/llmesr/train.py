@@ -140,7 +140,9 @@ class Training:
         device = resolve_device(cfg.device, ranks)
         ds = load_dataset(cfg.data)
         loss, why = resolve_loss(cfg.loss, ds.n_items)
-        cfg = replace(cfg, loss=loss)  # config.json records the loss trained with, never "auto"
+        # config.json records the loss trained with (never "auto") and where the data is from anywhere
+        # (a resume or a Recommender may run in another directory).
+        cfg = replace(cfg, loss=loss, data=cfg.data if resume else os.path.abspath(cfg.data))
         if progress and ranks.main and not resume:
             print(f"{model_name(cfg)}, loss {loss} ({why}), {cfg.out}", file=sys.stderr)
         tables = load_embeddings(cfg.data) if cfg.method == "llmesr" else None
