@@ -3,6 +3,7 @@ seed, exact resume of a killed run, the command line with a TOML config."""
 
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -187,6 +188,29 @@ def test_compare_trains_the_backbone_alone_and_shows_popularity(data, tmp_path, 
     assert advice in printed  # both were budget runs
     assert train_cli.main(["--resume", str(out), "--epochs", "2", "--compare", "-q"]) == 0  # as advised, shorter
     assert [json.loads((tmp_path / f / "metrics.json").read_text())["epochs"] for f in ("cmp", "cmp-base")] == [2, 2]
+
+
+def test_no_arguments_trains_both_on_the_built_in_data(tmp_path, capsys, monkeypatch):
+    """`llmesr-train` with no option (the README's main job; here with small settings and a stand-in for the
+    MiniLM embedding): the built-in catalogue made on first use, LLM-ESR and the backbone alone to early
+    stopping, and their comparison."""
+    monkeypatch.chdir(tmp_path)
+    made = []
+
+    def make(hidden, progress=True):
+        if not made:
+            embedded_synthetic(Path(train_cli.DEFAULT_DATA), n_users=80, n_items=40, seed=3)
+        made.append(hidden)
+        return train_cli.DEFAULT_DATA
+
+    monkeypatch.setattr(train_cli, "default_data", make)
+    small = ["--hidden", "8", "--max-len", "20", "--n-negatives", "10", "--patience", "1", "--threads", "1", "-q"]
+    assert train_cli.main(small) == 0
+    printed = capsys.readouterr().out
+    assert made == [8] and "text neighbours" in printed and "a comparison after" not in printed  # early stopping
+    saved = json.loads((tmp_path / "runs" / "llmesr-sasrec-42" / "config.json").read_text())
+    assert saved["data"] == str(tmp_path / train_cli.DEFAULT_DATA) and saved["loss"] == "ce"
+    assert (tmp_path / "runs" / "llmesr-sasrec-42-base" / "metrics.json").exists()
 
 
 def test_auto_loss_is_resolved_by_catalogue_size_and_recorded(data, tmp_path, capsys, monkeypatch):

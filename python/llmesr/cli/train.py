@@ -101,17 +101,22 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
     values.update({k: v for k, v in given.items() if v is not None})
     if args.data is not None:
         values["data"] = args.data
-    values.setdefault("data", None)
+    if values.get("data") is None:
+        values["data"] = DEFAULT_DATA  # the built-in synthetic catalogue, made on first use (`default_data`)
     if args.out is not None:
         values["out"] = args.out
     values.setdefault("out", str(Path("runs") / f"{values['method']}-{values['backbone']}-{values['seed']}"))
     return TrainConfig(**values)
 
 
+# The built-in synthetic catalogue with MiniLM embeddings, made once under runs/data (named by the
+# generator's version: an older version's folder is left alone, not reused).
+DEFAULT_DATA = str(Path("runs") / "data" / "synthetic-v2")
+
+
 def default_data(hidden: int, progress: bool = True) -> str:
-    """The built-in synthetic catalogue with MiniLM embeddings, made once under runs/data (named by the
-    generator's version: an older version's folder is left alone, not reused)."""
-    data = str(Path("runs") / "data" / "synthetic-v2")
+    """Makes the built-in catalogue (`DEFAULT_DATA`) unless it is there; returns its folder."""
+    data = DEFAULT_DATA
     if not (Path(data) / "similar_users.npy").exists():
         from llmesr import prepare_synthetic
         from llmesr.embed import embed_dataset
@@ -190,8 +195,8 @@ def main(argv: list[str] | None = None) -> int:
         threads.configure(count)  # before torch starts its pool
         from llmesr.train import train
 
-        if cfg.data is None:
-            cfg.data = default_data(cfg.hidden, progress=not args.quiet)
+        if cfg.data == DEFAULT_DATA:
+            default_data(cfg.hidden, progress=not args.quiet)
         compare = args.compare if args.compare is not None else (not args.resume and args.data is None)
         metrics = train(cfg, progress=not args.quiet, resume=bool(args.resume), overwrite=args.overwrite)
         main_rank = int(os.environ.get("RANK", "0")) == 0  # one summary under torchrun
