@@ -232,6 +232,18 @@ def test_a_run_started_with_a_relative_data_folder_resumes_from_anywhere(data, t
     assert train_cli.main(["--resume", str(run), "-q"]) == 0
 
 
+def test_llmesr_on_a_dataset_without_item_text_is_refused(tmp_path, capsys):
+    ds = prepare_synthetic(tmp_path / "d", n_users=80, n_items=40, seed=3)
+    rng = np.random.default_rng(0)
+    embed_dataset(
+        ds.path, item_table=np.ones((40, 16), np.float32), user_table=rng.normal(size=(80, 16)), k=10, hidden=8
+    )
+    argv = ["--data", str(ds.path), "--out", str(tmp_path / "r"), "--hidden", "8", "--n-negatives", "10", "-q"]
+    assert train_cli.main(argv) == 2
+    assert "every item has the same text embedding (no item text?)" in capsys.readouterr().err
+    assert train_cli.main([*argv, "--method", "base", "--epochs", "1"]) == 0  # the backbone alone trains
+
+
 def test_resume_log_has_each_epoch_once(data, tmp_path):
     run = tmp_path / "run"
     cfg = config(data, run, epochs=3)

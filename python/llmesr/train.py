@@ -146,6 +146,13 @@ class Training:
         if progress and ranks.main and not resume:
             print(f"{model_name(cfg)}, loss {loss} ({why}), {cfg.out}", file=sys.stderr)
         tables = load_embeddings(cfg.data) if cfg.method == "llmesr" else None
+        if tables is not None and cfg.uses_semantic and ds.n_items > 1:
+            items = tables["item_emb"][1:]
+            if (items == items[0]).all():  # no item text: every prompt the same ("unknown ...")
+                raise SettingsError(
+                    f"{cfg.data}: every item has the same text embedding (no item text?), so LLM-ESR's semantic "
+                    "view says nothing: train --method base, or prepare with --items and run llmesr-embed again"
+                )
         check_memory(cfg, ds.n_items, 0 if tables is None else tables["item_emb"].shape[1], available_memory(device))
         if cfg.n_negatives >= ds.n_items:
             raise SettingsError(f"n_negatives is {cfg.n_negatives}, but the catalogue has only {ds.n_items} items")
