@@ -147,20 +147,12 @@ class TrainConfig:
             value, kind = getattr(self, f.name), str(f.type)
             if value is None and "None" in kind:
                 continue
-            if kind.startswith("int"):
-                ok = isinstance(value, int) and not isinstance(value, bool)
-            elif kind.startswith("float"):
-                ok = isinstance(value, int | float) and not isinstance(value, bool)
-                if ok:
-                    setattr(self, f.name, float(value))
-            elif kind.startswith("bool"):
-                ok = isinstance(value, bool)
-            else:
-                ok = isinstance(value, str)
-            if not ok:
-                expected = kind.split(" |")[0].replace("int", "an integer").replace("float", "a number")
-                expected = {"bool": "true or false", "str": "a string"}.get(expected, expected)
+            declared = {"int": int, "float": float, "bool": bool}.get(kind.split(" |")[0], str)
+            if not is_a(value, declared):
+                expected = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}[declared]
                 raise SettingsError(f"{f.name} must be {expected}, not {value!r}")
+            if declared is float:
+                setattr(self, f.name, float(value))
 
     @classmethod
     def from_saved(cls, saved: dict[str, Any], source: str) -> TrainConfig:
@@ -197,6 +189,16 @@ def resolve_loss(loss: str, n_items: int) -> tuple[str, str]:
     if n_items <= CE_MAX_ITEMS:
         return "ce", f"--loss auto: {n_items:,} items <= {CE_MAX_ITEMS:,}, the whole catalogue is scored"
     return "sampled", f"--loss auto: {n_items:,} items > {CE_MAX_ITEMS:,}, a sampled softmax"
+
+
+def is_a(value: object, kind: type) -> bool:
+    """Whether `value` is of `kind` as a setting or a JSON value reads: an int is never a bool, a float
+    may be written as an int."""
+    if kind is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, kind)
 
 
 def field_names() -> list[str]:

@@ -85,7 +85,7 @@ def prepare(
         options = PrepareOptions(**settings)
     elif settings:
         raise TypeError("give either options or settings by name, not both")
-    with folder_lock(out, exclusive=True), atomic_dir(out, overwrite=overwrite, replaceable=is_dataset_folder) as tmp:
+    with atomic_dir(out, overwrite=overwrite, replaceable=is_dataset_folder) as tmp:
         with tempfile.TemporaryDirectory(prefix="llmesr-parquet-") as scratch:
             files, converted = [], {}  # Parquet inputs go through pyarrow (see llmesr.parquet)
             for p in inputs:
@@ -124,7 +124,7 @@ def prepare_synthetic(
     """Writes the built-in synthetic catalogue (deterministic for a seed; its generative story is in
     the README, "The built-in synthetic catalogue") and loads it. `n_topics`: departments (at most 10);
     `zipf`: the exponent of item popularity."""
-    with folder_lock(out, exclusive=True), atomic_dir(out, overwrite=overwrite, replaceable=is_dataset_folder) as tmp:
+    with atomic_dir(out, overwrite=overwrite, replaceable=is_dataset_folder) as tmp:
         _native.prepare_synthetic(
             os.fspath(tmp),
             n_users=n_users,

@@ -52,7 +52,6 @@ def export_recbole(
     name = token(Path(out).name, "dataset name")
     with (
         folder_lock(path, exclusive=False),
-        folder_lock(out, exclusive=True),
         atomic_dir(out, overwrite=overwrite, replaceable=lambda p: (p / f"{name}.yaml").exists()) as tmp,
     ):
         ds = load_dataset(path)

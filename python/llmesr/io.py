@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from llmesr.errors import SettingsError
+from llmesr.locks import folder_lock
 
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
@@ -71,10 +72,17 @@ def atomic_dir(
 ) -> Iterator[Path]:
     """Yields an empty temporary folder that replaces `final` when the block succeeds. With
     `overwrite`, an existing `final` is replaced only if it is a folder and `replaceable(final)` holds
-    (e.g. it is one of our dataset folders), never a file or someone else's folder."""
+    (e.g. it is one of our dataset folders), never a file or someone else's folder. The writer holds
+    `final`'s exclusive lock (`llmesr.locks`) for the whole block: a second writer fails at once."""
     final = Path(final)
     if not final.name:
         raise SettingsError(f"{str(final)!r} does not name a folder to write")
+    with folder_lock(final, exclusive=True), _replacing(final, overwrite, replaceable) as tmp:
+        yield tmp
+
+
+@contextlib.contextmanager
+def _replacing(final: Path, overwrite: bool, replaceable: Callable[[Path], bool] | None) -> Iterator[Path]:
     if final.is_symlink():  # replacing it would replace the link, not the folder it names
         raise SettingsError(f"{final} is a symbolic link: give the folder it points to ({final.resolve()})")
     if final.exists():

@@ -21,8 +21,9 @@ class FolderInUse(OSError):
     """Another process holds a lock on the folder that this command needs."""
 
 
-# Locks this process holds: lock file -> [file descriptor, exclusive, nesting depth].
-_held: dict[Path, list[int | bool]] = {}
+# Locks this process holds: lock file -> exclusive. A nested request takes nothing more: the outer
+# block holds the lock and releases it.
+_held: dict[Path, bool] = {}
 
 
 def _lock_file(folder: Path) -> Path:
@@ -72,14 +73,9 @@ def folder_lock(folder: str | os.PathLike[str], exclusive: bool) -> Iterator[Non
     Where no lock file can be made (a read-only place), nobody can write there: no lock is taken."""
     lock_file = _lock_file(Path(folder))
     if lock_file in _held:
-        entry = _held[lock_file]
-        if exclusive and not entry[1]:
+        if exclusive and not _held[lock_file]:
             raise RuntimeError(f"llmesr internal error: {folder} is read-locked by this process, not write-locked")
-        entry[2] = int(entry[2]) + 1
-        try:
-            yield
-        finally:
-            entry[2] = int(entry[2]) - 1
+        yield
         return
     try:
         fd = _acquire(lock_file, exclusive)
@@ -90,7 +86,7 @@ def folder_lock(folder: str | os.PathLike[str], exclusive: bool) -> Iterator[Non
         who = holders(lock_file)
         by = f"process {', '.join(who)}" if who else "another process"
         raise FolderInUse(f"{folder} is in use by {by}: wait for it to finish, or stop it")
-    _held[lock_file] = [fd, exclusive, 1]
+    _held[lock_file] = exclusive
     try:
         yield
     finally:

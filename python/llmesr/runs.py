@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from llmesr.config import TrainConfig
+from llmesr.config import TrainConfig, is_a
 from llmesr.data import EMBEDDING_FILES, file_sha256
 from llmesr.errors import SettingsError
 from llmesr.io import atomic_write, atomic_write_text, remove_stale_temporaries
@@ -206,27 +206,11 @@ def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
         state = _load_optimizer(tensors, meta, optimizer)
     except (KeyError, RuntimeError, ValueError) as e:
         raise SettingsError(f"{path}: not a checkpoint of this run ({e}); start over with --overwrite") from None
-    if not _valid_loop_state(state):
+    if not isinstance(state, dict) or not all(is_a(state.get(k), kind) for k, kind in LOOP_STATE.items()):
         raise SettingsError(
             f"{path}: its loop state is damaged (needs {', '.join(LOOP_STATE)}); start over with --overwrite"
         )
     return state
-
-
-def _valid_loop_state(state: object) -> bool:
-    if not isinstance(state, dict):
-        return False
-    for key, kind in LOOP_STATE.items():
-        value = state.get(key)
-        if kind is float:
-            ok = isinstance(value, int | float) and not isinstance(value, bool)
-        elif kind is int:
-            ok = isinstance(value, int) and not isinstance(value, bool)
-        else:
-            ok = isinstance(value, kind)
-        if not ok:
-            return False
-    return True
 
 
 def _load_optimizer(tensors: dict[str, torch.Tensor], meta: dict[str, str], optimizer: torch.optim.Optimizer) -> dict:
