@@ -181,8 +181,10 @@ fn article(word: &str) -> &'static str {
     }
 }
 
-/// Items grouped for the picks: by department, by (department, type) and by (department, brand).
+/// Items grouped for the picks: all of them, by department, by (department, type) and by (department,
+/// brand).
 struct Pools {
+    all: Vec<usize>,
     department: Vec<Vec<usize>>,
     kind: Vec<Vec<usize>>,
     brand: Vec<Vec<usize>>,
@@ -191,6 +193,7 @@ struct Pools {
 impl Pools {
     fn new(items: &[Item], n_departments: usize) -> Self {
         let mut p = Pools {
+            all: (0..items.len()).collect(),
             department: vec![Vec::new(); n_departments],
             kind: vec![Vec::new(); n_departments * TYPES],
             brand: vec![Vec::new(); n_departments * BRANDS],
@@ -224,12 +227,12 @@ fn history(r: &mut Rng, taste: &Taste, items: &[Item], pools: &Pools) -> Vec<usi
     // of a (tiny) catalogue, so every user leaves items to draw evaluation negatives from.
     let cap = (items.len() / 4).clamp(3, 200) as f64;
     let len = (3.0 + (1.2 + 0.9 * r.normal()).exp()).min(cap) as usize;
+    let fresh = |r: &mut Rng, bought: &[usize]| {
+        let d = taste.departments[r.below(taste.departments.len())];
+        pick(r, &pools.department[d], items, taste, bought)
+    };
     let mut out: Vec<usize> = Vec::with_capacity(len);
     while out.len() < len {
-        let fresh = |r: &mut Rng, bought: &[usize]| {
-            let d = taste.departments[r.below(taste.departments.len())];
-            pick(r, &pools.department[d], items, taste, bought)
-        };
         let next = match out.last().map(|&p| items[p]) {
             None => fresh(r, &out),
             Some(prev) => {
@@ -249,7 +252,7 @@ fn history(r: &mut Rng, taste: &Taste, items: &[Item], pools: &Pools) -> Vec<usi
         // A pool with nothing left falls back to a fresh pick, then to any item, then to a repeat.
         let next = next
             .or_else(|| fresh(r, &out))
-            .or_else(|| pick(r, &(0..items.len()).collect::<Vec<_>>(), items, taste, &out))
+            .or_else(|| pick(r, &pools.all, items, taste, &out))
             .or_else(|| out.last().copied());
         match next {
             Some(item) => out.push(item),
