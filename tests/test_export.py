@@ -30,6 +30,8 @@ def test_recbole_files_read_back_as_the_same_dataset(tmp_path):
     settings = (out / "mine.yaml").read_text()
     assert "eval_args: {split: {LS: valid_and_test}, order: TO, group_by: user, mode: full}" in settings
     assert "load_col: {inter: [user_id, item_id, timestamp, rating]}" in settings
+    assert f'data_path: "{tmp_path.resolve()}"' in settings and 'dataset: "mine"' in settings
+    assert "loss_type: CE\ntrain_neg_sample_args: ~" in settings  # RecBole 1.2 refuses CE without the second
     assert not (out / "mine.item").exists()  # no item text in this dataset
 
 

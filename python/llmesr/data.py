@@ -85,6 +85,7 @@ def prepare(
         options = PrepareOptions(**settings)
     elif settings:
         raise TypeError("give either options or settings by name, not both")
+    options = with_recbole_items(inputs, options)
     with atomic_dir(out, overwrite=overwrite, replaceable=is_dataset_folder) as tmp:
         with tempfile.TemporaryDirectory(prefix="llmesr-parquet-") as scratch:
             files, converted = [], {}  # Parquet inputs go through pyarrow (see llmesr.parquet)
@@ -109,6 +110,23 @@ def prepare(
                     source.update(path=os.fspath(converted[source["path"]]), read_as="parquet rows as tsv")
             (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     return load_dataset(out)
+
+
+def with_recbole_items(inputs: Sequence[str | os.PathLike[str]], options: PrepareOptions) -> PrepareOptions:
+    """RecBole atomic files come as a set: `NAME.inter` beside `NAME.item`. Without `--items`, the item
+    file beside each `.inter` input is read as the item text, so RecBole's own files (and
+    `llmesr-export`'s) prepare without options."""
+    if options.items or options.format not in ("auto", "recbole"):
+        return options
+    siblings = []
+    for p in map(Path, inputs):
+        name = p.name.removesuffix(".gz")
+        if not name.endswith(".inter"):
+            return options
+        sibling = p.with_name(name.removesuffix(".inter") + ".item")
+        if sibling.exists():
+            siblings.append(os.fspath(sibling))
+    return replace(options, items=siblings) if siblings else options
 
 
 def prepare_synthetic(

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from llmesr.cli.common import DefaultsHelp, add_debug_option, run_command
-from llmesr.export import TARGETS, export_recbole
+from llmesr.export import RECBOLE_COST, TARGETS, export_recbole
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -21,7 +21,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", required=True, help="folder to write, named as the dataset's name in RecBole: NAME/NAME.inter, ..."
     )
     p.add_argument("--to", choices=TARGETS, default="recbole", help="target format")
-    p.add_argument("--max-len", type=int, default=200, help="longest history the target's models read")
+    p.add_argument(
+        "--max-len", type=int, default=200, help="longest history the target's models read (MAX_ITEM_LIST_LENGTH)"
+    )
     p.add_argument("--overwrite", action="store_true", help="replace a folder an earlier export wrote")
     add_debug_option(p)
     return p
@@ -33,9 +35,10 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> None:
         out = export_recbole(args.dataset, args.out, max_len=args.max_len, overwrite=args.overwrite)
         name = out.name
+        settings = out.resolve() / f"{name}.yaml"
         print(
-            f"wrote {out}; in RecBole: run_recbole(model='SASRec', dataset='{name}', "
-            f"config_file_list=['{out / (name + '.yaml')}'], config_dict={{'data_path': '{out.resolve().parent}'}})"
+            f"wrote {out}; in RecBole: run_recbole(model='SASRec', dataset='{name}', config_file_list=['{settings}'])\n"
+            f"note: {RECBOLE_COST}"
         )
 
     return run_command(body, debug=args.debug)

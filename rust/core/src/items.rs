@@ -1,6 +1,7 @@
 //! Item metadata (the text the embedding step reads): JSON lines (Amazon 2018 and 2023, Yelp business, any
 //! `{id, title/name, ...}` records), Amazon 2014 Python-literal lines, MovieLens `u.item` (latin-1,
-//! `|`) and `movies.dat` (`::`). Every layout becomes one [`ItemMeta`].
+//! `|`), `movies.dat` (`::`) and RecBole `.item` atomic files (a typed header, tab-separated). Every
+//! layout becomes one [`ItemMeta`].
 
 use crate::error::{Error, Result};
 use crate::reader::{InputFile, SourceInfo};
@@ -108,6 +109,68 @@ pub fn meta_from_json(v: &Value, key_field: Option<&str>) -> std::result::Result
     Ok((key, ItemMeta { title: get(&["title", "name"]), brand, categories, description, price: get(&["price"]) }))
 }
 
+/// The columns of a RecBole `.item` file, from its typed header (`item_id:token\ttitle:token_seq...`).
+struct RecBoleColumns {
+    count: usize,
+    key: usize,
+    title: Option<usize>,
+    brand: Option<usize>,
+    categories: Option<usize>,
+    description: Option<usize>,
+    price: Option<usize>,
+}
+
+impl RecBoleColumns {
+    /// `None` when `line` is not a RecBole header (every field `name:type` with a RecBole type).
+    fn from_header(line: &[u8], key_field: Option<&str>) -> Option<std::result::Result<Self, String>> {
+        let text = std::str::from_utf8(line).ok()?.trim_end_matches('\r');
+        let mut names = Vec::new();
+        for field in text.split('\t') {
+            let (name, kind) = field.rsplit_once(':')?;
+            if !matches!(kind.trim(), "token" | "token_seq" | "float" | "float_seq") {
+                return None;
+            }
+            names.push(name.trim().to_lowercase());
+        }
+        let find = |candidates: &[&str]| candidates.iter().find_map(|c| names.iter().position(|n| n == c));
+        let key = match key_field {
+            Some(k) => find(&[k.to_lowercase().as_str()])
+                .ok_or_else(|| format!("no '{k}' column in the RecBole header {names:?} (given with --item-key)")),
+            None => find(KEY_FIELDS)
+                .ok_or_else(|| format!("no item id column in the RecBole header {names:?} (name one with --item-key)")),
+        };
+        Some(key.map(|key| RecBoleColumns {
+            count: names.len(),
+            key,
+            title: find(&["title", "movie_title", "name", "item_name"]),
+            brand: find(&["brand", "store"]),
+            categories: find(&["categories", "category", "class", "genre", "genres"]),
+            description: find(&["description"]),
+            price: find(&["price"]),
+        }))
+    }
+
+    /// One row. Token sequences are space-separated words, so a category list comes back as words.
+    fn parse(&self, line: &[u8]) -> std::result::Result<(String, ItemMeta), String> {
+        let text = std::str::from_utf8(line).map_err(|_| "not valid UTF-8".to_string())?.trim_end_matches('\r');
+        let f: Vec<&str> = text.split('\t').collect();
+        if f.len() != self.count {
+            return Err(format!("{} tab-separated fields where the header names {}", f.len(), self.count));
+        }
+        let get = |i: Option<usize>| i.map(|i| f[i].trim()).filter(|v| !v.is_empty()).map(String::from);
+        let key = get(Some(self.key)).ok_or("the item id is empty")?;
+        let categories = self.categories.map_or_else(Vec::new, |i| f[i].split_whitespace().map(String::from).collect());
+        let meta = ItemMeta {
+            title: get(self.title),
+            brand: get(self.brand),
+            categories,
+            description: get(self.description),
+            price: get(self.price),
+        };
+        Ok((key, meta))
+    }
+}
+
 fn decode(line: &[u8]) -> String {
     // MovieLens files are latin-1; everything else must be UTF-8 (checked by the callers).
     match std::str::from_utf8(line) {
@@ -175,10 +238,25 @@ pub fn read_items(
     for path in paths {
         let mut f = InputFile::open(path)?;
         let mut any = false;
+        let mut recbole: Option<RecBoleColumns> = None;
         while let Some(block) = f.next_block(4 << 20)? {
             for (line_no, line) in block.lines() {
-                any = true;
-                match parse_line(line, key_field) {
+                if !any {
+                    any = true;
+                    match RecBoleColumns::from_header(line, key_field) {
+                        Some(Ok(columns)) => {
+                            recbole = Some(columns);
+                            continue;
+                        }
+                        Some(Err(msg)) => return Err(Error::Parse { file: path.clone(), line: line_no, msg }),
+                        None => {}
+                    }
+                }
+                let parsed = match &recbole {
+                    Some(columns) => columns.parse(line),
+                    None => parse_line(line, key_field),
+                };
+                match parsed {
                     Ok((key, meta)) => {
                         if wanted.contains(key.as_str()) {
                             out.insert(key, meta);
@@ -236,6 +314,23 @@ mod tests {
         let (_, m) = parse_line(br#"{"parent_asin": "P2", "store": "", "details": {"Brand": "Zed"}}"#, None).unwrap();
         assert_eq!(m.brand.as_deref(), Some("Zed"));
         assert!(parse_line(b"just text", None).is_err());
+        // RecBole's own ml-100k.item layout, and ours (llmesr-export).
+        let columns = RecBoleColumns::from_header(
+            b"item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq",
+            None,
+        )
+        .unwrap()
+        .unwrap();
+        let (k, m) = columns.parse(b"1\tToy Story\t1995\tAnimation Children's Comedy").unwrap();
+        assert_eq!((k.as_str(), m.title.as_deref()), ("1", Some("Toy Story")));
+        assert_eq!(m.categories, vec!["Animation", "Children's", "Comedy"]);
+        assert!(columns.parse(b"2\tHeat").unwrap_err().contains("2 tab-separated fields where the header names 4"));
+        let ours = RecBoleColumns::from_header(b"item_id:token\ttitle:token_seq\tcategories:token_seq", None);
+        let (_, m) = ours.unwrap().unwrap().parse(b"B7\t\tFood").unwrap();
+        assert_eq!((m.title, m.categories), (None, vec!["Food".to_string()]));
+        let keyless = RecBoleColumns::from_header(b"title:token_seq\tprice:float", None).unwrap();
+        assert!(keyless.err().unwrap().contains("no item id column"));
+        assert!(RecBoleColumns::from_header(b"item_id\ttitle", None).is_none());
         assert!(parse_line(br#"{"title": "no id"}"#, None).unwrap_err().contains("--item-key"));
     }
 }
