@@ -1,9 +1,15 @@
-"""The validation pass of LLM-ESR-SASRec (full ranking of every user, both views, cross-attention, a 384-d
+"""Full-ranking passes of LLM-ESR-SASRec.
+
+The validation pass (full ranking of every user, both views, cross-attention, a 384-d
 semantic table, the paper's settings otherwise): `evaluate` as training runs it (the last block computes
 the last position only, the adapter once per pass, no top-10 lists) against the straightforward pass
 over the same model (`llmesr.models.reference.user_vector`: every position of rows padded to max_len,
 the adapter per batch, the top-10 lists counted), in the same process, on the built-in synthetic data
 (LLMESR_BENCH_EVAL_USERS users, default 20,000; 1/5 as many items). Both must give the same NDCG@10.
+
+The tail curve (`llmesr-report --tail-curve 0,0.25,0.5,1`): the encoder run once and each gamma only
+re-ranked (`llmesr.analysis.tail_tradeoff`), against one whole pass of the debiased model per gamma; the
+same rows from both.
 
     pytest benches/test_eval_speed.py --benchmark-only -s
 """
@@ -13,11 +19,12 @@ from __future__ import annotations
 import os
 import time
 
+import numpy as np
 import pytest
 import torch
 
 from llmesr import prepare_synthetic
-from llmesr.evaluate import evaluate
+from llmesr.evaluate import PopularityDebiased, evaluate, users_vectors
 from llmesr.models import LLMESR, reference
 
 from _synthetic_log import record
@@ -39,12 +46,16 @@ class Straightforward(torch.nn.Module):
         return self.model.item_vectors(items)
 
 
-def test_validation_pass_vs_straightforward(benchmark, tmp_path):
+def dataset_and_model(tmp_path):
     ds = prepare_synthetic(tmp_path / "syn", n_users=USERS, n_items=max(100, USERS // 5), seed=0)
     torch.manual_seed(0)
     semantic = torch.randn(ds.n_items + 1, 384)
     semantic[0] = 0
-    model = LLMESR(ds.n_items, torch.nn.functional.normalize(semantic, dim=1)).eval()
+    return ds, LLMESR(ds.n_items, torch.nn.functional.normalize(semantic, dim=1)).eval()
+
+
+def test_validation_pass_vs_straightforward(benchmark, tmp_path):
+    ds, model = dataset_and_model(tmp_path)
 
     def timed(scorer, top_lists: bool) -> tuple[float, float]:
         t = time.perf_counter()
@@ -68,3 +79,36 @@ def test_validation_pass_vs_straightforward(benchmark, tmp_path):
         "speedup": round(plain_s / ours_s, 2),
     }
     record(benchmark, f"eval_{USERS}", result)
+
+
+def test_tail_curve_encoder_once_vs_a_pass_per_gamma(benchmark, tmp_path):
+    ds, model = dataset_and_model(tmp_path)
+    users, gammas = np.flatnonzero(ds.test > 0), (0.0, 0.25, 0.5, 1.0)
+
+    def ndcg(scorer, vectors=None) -> float:
+        return evaluate(scorer, ds, users=users, user_vectors=vectors).result()["overall"]["NDCG@10"]
+
+    def once() -> tuple[float, list[float]]:
+        t = time.perf_counter()
+        vectors = users_vectors(model, ds, users)
+        rows = [ndcg(d, d.extend(vectors)) for d in (PopularityDebiased(model, ds, g) for g in gammas)]
+        return time.perf_counter() - t, rows
+
+    def per_gamma() -> tuple[float, list[float]]:
+        t = time.perf_counter()
+        rows = [ndcg(PopularityDebiased(model, ds, g)) for g in gammas]
+        return time.perf_counter() - t, rows
+
+    ours, plain = once(), per_gamma()
+    assert ours[1] == pytest.approx(plain[1], abs=1e-9)
+    benchmark.pedantic(once, rounds=1, iterations=1)
+    result = {
+        "users": len(users),
+        "items": ds.n_items,
+        "gammas": len(gammas),
+        "threads": torch.get_num_threads(),
+        "encoder_once_s": round(ours[0], 2),
+        "pass_per_gamma_s": round(plain[0], 2),
+        "speedup": round(plain[0] / ours[0], 2),
+    }
+    record(benchmark, f"tail_curve_{USERS}", result)

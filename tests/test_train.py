@@ -277,12 +277,17 @@ def test_tail_tradeoff_and_score_parts(data, tmp_path):
     assert rows[0]["overall_NDCG@10"] == pytest.approx(metrics["test"]["full"]["overall"]["NDCG@10"])
     assert rows[0]["coverage@10"] == pytest.approx(metrics["test"]["full"]["overall"]["coverage@10"])
     assert rows[1]["mean_popularity@10"] < rows[0]["mean_popularity@10"]  # towards the tail
+    # The encoder runs once for every gamma: each row as a whole pass of the debiased model gives it.
+    from llmesr.evaluate import PopularityDebiased, evaluate
+
+    rec, ds = Recommender(tmp_path / "run"), load_dataset(data)
+    plain = evaluate(PopularityDebiased(rec.model, ds, 50.0), ds, protocol="full").result()["overall"]
+    assert rows[1]["overall_NDCG@10"] == pytest.approx(plain["NDCG@10"], abs=1e-9)
+    assert rows[1]["mean_popularity@10"] == pytest.approx(plain["mean_popularity@10"], abs=1e-9)
     parts = score_parts(tmp_path / "run")
     assert set(parts["top1"]) == {"id", "semantic", "count"}
     assert parts["tail_target"]["count"] + parts["head_target"]["count"] == parts["top1"]["count"] == 150
     # The two parts add up to the score of each user's top item.
-    rec = Recommender(tmp_path / "run")
-    ds = load_dataset(data)
     inputs = histories(ds, np.flatnonzero(ds.test > 0), "test", 20)
     _, scores = rec.recommend([row[row != 0].tolist() for row in inputs], k=1)
     assert parts["top1"]["id"] + parts["top1"]["semantic"] == pytest.approx(float(np.mean(scores[:, 0])), rel=1e-4)

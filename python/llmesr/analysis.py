@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from llmesr.data import load_dataset
-from llmesr.evaluate import PopularityDebiased, evaluate
+from llmesr.evaluate import PopularityDebiased, evaluate, users_vectors
 from llmesr.metrics import Groups
 from llmesr.recommend import Recommender
 from llmesr.sampling import histories
@@ -33,9 +33,11 @@ def _loaded(run_dir: str | Path) -> tuple[Recommender, Any, Groups]:
 
 def tail_tradeoff(run_dir: str | Path, gammas: Sequence[float]) -> list[dict[str, float | None]]:
     """One row per gamma: overall NDCG@10, tail- and head-item HR@10 (test, full ranking), coverage@10,
-    the tail share and mean popularity of the top-10 lists."""
+    the tail share and mean popularity of the top-10 lists. The sequence encoder runs once: each gamma
+    only re-ranks (its user vectors are the model's plus one coordinate)."""
     rec, ds, groups = _loaded(run_dir)
     users = np.flatnonzero(ds.test > 0)
+    vectors = users_vectors(rec.model, ds, users, "test")
     rows = []
     for gamma in gammas:
         model = PopularityDebiased(rec.model, ds, gamma)
@@ -47,6 +49,7 @@ def tail_tradeoff(run_dir: str | Path, gammas: Sequence[float]) -> list[dict[str
             users=users,
             groups=groups,
             ties=rec.config.ties or "pessimistic",
+            user_vectors=model.extend(vectors),
         ).result()
         rows.append(
             {

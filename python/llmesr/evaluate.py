@@ -56,13 +56,16 @@ def evaluate(
     ties: str = "pessimistic",
     top_lists: bool = True,
     progress: str | None = None,
+    user_vectors: torch.Tensor | None = None,
 ) -> GroupedMetrics:
     """Metrics of `model` (anything with `user_vector(sequences)` and `item_vectors(items)`) over
     `users` (default: every user with a validation and test item), as mergeable sums. `groups`: the
     long-tail groups of this split (`Groups.of(ds, split=split)` by default). `max_len`: the longest
     input, by default the model's own (`model.max_len`). `top_lists`: count each user's top 10 (full
     protocol) for the beyond-accuracy figures; model selection reads NDCG only and skips it. `progress`:
-    a progress bar of that name on stderr, gone when done."""
+    a progress bar of that name on stderr, gone when done. `user_vectors`: the model's vectors of
+    `users` for this split, computed earlier (`users_vectors`), so that several scorings of one model
+    (`llmesr-report --tail-curve`) run the sequence encoder once."""
     if split not in ("valid", "test"):
         raise SettingsError(f"split must be 'valid' or 'test', not {split!r}")
     if protocol not in ("full", "sampled"):
@@ -87,7 +90,10 @@ def evaluate(
             seqs = histories(ds, batch, "train" if split == "valid" else "test", max_len)
             targets = (ds.valid if split == "valid" else ds.test)[batch].astype(np.int64)
             seq_t = torch.from_numpy(seqs.astype(np.int64)).to(device)
-            vectors = require_finite(model.user_vector(seq_t), "user vectors")
+            if user_vectors is None:
+                vectors = require_finite(model.user_vector(seq_t), "user vectors")
+            else:
+                vectors = user_vectors[start : start + batch_size].to(device)
             if protocol == "full":
                 scores = vectors @ all_items.T
                 target_t = torch.from_numpy(targets).to(device)[:, None]
@@ -106,6 +112,27 @@ def evaluate(
             result.add(batch, targets, ranks)
     model.train(was_training)
     return result
+
+
+@torch.no_grad()
+def users_vectors(
+    model: Scorer, ds: Dataset, users: np.ndarray, split: str = "test", batch_size: int = 256
+) -> torch.Tensor:
+    """`model.user_vector` of each of `users` from its input for `split`, `[len(users), d]`: what
+    `evaluate(..., user_vectors=)` reuses."""
+    was_training = model.training
+    model.eval()
+    device = next(itertools.chain(model.parameters(), model.buffers())).device
+    out = []
+    for start in range(0, len(users), batch_size):
+        seqs = histories(
+            ds, np.asarray(users[start : start + batch_size]), "train" if split == "valid" else "test", model.max_len
+        )
+        out.append(
+            require_finite(model.user_vector(torch.from_numpy(seqs.astype(np.int64)).to(device)), "user vectors")
+        )
+    model.train(was_training)
+    return torch.cat(out)
 
 
 def require_finite(vectors: torch.Tensor, what: str) -> torch.Tensor:
@@ -144,12 +171,16 @@ class PopularityDebiased(torch.nn.Module):
         super().__init__()
         self.model, self.gamma = model, float(gamma)
         self.max_len = model.max_len
+        self.train(model.training)  # a new Module trains; `evaluate` restores this mode to `model` too
         log_pop = np.log1p(ds.train_popularity.astype(np.float64)).astype(np.float32)
         self.log_popularity: torch.Tensor
         self.register_buffer("log_popularity", torch.from_numpy(log_pop)[:, None])
 
     def user_vector(self, sequences: torch.Tensor) -> torch.Tensor:
-        vectors = self.model.user_vector(sequences)
+        return self.extend(self.model.user_vector(sequences))
+
+    def extend(self, vectors: torch.Tensor) -> torch.Tensor:
+        """The model's user vectors as this scorer's (one more coordinate, `-gamma`)."""
         return torch.cat([vectors, torch.full_like(vectors[:, :1], -self.gamma)], dim=1)
 
     def item_vectors(self, items: torch.Tensor) -> torch.Tensor:
