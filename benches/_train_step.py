@@ -1,11 +1,15 @@
 """One training step of LLM-ESR-SASRec at the paper's settings on Yelp, fast or straightforward, run
 in a fresh process so that its peak memory is its own. Used by test_train_speed.py; by hand:
 
-    python benches/_train_step.py fast 5        # or: reference 2, evaluate 1
+    python benches/_train_step.py fast 5        # or: reference 2, evaluate 1, ce 5
 
 LLMESR_OPS=native|ref picks the fused operators or their PyTorch twins; LLMESR_BENCH_DEVICE=cuda runs
 on the GPU (the data folder prepared beforehand, see `yelp`). Prints one JSON line: seconds per step (after one warm-up step), the share of it spent assembling
 batches, and the process's peak resident memory before and after the steps.
+
+`ce`: SASRec alone with `--loss ce` (a softmax over all of Yelp's items), each step against its four
+matrix products alone (the chunked loss's scores, their recomputation in the backward pass, and the
+two gradient products) at the step's own shapes, alternated in the same process.
 """
 
 from __future__ import annotations
@@ -75,6 +79,8 @@ def main(kind: str, steps: int) -> dict:
         evaluate(model, ds, protocol="full", max_len=MAX_LEN)
         return {"kind": kind, "seconds": time.perf_counter() - t, "users": int((ds.test > 0).sum()),
                 "rss_before_mib": rss_before, "peak_rss_mib": peak_rss_mib()}  # fmt: skip
+    if kind == "ce":
+        return ce_step_vs_products(ds, steps, device, sync, rss_before)
     cfg = TrainConfig(data="-", out="-", max_len=MAX_LEN, batch_size=BATCH)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     order = np.random.default_rng(0).permutation(np.flatnonzero(ds.train_end - ds.indptr[:-1] >= 2))
@@ -102,6 +108,64 @@ def main(kind: str, steps: int) -> dict:
         "seconds_per_step": float(np.mean(times)),
         "sequences_per_second": BATCH / float(np.mean(times)),
         "batch_fraction": float(np.sum(batch_times) / np.sum(times)),
+        "rss_before_mib": rss_before,
+        "peak_rss_mib": peak_rss_mib(),
+    }
+
+
+def ce_step_vs_products(ds, steps: int, device, sync, rss_before: float) -> dict:
+    import torch
+
+    from llmesr.config import TrainConfig
+    from llmesr.models import LLMESR
+    from llmesr.models.losses import CE_CHUNK_SCORES
+    from llmesr.train import training_batch
+
+    torch.manual_seed(0)
+    model = LLMESR(ds.n_items, views="id", hidden=HIDDEN, max_len=MAX_LEN).to(device)
+    cfg = TrainConfig(data="-", out="-", max_len=MAX_LEN, batch_size=BATCH, loss="ce")
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    order = np.random.default_rng(0).permutation(np.flatnonzero(ds.train_end - ds.indptr[:-1] >= 2))
+    table = torch.randn(ds.n_items, HIDDEN, device=device)
+    rows = max(1, CE_CHUNK_SCORES // ds.n_items)
+
+    def products(n_targets: int) -> float:
+        states, grad_table = torch.randn(n_targets, HIDDEN, device=device), torch.zeros_like(table)
+        sync()
+        t = time.perf_counter()
+        for chunk in states.split(rows):
+            scores = chunk @ table.T  # forward
+            scores = chunk @ table.T  # recomputed in the backward pass
+            _ = scores @ table  # gradient of the states
+            grad_table.addmm_(scores.T, chunk)  # gradient of the item table
+        sync()
+        return time.perf_counter() - t
+
+    step_times, product_times, targets_per_step = [], [], []
+    for step in range(steps + 1):  # step 0 warms up
+        sync()
+        t0 = time.perf_counter()
+        users = order[step * BATCH : (step + 1) * BATCH]
+        inputs, targets, negatives = (torch.from_numpy(a).long().to(device) for a in training_batch(cfg, ds, users, 1))
+        loss = model.training_loss(inputs, targets, negatives, loss="ce")
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        sync()
+        elapsed = time.perf_counter() - t0
+        n_targets = int((targets != 0).sum())
+        if step:
+            step_times.append(elapsed)
+            product_times.append(products(n_targets))
+            targets_per_step.append(n_targets)
+    return {
+        "kind": "ce",
+        "device": str(device),
+        "items": ds.n_items,
+        "targets_per_step": float(np.mean(targets_per_step)),
+        "seconds_per_step": float(np.mean(step_times)),
+        "products_seconds_per_step": float(np.mean(product_times)),
+        "step_over_products": float(np.sum(step_times) / np.sum(product_times)),
         "rss_before_mib": rss_before,
         "peak_rss_mib": peak_rss_mib(),
     }
