@@ -84,7 +84,7 @@ def test_cache_makes_reruns_encode_nothing(tmp_path):
     texts = ["a red apple", "a green pear", "a red apple", "blue sky"]
     enc = CountingEncoder()
     first, stats = encode_all(texts, enc, EmbeddingCache(tmp_path, enc.name), batch_size=2)
-    assert stats == {"texts": 4, "distinct": 3, "cache_hits": 0, "encoded": 3}
+    assert stats == {"texts": 4, "distinct": 3, "cache_hits": 0, "encoded": 3, "encoded_tokens_estimated": 13}
     assert enc.seen == ["blue sky", "a red apple", "a green pear"]  # shortest first: batches pad little
     np.testing.assert_array_equal(first, HashingEncoder(16).encode(texts))  # in the order given
     enc2 = CountingEncoder()
@@ -92,6 +92,21 @@ def test_cache_makes_reruns_encode_nothing(tmp_path):
     assert enc2.seen == [] and stats["cache_hits"] == 3
     np.testing.assert_array_equal(first, again)
     np.testing.assert_array_equal(first[0], first[2])
+
+
+def test_progress_counts_tokens_so_that_the_eta_holds_as_texts_grow():
+    from llmesr.encoders import estimated_tokens
+
+    # Three short texts then one long one: by texts the bar would be 75 % done before the long one.
+    texts = ["tea", "cup", "mug", "a long history of purchases " * 40]
+    steps = []
+    encode_all(texts, HashingEncoder(16), batch_size=1, progress=lambda n, total: steps.append((n, total)))
+    tokens = estimated_tokens(sorted(texts, key=len))
+    assert steps == [(int(t), int(tokens.sum())) for t in tokens]
+    assert steps[-1][0] / steps[0][1] > 0.9  # the long text is nearly all of the work
+    # A model's window caps the count (it truncates the rest): 1,120 characters cost at most 256 tokens.
+    assert estimated_tokens(texts, window=256).tolist() == [2, 2, 2, 256]
+    assert estimated_tokens(texts)[-1] == len(texts[-1]) // 4 + 2
 
 
 def test_cache_survives_a_killed_write(tmp_path):

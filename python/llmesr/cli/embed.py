@@ -139,12 +139,16 @@ def main(argv: list[str] | None = None) -> int:
                         (
                             f"{what} texts",
                             f"{t['texts']:,} ({t['distinct']:,} distinct, {t['cache_hits']:,} cached, "
-                            f"{t['encoded']:,} encoded)",
+                            f"{t['encoded']:,} encoded, ~{t['encoded_tokens_estimated']:,} tokens)",
                         )
                     )
             names = {"encode_items": "encoding items", "encode_users": "encoding users", "pca": "PCA"}
             for stage, value in info["seconds"].items():
-                rows.append((f"{names.get(stage, stage.replace('_', ' '))} time", f"{value:.1f} s"))
+                rate = ""
+                if stage.startswith("encode_") and value > 0:  # texts/s and tokens/s of what was encoded
+                    t = info[f"{stage.removeprefix('encode_')}_texts"]
+                    rate = f" ({t['encoded'] / value:,.0f} texts/s, ~{t['encoded_tokens_estimated'] / value:,.0f} tokens/s)"
+                rows.append((f"{names.get(stage, stage.replace('_', ' '))} time", f"{value:.1f} s{rate}"))
             print(format_rows(rows))
 
     return run_command(body, debug=args.debug)
