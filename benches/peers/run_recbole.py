@@ -133,6 +133,8 @@ def recbole_side(args: argparse.Namespace) -> None:
     def recorded_valid_epoch(*a: Any, **k: Any) -> Any:
         score, result = valid_epoch(*a, **k)
         valid_scores.append(float(score))
+        epoch = len(valid_scores)
+        print(f"epoch {epoch}: train {train_seconds[-1]:.1f} s, valid NDCG@10 {score:.4f}", file=sys.stderr, flush=True)
         return score, result
 
     trainer._train_epoch, trainer._valid_epoch = timed_train_epoch, recorded_valid_epoch
