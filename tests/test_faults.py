@@ -549,3 +549,26 @@ def test_a_symlinked_out_is_refused_and_nothing_is_left_behind(data, tmp_path, c
         == 2
     )
     assert "is a symbolic link" in capsys.readouterr().err
+
+
+def test_a_full_disk_while_saving_weights_is_one_line_naming_the_file(tmp_path, capsys):
+    # A file-size limit makes the write fail as a full disk does (EFBIG instead of ENOSPC).
+    import resource
+    import signal
+
+    from llmesr.cli.common import run_command
+    from llmesr.runs import save_weights
+
+    model = LLMESR(50, views="id", hidden=16, max_len=10)
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # the write fails instead of killing the process
+    resource.setrlimit(resource.RLIMIT_FSIZE, (1000, hard))
+    try:
+        code = run_command(lambda: save_weights(tmp_path / "best.safetensors", model))
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous)
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err, err
+    assert err.startswith(f"error: {tmp_path / 'best.safetensors'}: cannot write (") and "File too large" in err
+    assert os.listdir(tmp_path) == []  # no partial file, no temporary left

@@ -39,6 +39,29 @@ def test_ctrl_c_names_the_run_folder(data, tmp_path, capsys, monkeypatch):
     assert f"llmesr-train --resume {tmp_path / 'r'}" in capsys.readouterr().err
 
 
+def test_ctrl_c_says_what_was_already_written(tmp_path, capsys, monkeypatch):
+    import llmesr.cli.prepare
+    from llmesr.cli import prepare as prepare_cli
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    out = tmp_path / "ds"
+    assert prepare_cli.main(["--synthetic", "--n-users", "30", "--n-items", "20", "--out", str(out), "-q"]) == 0
+    # Interrupted while reading: the old folder is untouched.
+    monkeypatch.setattr(llmesr.cli.prepare, "prepare_synthetic", interrupted)
+    assert prepare_cli.main(["--synthetic", "--out", str(out), "--overwrite"]) == 130
+    assert capsys.readouterr().err.strip() == "interrupted; nothing was written"
+    # Interrupted after --overwrite replaced the folder (during the summary): it says so.
+    monkeypatch.undo()
+    monkeypatch.setattr(llmesr.cli.prepare, "summarize", interrupted)
+    assert (
+        prepare_cli.main(["--synthetic", "--n-users", "40", "--n-items", "20", "--out", str(out), "--overwrite"]) == 130
+    )
+    assert capsys.readouterr().err.strip() == f"interrupted after writing {out} (each complete)"
+    assert 'n_users": 40' in (out / "meta.json").read_text()
+
+
 def test_resuming_a_finished_run_does_not_test_again(data, tmp_path, capsys, monkeypatch):
     run = tmp_path / "r"
     assert train_cli.main(["--data", str(data), "--out", str(run), *TINY]) == 0

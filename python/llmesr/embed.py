@@ -16,6 +16,8 @@ similar users) is refused instead of mixing two embeddings.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 import pickle
@@ -28,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from llmesr import _native
-from llmesr.data import Dataset, file_sha256, load_dataset
+from llmesr.data import Dataset, load_dataset
 from llmesr.encoders import EmbeddingCache, Encoder, encode_all
 from llmesr.errors import SettingsError
 from llmesr.io import atomic_write, atomic_write_text
@@ -110,9 +112,11 @@ def load_table(path: str | os.PathLike[str], allow_pickle: bool = False) -> np.n
     return np.load(path, allow_pickle=False)
 
 
-def _save_npy(path: Path, *, array: np.ndarray) -> None:
-    with open(path, "wb") as f:
-        np.save(f, array, allow_pickle=False)
+def npy_bytes(array: np.ndarray) -> bytes:
+    """The .npy file of `array`, in memory: what is written is what is hashed."""
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=False)
+    return buffer.getvalue()
 
 
 def embed_dataset(
@@ -192,8 +196,12 @@ def embed_dataset(
             "item_pca.npy": with_padding_row(item_pca),
             "similar_users.npy": with_padding_row(neighbours.astype(np.int32)),
         }
+        # embed.json's hashes are of the bytes written (not read back from the folder afterwards), so the
+        # five files are checked as one set at load (`llmesr.data.load_embeddings`).
+        info["files"] = {}
         for name, array in outputs.items():
-            atomic_write(folder / name, partial(_save_npy, array=array))
-        info["files"] = {name: file_sha256(folder / name) for name in outputs}
+            data = npy_bytes(array)
+            atomic_write(folder / name, partial(Path.write_bytes, data=data))
+            info["files"][name] = hashlib.sha256(data).hexdigest()
         atomic_write_text(folder / "embed.json", json.dumps(info, indent=2) + "\n")
         return info

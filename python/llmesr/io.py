@@ -18,6 +18,13 @@ from llmesr.locks import folder_lock
 
 _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
+_written: list[Path] = []  # outputs this process has put in place, in order (see `written`)
+
+
+def written() -> list[Path]:
+    """The outputs (files and folders) this process has renamed into place so far: what an
+    interrupted command has already changed on disk."""
+    return list(_written)
 
 
 def _exchange(a: Path, b: Path) -> bool:
@@ -106,6 +113,7 @@ def _replacing(final: Path, overwrite: bool, replaceable: Callable[[Path], bool]
             os.rename(final, old / "x")
             os.rename(tmp, final)
             shutil.rmtree(old)
+        _written.append(final)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -123,6 +131,7 @@ def atomic_write(final: str | os.PathLike[str], write: Callable[[Path], object])
         write(tmp)
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, final)
+        _written.append(final)
     finally:
         tmp.unlink(missing_ok=True)
 

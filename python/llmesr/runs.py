@@ -146,7 +146,6 @@ def cpu_weights(model: torch.nn.Module, prefix: str = "") -> dict[str, torch.Ten
 def save_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
     """Weights, optimizer state and the loop's state (JSON in the metadata) in one safetensors file."""
     import torch
-    from safetensors.torch import save_file
 
     tensors = cpu_weights(model, prefix="model.")
     opt = optimizer.state_dict()
@@ -154,15 +153,28 @@ def save_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.O
         for key, value in slots.items():
             tensors[f"optimizer.{pid}.{key}"] = torch.as_tensor(value).cpu().contiguous()
     meta = {"state": json.dumps(state), "param_groups": json.dumps(opt["param_groups"])}
-    atomic_write(path, lambda tmp: save_file(tensors, tmp, metadata=meta))
+    write_safetensors(path, tensors, meta)
 
 
 def save_weights(path: Path, model: torch.nn.Module) -> None:
     """The model's weights alone (best.safetensors), as `read_weights` reads them back."""
+    write_safetensors(path, cpu_weights(model))
+
+
+def write_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+    """`tensors` as a safetensors file at `path`, atomically. safetensors reports a failed write (a full
+    disk) as its own error type: it becomes an OSError naming `path`, which the commands print as one
+    line."""
+    from safetensors import SafetensorError
     from safetensors.torch import save_file
 
-    weights = cpu_weights(model)
-    atomic_write(path, lambda tmp: save_file(weights, tmp))
+    def write(tmp: Path) -> None:
+        try:
+            save_file(tensors, tmp, metadata=metadata)
+        except SafetensorError as e:
+            raise OSError(f"{path}: cannot write ({e}); free some space and resume") from None
+
+    atomic_write(path, write)
 
 
 def read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:

@@ -6,10 +6,12 @@ import argparse
 import sys
 import traceback
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from tqdm import tqdm
 
+import llmesr.io
 from llmesr._native import DataError
 from llmesr.errors import ExternalError, LlmesrError
 
@@ -80,15 +82,23 @@ def count(minimum: int) -> Callable[[str], int]:
     return parse
 
 
+def what_was_written(done: list[Path]) -> str:
+    """The default message of an interrupted command: true about what it already changed on disk."""
+    if not done:
+        return "interrupted; nothing was written"
+    return "interrupted after writing " + ", ".join(printable(str(p)) for p in done) + " (each complete)"
+
+
 def run_command(
     main: Callable[[], Any],
-    interrupted: str | Callable[[], str] = "interrupted; nothing was written",
+    interrupted: str | Callable[[], str] | None = None,
     debug: bool = False,
 ) -> int:
     """Runs a command body. What the user can fix prints as one line naming the file or setting: llmesr's
     own errors (`llmesr.errors`), the data core's, and OS errors (which name the path). Anything else is
     a bug in llmesr or a library it uses and says so, with the frame where it happened (`debug`:
     the whole traceback)."""
+    already = len(llmesr.io.written())  # outputs of earlier commands in this process are not this one's
     try:
         main()
     except (LlmesrError, DataError, OSError) as e:
@@ -98,7 +108,11 @@ def run_command(
         print(f'error: {e} (training and the default encoder need: pip install "llmesr[train,embed]")', file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(interrupted() if callable(interrupted) else interrupted, file=sys.stderr)
+        if interrupted is None:
+            message = what_was_written(llmesr.io.written()[already:])
+        else:
+            message = interrupted() if callable(interrupted) else interrupted
+        print(message, file=sys.stderr)
         return 130
     except Exception as e:  # noqa: BLE001 (every other error is a bug, reported as one)
         frames = traceback.format_exception(e, limit=None if debug else -1)  # where it happened
