@@ -26,7 +26,7 @@ def make_run(folder, method, seed, ranks_full, loss="bce"):
         "epochs": 5,
         "history": [{"epoch": e, "loss": 1.0 / e, "valid_NDCG@10": 0.1 * e, "train_seconds": 6.0} for e in range(1, 6)],
     }
-    config = {"data": "/x/yelp", "method": method, "backbone": "sasrec", "seed": seed, "loss": loss, "compat": "none"}
+    config = {"data": "/x/yelp", "out": str(folder), "method": method, "backbone": "sasrec", "seed": seed, "loss": loss}
     (folder / "config.json").write_text(json.dumps(config))
     (folder / "metrics.json").write_text(json.dumps(metrics))
     with open(folder / "ranks.npz", "wb") as f:
@@ -92,6 +92,10 @@ def test_damaged_run_files_are_named_in_one_line(tmp_path, capsys):
     (tmp_path / "r" / "metrics.json").write_text('{"test": {"full": {}, "sampled": {}}}')
     assert report_cli.main([str(tmp_path / "r")]) == 2
     assert "metrics.json: not the metrics of a finished llmesr run" in capsys.readouterr().err
+    config = json.loads((tmp_path / "r" / "config.json").read_text())
+    (tmp_path / "r" / "config.json").write_text(json.dumps(config | {"method": "foo"}))  # an edited setting
+    assert report_cli.main([str(tmp_path / "r")]) == 2
+    assert "config.json: method must be one of llmesr, base, not 'foo'" in capsys.readouterr().err
     (tmp_path / "r" / "config.json").write_text('{"foo": 1}')  # a made-up config
     assert report_cli.main([str(tmp_path / "r")]) == 2
     assert "config.json: not the config of an llmesr run" in capsys.readouterr().err

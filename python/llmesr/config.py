@@ -162,7 +162,7 @@ class TrainConfig:
             raise SettingsError(f"{source}: unknown settings {', '.join(unknown)} (written by another llmesr version?)")
         try:
             return cls(**saved)
-        except TypeError as e:
+        except (TypeError, SettingsError) as e:  # an edited or damaged file: name it
             raise SettingsError(f"{source}: {e}") from None
 
     @property

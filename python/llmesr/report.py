@@ -95,6 +95,7 @@ def load_run(folder: str | Path) -> Run:
         if not (folder / name).is_file():
             raise FileNotFoundError(f"{folder}: no {name} (not a finished run folder)")
     config = read_run_config(folder)
+    TrainConfig.from_saved(config, str(folder / "config.json"))  # every setting valid, as resume checks them
     try:
         metrics = json.loads((folder / "metrics.json").read_text())
     except json.JSONDecodeError as e:
