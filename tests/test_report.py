@@ -105,3 +105,19 @@ def test_a_tail_curve_of_nan_is_refused(tmp_path, capsys):
     make_run(tmp_path / "r", "base", 1, np.arange(1, 50))
     assert report_cli.main([str(tmp_path / "r"), "--tail-curve", "0,nan"]) == 2
     assert capsys.readouterr().err == "error: --tail-curve: every gamma must be a finite number, not '0,nan'\n"
+
+
+def test_time_to_quality_reads_the_learning_curve(tmp_path):
+    make_run(tmp_path / "r", "llmesr", 1, np.arange(1, 50))
+    metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    curve = [0.1, 0.3, 0.28, 0.31, 0.2]
+    metrics["history"] = [
+        {"epoch": e, "loss": 1.0, "valid_NDCG@10": v, "train_seconds": 50.0, "epoch_seconds": 60.0}
+        for e, v in enumerate(curve, 1)
+    ]
+    (tmp_path / "r" / "metrics.json").write_text(json.dumps(metrics))
+    run = report.load_run(tmp_path / "r")
+    # 90 % and 95 % of the best (.31) are first reached at epoch 2, the best at epoch 4, the stop after 5.
+    assert [run.minutes_to(s) for s in (0.9, 0.95, 1.0)] == [2.0, 2.0, 4.0] and run.train_minutes() == 5.0
+    table = report.time_to_quality(report.build_rows([run]))
+    assert "| yelp | LLM-ESR-sasrec loss=bce | 0.3100 | 2.0 | 2.0 | 4.0 | 5.0 |" in table

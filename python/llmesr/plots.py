@@ -58,6 +58,18 @@ def learning_curves(ax: Any, histories: Mapping[str, Sequence[Mapping[str, Any]]
     ax.legend(fontsize=6, loc="lower right")
 
 
+def time_to_quality(
+    ax: Any, histories: Mapping[str, Sequence[Mapping[str, Any]]], minutes: Mapping[str, Sequence[float]], title: str
+) -> None:
+    """Validation NDCG@10 against the training minutes elapsed at the end of each epoch."""
+    for i, (name, history) in enumerate(histories.items()):
+        ax.plot(minutes[name], [h["valid_NDCG@10"] for h in history], color=f"C{i % 10}", label=name)
+    ax.set_xlabel("training minutes (steps, teachers, validation)")
+    ax.set_ylabel("validation NDCG@10", fontsize=8)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=6, loc="lower right")
+
+
 def ndcg_by_group(test: Mapping[str, Any], protocol: str) -> dict[str, float]:
     """metrics.json's test NDCG@10 by group for one protocol (an empty group: 0)."""
     return {g: test[protocol][g]["NDCG@10"] or 0.0 for g in GROUPS if g in test[protocol]}

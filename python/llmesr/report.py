@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from llmesr import plots
-from llmesr.config import TrainConfig
+from llmesr.config import TrainConfig, field_names
 from llmesr.errors import SettingsError
 from llmesr.io import atomic_write
 from llmesr.metrics import GROUPS
@@ -86,7 +86,16 @@ class Run:
 
     def train_minutes(self) -> float:
         """Every epoch's wall-clock time (steps, teachers, validation; the steps alone in older runs)."""
-        return sum(h.get("epoch_seconds", h["train_seconds"]) for h in self.metrics["history"]) / 60
+        return float(self.elapsed_minutes()[-1]) if self.metrics["history"] else 0.0
+
+    def elapsed_minutes(self) -> np.ndarray:
+        """Wall-clock minutes from the start of training to the end of each epoch."""
+        return np.cumsum([h.get("epoch_seconds", h["train_seconds"]) for h in self.metrics["history"]]) / 60
+
+    def minutes_to(self, share: float) -> float:
+        """Minutes until validation NDCG@10 first reached `share` of the run's best."""
+        valid = np.array([h["valid_NDCG@10"] for h in self.metrics["history"]])
+        return float(self.elapsed_minutes()[int(np.argmax(valid >= share * valid.max()))])
 
 
 def load_run(folder: str | Path) -> Run:
@@ -95,7 +104,8 @@ def load_run(folder: str | Path) -> Run:
         if not (folder / name).is_file():
             raise FileNotFoundError(f"{folder}: no {name} (not a finished run folder)")
     config = read_run_config(folder)
-    TrainConfig.from_saved(config, str(folder / "config.json"))  # every setting valid, as resume checks them
+    # Every setting valid, as resume checks them; settings of other versions (removed options) are left out.
+    TrainConfig.from_saved({k: v for k, v in config.items() if k in field_names()}, str(folder / "config.json"))
     try:
         metrics = json.loads((folder / "metrics.json").read_text())
     except json.JSONDecodeError as e:
@@ -230,6 +240,32 @@ def markdown(rows: list[Row]) -> str:
     return out.getvalue()
 
 
+QUALITY_SHARES = (0.9, 0.95, 1.0)
+
+
+def time_to_quality(rows: list[Row]) -> str:
+    """What a user waits for: minutes of training (steps, teachers, validation) until validation NDCG@10
+    first reaches 90 %, 95 % and 100 % of the run's best, and until early stopping, mean ± std over
+    seeds (busy or idle as the runs were)."""
+    out = io.StringIO()
+    out.write("\n### Time to quality: training minutes until validation NDCG@10 first reaches a share of its best\n\n")
+    out.write("| data | method | best valid NDCG@10 | " + " | ".join(f"{s:.0%}" for s in QUALITY_SHARES))
+    out.write(" | stopped |\n" + "|---" * (len(QUALITY_SHARES) + 4) + "|\n")
+
+    def minutes(values: list[float]) -> str:
+        return f"{np.mean(values):.1f}" + (f" ± {np.std(values, ddof=1):.1f}" if len(values) > 1 else "")
+
+    for row in rows:
+        runs = [r for r in row.runs if r.metrics["history"]]
+        if not runs:
+            continue
+        best = [max(h["valid_NDCG@10"] for h in r.metrics["history"]) for r in runs]
+        cells = [minutes([r.minutes_to(share) for r in runs]) for share in QUALITY_SHARES]
+        cells.append(minutes([r.train_minutes() for r in runs]))
+        out.write(f"| {row.data} | {row.label} | {mean_std(best)} | " + " | ".join(cells) + " |\n")
+    return out.getvalue()
+
+
 def csv_text(rows: list[Row]) -> str:
     out = io.StringIO()
     writer = csv.writer(out)
@@ -263,7 +299,7 @@ def plot(rows: list[Row], path: Path) -> bool:
     if plt is None:
         return False
     datasets = sorted({r.data for r in rows})
-    fig, axes = plt.subplots(len(datasets), 3, figsize=(18, 4.2 * len(datasets)), squeeze=False)
+    fig, axes = plt.subplots(len(datasets), 4, figsize=(24, 4.2 * len(datasets)), squeeze=False)
     for line, data in zip(axes, datasets, strict=True):
         mine = [r for r in rows if r.data == data]
         for ax, protocol in zip(line[:2], PROTOCOLS, strict=True):
@@ -274,6 +310,8 @@ def plot(rows: list[Row], path: Path) -> bool:
             plots.group_bars(ax, columns, f"{data}: test NDCG@10, {protocol} ranking (mean over seeds)")
         histories = {f"{row.label} seed {r.config['seed']}": r.metrics["history"] for row in mine for r in row.runs}
         plots.learning_curves(line[2], histories, f"{data}: learning curves")
+        elapsed = {f"{row.label} seed {r.config['seed']}": r.elapsed_minutes() for row in mine for r in row.runs}
+        plots.time_to_quality(line[3], histories, elapsed, f"{data}: validation NDCG@10 against training time")
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=100))
     plt.close(fig)

@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
         from llmesr.io import atomic_write_text
 
         rows = report.build_rows([report.load_run(folder) for folder in args.runs])
-        text = report.markdown(rows)
+        text = report.markdown(rows) + report.time_to_quality(rows)
         if args.tail_curve:
             try:
                 gammas = [float(g) for g in args.tail_curve.split(",")]
