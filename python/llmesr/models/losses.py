@@ -44,13 +44,20 @@ def bce_loss(states: torch.Tensor, positives: torch.Tensor, negatives: torch.Ten
     ) + F.binary_cross_entropy_with_logits(neg, torch.zeros_like(neg), reduction="sum")
 
 
+def _logsumexp_in_place(scores: torch.Tensor) -> torch.Tensor:
+    """torch.logsumexp over dim 1 (the same operations, the same result) without its `[rows, C]`
+    temporaries: `scores` (finite, and no longer needed) is overwritten."""
+    top = scores.amax(dim=1, keepdim=True)
+    return scores.sub_(top).exp_().sum(dim=1).log_().add_(top.squeeze(1))
+
+
 class _ChunkedSoftmaxCE(torch.autograd.Function):
     """sum_r logsumexp(states_r @ table.T) - states_r @ table[targets_r], a chunk of rows at a time; the
     backward recomputes each chunk's scores (softmax minus one-hot) instead of keeping `[N, C]`."""
 
     @staticmethod
     def forward(ctx, states: torch.Tensor, table: torch.Tensor, targets: torch.Tensor, rows: int) -> torch.Tensor:
-        lse = torch.cat([torch.logsumexp(chunk @ table.T, dim=1) for chunk in states.split(rows)])
+        lse = torch.cat([_logsumexp_in_place(chunk @ table.T) for chunk in states.split(rows)])
         ctx.save_for_backward(states, table, targets, lse)
         ctx.rows = rows
         return (lse - (states * table[targets]).sum(-1)).sum()
@@ -60,11 +67,13 @@ class _ChunkedSoftmaxCE(torch.autograd.Function):
         states, table, targets, lse = ctx.saved_tensors
         grad_states, grad_table = torch.empty_like(states), torch.zeros_like(table)
         for start in range(0, len(states), ctx.rows):
-            chunk = states[start : start + ctx.rows]
-            p = torch.exp(chunk @ table.T - lse[start : start + len(chunk), None])
-            p[torch.arange(len(chunk), device=p.device), targets[start : start + len(chunk)]] -= 1.0
-            p = p * grad
-            grad_states[start : start + len(chunk)] = p @ table
+            end = min(start + ctx.rows, len(states))
+            chunk = states[start:end]
+            # softmax minus one-hot, in place in the recomputed scores: no [rows, C] temporaries beside them
+            p = (chunk @ table.T).sub_(lse[start:end, None]).exp_()
+            p[torch.arange(end - start, device=p.device), targets[start:end]] -= 1.0
+            p.mul_(grad)
+            torch.mm(p, table, out=grad_states[start:end])
             grad_table.addmm_(p.T, chunk)
         return grad_states, grad_table, None, None
 
