@@ -96,6 +96,8 @@ def recbole_side(args: argparse.Namespace) -> None:
     from recbole.utils import init_seed
 
     torch.set_num_threads(args.threads)
+    settings_file, result_file = Path(args.settings).resolve(), Path(args.result).resolve()
+    os.chdir(result_file.parent)  # RecBole writes log/ and log_tensorboard/ where it runs
     settings = {
         "hidden_size": args.hidden,
         "inner_size": args.hidden,
@@ -109,11 +111,11 @@ def recbole_side(args: argparse.Namespace) -> None:
         "stopping_step": args.patience,
         "seed": args.seed,
         "use_gpu": False,
-        "checkpoint_dir": os.fspath(Path(args.result).parent / "recbole-saved"),
+        "checkpoint_dir": "recbole-saved",
         "show_progress": False,
         "state": "WARNING",
     }
-    config = Config(model="SASRec", config_file_list=[args.settings], config_dict=settings)
+    config = Config(model="SASRec", config_file_list=[os.fspath(settings_file)], config_dict=settings)
     init_seed(config["seed"], config["reproducibility"])
     dataset = create_dataset(config)
     train_data, valid_data, test_data = data_preparation(config, dataset)
@@ -152,7 +154,7 @@ def recbole_side(args: argparse.Namespace) -> None:
             "recbole_protocol_recomputed": llmesr_protocol(trainer.model, test_data, exclude_history=False),
         },
     }
-    Path(args.result).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    result_file.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
 
 
 def run_measured(command: list[str], log: Path) -> tuple[float, float]:
