@@ -86,10 +86,8 @@ def evaluate(
         starts = range(0, len(users), batch_size)
         for start in tqdm(starts, desc=progress, disable=progress is None, leave=False, unit="batch"):
             batch = np.asarray(users[start : start + batch_size])
-            # The training history predicts the validation item; with the validation item, the test item.
-            seqs = histories(ds, batch, "train" if split == "valid" else "test", max_len)
             targets = (ds.valid if split == "valid" else ds.test)[batch].astype(np.int64)
-            seq_t = torch.from_numpy(seqs.astype(np.int64)).to(device)
+            seq_t = model_inputs(ds, batch, split, max_len, device)
             if user_vectors is None:
                 vectors = require_finite(model.user_vector(seq_t), "user vectors")
             else:
@@ -125,14 +123,17 @@ def users_vectors(
     device = next(itertools.chain(model.parameters(), model.buffers())).device
     out = []
     for start in range(0, len(users), batch_size):
-        seqs = histories(
-            ds, np.asarray(users[start : start + batch_size]), "train" if split == "valid" else "test", model.max_len
-        )
-        out.append(
-            require_finite(model.user_vector(torch.from_numpy(seqs.astype(np.int64)).to(device)), "user vectors")
-        )
+        inputs = model_inputs(ds, np.asarray(users[start : start + batch_size]), split, model.max_len, device)
+        out.append(require_finite(model.user_vector(inputs), "user vectors"))
     model.train(was_training)
     return torch.cat(out)
+
+
+def model_inputs(ds: Dataset, users: np.ndarray, split: str, max_len: int, device: torch.device) -> torch.Tensor:
+    """The histories `users` are scored from: the training history predicts the validation item; with
+    the validation item, the test item."""
+    seqs = histories(ds, users, "train" if split == "valid" else "test", max_len)
+    return torch.from_numpy(seqs.astype(np.int64)).to(device)
 
 
 def require_finite(vectors: torch.Tensor, what: str) -> torch.Tensor:

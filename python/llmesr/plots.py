@@ -59,7 +59,7 @@ def learning_curves(ax: Any, histories: Mapping[str, Sequence[Mapping[str, Any]]
 
 
 def time_to_quality(
-    ax: Any, histories: Mapping[str, Sequence[Mapping[str, Any]]], minutes: Mapping[str, Sequence[float]], title: str
+    ax: Any, histories: Mapping[str, Sequence[Mapping[str, Any]]], minutes: Mapping[str, np.ndarray], title: str
 ) -> None:
     """Validation NDCG@10 against the training minutes elapsed at the end of each epoch."""
     for i, (name, history) in enumerate(histories.items()):

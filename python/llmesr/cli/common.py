@@ -86,7 +86,7 @@ def what_was_written(done: list[Path]) -> str:
     """The default message of an interrupted command: true about what it already changed on disk."""
     if not done:
         return "interrupted; nothing was written"
-    return "interrupted after writing " + ", ".join(printable(str(p)) for p in done) + " (each complete)"
+    return "interrupted after writing " + ", ".join(printable(str(p)) for p in dict.fromkeys(done)) + " (each complete)"
 
 
 def run_command(
