@@ -122,9 +122,10 @@ def users_vectors(
     model.eval()
     device = next(itertools.chain(model.parameters(), model.buffers())).device
     out = []
-    for start in range(0, len(users), batch_size):
-        inputs = model_inputs(ds, np.asarray(users[start : start + batch_size]), split, model.max_len, device)
-        out.append(require_finite(model.user_vector(inputs), "user vectors"))
+    with getattr(model, "cached_items", contextlib.nullcontext)():  # per-item work once, as `evaluate` does
+        for start in range(0, len(users), batch_size):
+            inputs = model_inputs(ds, np.asarray(users[start : start + batch_size]), split, model.max_len, device)
+            out.append(require_finite(model.user_vector(inputs), "user vectors"))
     model.train(was_training)
     return torch.cat(out)
 

@@ -92,9 +92,13 @@ class Run:
         """Wall-clock minutes from the start of training to the end of each epoch."""
         return np.cumsum([h.get("epoch_seconds", h["train_seconds"]) for h in self.metrics["history"]]) / 60
 
+    def valid_curve(self) -> np.ndarray:
+        """Validation NDCG@10 (the selection metric) at the end of each epoch."""
+        return np.array([h["valid_NDCG@10"] for h in self.metrics["history"]])
+
     def minutes_to(self, share: float) -> float:
         """Minutes until validation NDCG@10 first reached `share` of the run's best."""
-        valid = np.array([h["valid_NDCG@10"] for h in self.metrics["history"]])
+        valid = self.valid_curve()
         return float(self.elapsed_minutes()[int(np.argmax(valid >= share * valid.max()))])
 
 
@@ -259,7 +263,7 @@ def time_to_quality(rows: list[Row]) -> str:
         runs = [r for r in row.runs if r.metrics["history"]]
         if not runs:
             continue
-        best = [max(h["valid_NDCG@10"] for h in r.metrics["history"]) for r in runs]
+        best = [float(r.valid_curve().max()) for r in runs]
         cells = [minutes([r.minutes_to(share) for r in runs]) for share in QUALITY_SHARES]
         cells.append(minutes([r.train_minutes() for r in runs]))
         out.write(f"| {row.data} | {row.label} | {mean_std(best)} | " + " | ".join(cells) + " |\n")
