@@ -81,7 +81,7 @@ def main(kind: str, steps: int) -> dict:
                 "rss_before_mib": rss_before, "peak_rss_mib": peak_rss_mib()}  # fmt: skip
     if kind == "ce":
         return ce_step_vs_products(ds, steps, device, sync, rss_before)
-    cfg = TrainConfig(data="-", out="-", max_len=MAX_LEN, batch_size=BATCH)
+    cfg = TrainConfig.of(data="-", out="-", max_len=MAX_LEN, batch_size=BATCH)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     order = np.random.default_rng(0).permutation(np.flatnonzero(ds.train_end - ds.indptr[:-1] >= 2))
     loss_fn = model.training_loss if kind == "fast" else lambda *a, **k: reference.training_loss(model, *a, **k)
@@ -123,7 +123,7 @@ def ce_step_vs_products(ds, steps: int, device, sync, rss_before: float) -> dict
 
     torch.manual_seed(0)
     model = LLMESR(ds.n_items, views="id", hidden=HIDDEN, max_len=MAX_LEN).to(device)
-    cfg = TrainConfig(data="-", out="-", max_len=MAX_LEN, batch_size=BATCH, loss="ce")
+    cfg = TrainConfig.of(data="-", out="-", max_len=MAX_LEN, batch_size=BATCH, loss="ce")
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     order = np.random.default_rng(0).permutation(np.flatnonzero(ds.train_end - ds.indptr[:-1] >= 2))
     table = torch.randn(ds.n_items, HIDDEN, device=device)

@@ -2,7 +2,6 @@
 writer (or a writer beside a reader of the same set of files) fails at once, naming the folder and the
 process that holds it; the OS releases the lock on any exit, kill -9 included."""
 
-import json
 import os
 import signal
 import subprocess
@@ -12,6 +11,7 @@ import time
 import pytest
 
 from llmesr.locks import FolderInUse, folder_lock
+from llmesr.runs import read_run_config  # noqa: E402
 
 HOLD = """
 import sys, time
@@ -123,7 +123,7 @@ def test_two_resumes_of_one_run_and_a_real_pair(data, tmp_path):
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait()
-    saved = json.loads((run / "config.json").read_text())
+    saved = read_run_config(run)
     assert saved["epochs"] == 200  # the first run's settings, untouched by the refused ones
     assert command("train", "--resume", str(run), "--epochs", "2")[0] == 0  # free again after kill -9
 

@@ -31,11 +31,11 @@ ranks = distributed.init("cpu")
 rec = Recommender(run)
 ds = load_dataset(rec.config.data)
 users = np.flatnonzero(ds.test > 0)
-negatives = eval_negatives(ds, rec.config.n_negatives, seed=rec.config.seed)
+negatives = eval_negatives(ds, rec.config.evaluation.n_negatives, seed=rec.config.run.seed)
 result = {}
 for protocol in ("full", "sampled"):
     m = evaluate(rec.model, ds, protocol=protocol, negatives=negatives, users=ranks.shard(users),
-                 groups=Groups.of(ds), max_len=rec.config.max_len, batch_size=7)
+                 groups=Groups.of(ds), max_len=rec.config.model.max_len, batch_size=7)
     result[protocol] = distributed.reduce_metrics(m, ranks).result()
 if ranks.main:
     open(out, "w").write(json.dumps(result))
@@ -58,7 +58,7 @@ def data(tmp_path_factory):
 
 
 def test_sharded_evaluation_equals_single_process(data, tmp_path):
-    cfg = TrainConfig(
+    cfg = TrainConfig.of(
         data=str(data), out=str(tmp_path / "run"), epochs=1, hidden=8, max_len=20, batch_size=32, n_negatives=20
     )
     single = train(cfg, progress=False)

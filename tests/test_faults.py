@@ -27,6 +27,7 @@ from llmesr.encoders import HashingEncoder, OpenAIEncoder  # noqa: E402
 from llmesr.evaluate import evaluate  # noqa: E402
 from llmesr.io import atomic_write_text  # noqa: E402
 from llmesr.models import LLMESR  # noqa: E402
+from llmesr.runs import read_run_config  # noqa: E402
 from llmesr.train import train  # noqa: E402
 
 from conftest import embedded_synthetic, serve, write  # noqa: E402
@@ -63,7 +64,7 @@ def killed_after(epochs):
 
 def config(data, out, **kw):
     settings = dict(epochs=1, patience=5, hidden=8, max_len=10, batch_size=32, dropout=0.2, n_negatives=10)
-    return TrainConfig(data=str(data), out=str(out), **(settings | kw))
+    return TrainConfig.of(data=str(data), out=str(out), **(settings | kw))
 
 
 # 1. A diverged run is never reported as perfect.
@@ -115,7 +116,7 @@ def test_nan_scores_are_refused_by_evaluation(data):
 )
 def test_invalid_settings_are_refused(setting, message):
     with pytest.raises(ValueError, match=message):
-        TrainConfig(**({"data": "d", "out": "o"} | setting))
+        TrainConfig.of(**({"data": "d", "out": "o"} | setting))
 
 
 def test_embedding_tables_with_nan_are_refused_at_load(data, tmp_path):
@@ -219,7 +220,7 @@ def test_settings_too_large_for_the_machine_are_refused_before_allocating(
 def test_the_memory_estimate_bounds_a_real_step():
     from llmesr.runs import training_bytes
 
-    paper = TrainConfig(data="-", out="-", loss="sampled")  # the paper's settings on a Yelp-sized catalogue
+    paper = TrainConfig.of(data="-", out="-", loss="sampled")  # the paper's settings on a Yelp-sized catalogue
     assert 0.05 * 2**30 < training_bytes(paper, 20_033, 384) < 2 * 2**30  # measured: a 0.2-0.3 GB step
 
 
@@ -227,7 +228,7 @@ def test_a_run_started_with_a_relative_data_folder_resumes_from_anywhere(data, t
     monkeypatch.chdir(data.parent)
     run = tmp_path / "run"
     killed_after(1)(config(data.name, run, epochs=2))  # --data given relative to the working directory
-    assert json.loads((run / "config.json").read_text())["data"] == str(data)  # recorded absolute
+    assert read_run_config(run)["data"] == str(data)  # recorded absolute
     monkeypatch.chdir(tmp_path)
     assert train_cli.main(["--resume", str(run), "-q"]) == 0
 
@@ -520,7 +521,7 @@ def test_toml_values_of_the_wrong_type_are_refused_in_one_line(data, tmp_path, c
     (tmp_path / "run.toml").write_text(toml + "\n")
     argv = ["--data", str(data), "--config", str(tmp_path / "run.toml"), "--out", str(tmp_path / "r"), "-q"]
     assert train_cli.main(argv) == 2
-    assert capsys.readouterr().err == f"error: {message}\n"
+    assert capsys.readouterr().err == f"error: {tmp_path / 'run.toml'}: {message}\n"
 
 
 def test_serving_refuses_a_nan_popularity_penalty(data, tmp_path):

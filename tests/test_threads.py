@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from llmesr import threads
+from llmesr.runs import read_run_config  # noqa: E402
 
 CROWDED = threads.crowded
 
@@ -85,7 +86,7 @@ def test_a_run_records_its_threads_and_resume_keeps_them(tmp_path, monkeypatch, 
     small = ["--epochs", "1", "--hidden", "8", "--max-len", "10", "--n-negatives", "10", "--no-compare"]
     try:
         assert train_cli.main(["--data", str(data), "--out", str(out), *small]) == 0
-        chosen = json.loads((out / "config.json").read_text())["threads"]
+        chosen = read_run_config(out)["threads"]
         assert 1 <= chosen <= threads.cores()
         assert f"threads: {chosen} thread" in capsys.readouterr().err
         assert json.loads((out / "metrics.json").read_text())["environment"]["threads"] == chosen

@@ -2,7 +2,7 @@
 seed, exact resume of a killed run, the command line with a TOML config."""
 
 import json
-from dataclasses import replace
+import re
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +14,7 @@ pytest.importorskip("safetensors")
 from llmesr.cli import train as train_cli  # noqa: E402
 from llmesr.config import TrainConfig, resolve_loss  # noqa: E402
 from llmesr.metrics import GROUPS  # noqa: E402
+from llmesr.runs import read_run_config  # noqa: E402
 from llmesr.sampling import histories  # noqa: E402
 from llmesr.train import Training, train  # noqa: E402
 
@@ -27,7 +28,7 @@ def data(tmp_path_factory):
 
 def config(data, out, **kw):
     settings = dict(epochs=2, patience=5, hidden=8, max_len=20, batch_size=32, dropout=0.2, n_negatives=20)
-    return TrainConfig(data=str(data), out=str(out), **(settings | kw))
+    return TrainConfig.of(data=str(data), out=str(out), **(settings | kw))
 
 
 @pytest.mark.parametrize(
@@ -74,7 +75,7 @@ def test_run_folder_and_metrics(data, tmp_path, kw):
             assert 0 <= groups["overall"]["NDCG@10"] <= groups["overall"]["HR@10"] <= 1
             assert sum(groups[f"length_{i}"]["count"] for i in range(1, 6)) == groups["overall"]["count"]
     assert metrics["test"]["full"]["overall"]["count"] == 150
-    assert json.loads((run / "config.json").read_text()) | kw == json.loads((run / "config.json").read_text())
+    assert read_run_config(run) | kw == read_run_config(run)
     assert len((run / "log.txt").read_text().splitlines()) == 2
 
 
@@ -116,13 +117,13 @@ def test_a_run_given_more_epochs_on_resume_goes_on_as_if_started_with_them(data,
     whole = train(config(data, tmp_path / "whole", epochs=4, patience=10), progress=False)
     short = config(data, tmp_path / "short", epochs=2, patience=10)
     assert train(short, progress=False)["epochs"] == 2
-    longer = replace(short, epochs=4)
+    longer = short.replace(epochs=4)
     resumed = train(longer, progress=False, resume=True)
     assert resumed["test"] == whole["test"] and resumed["epochs"] == 4
     assert [h["loss"] for h in resumed["history"]] == [h["loss"] for h in whole["history"]]
-    assert json.loads((tmp_path / "short" / "config.json").read_text())["epochs"] == 4  # the next resume's budget
+    assert read_run_config(tmp_path / "short")["epochs"] == 4  # the next resume's budget
     with pytest.raises(ValueError, match="other settings \\(lr\\)"):
-        train(replace(longer, lr=0.5), progress=False, resume=True)
+        train(longer.replace(lr=0.5), progress=False, resume=True)
 
 
 def test_epoch_teachers_equal_step_teachers_before_the_weights_move(data, tmp_path):
@@ -135,13 +136,13 @@ def test_epoch_teachers_equal_step_teachers_before_the_weights_move(data, tmp_pa
     t.teacher_table = t.epoch_teachers()
     looked_up = t.step_inputs(users, 1, 1)
     assert stepwise["teacher_vectors"] is None and looked_up["similar"] is None
-    assert looked_up["teacher_vectors"].shape == (32, t.cfg.n_similar, 16)
+    assert looked_up["teacher_vectors"].shape == (32, t.cfg.distillation.n_similar, 16)
     losses = []
     for batch in (looked_up, stepwise):
         torch.manual_seed(3)  # the same dropout in both
         losses.append(t.model(**batch, alpha=0.5))
     assert_same_loss_and_gradients(*losses, t.model)
-    one = torch.from_numpy(histories(t.ds, t.similar[users[:1], :1].ravel(), "train", t.cfg.max_len)).long()
+    one = torch.from_numpy(histories(t.ds, t.similar[users[:1], :1].ravel(), "train", t.cfg.model.max_len)).long()
     torch.testing.assert_close(t.teacher_table[t.similar[users[0], 0]], t.model.frozen_user_vectors(one)[0])
 
 
@@ -151,7 +152,7 @@ def test_command_line_with_toml_config(data, tmp_path, capsys):
     out = tmp_path / "cli"
     rc = train_cli.main(["--data", str(data), "--out", str(out), "--config", str(toml), "--dropout", "0.1", "-q"])
     assert rc == 0
-    saved = json.loads((out / "config.json").read_text())
+    saved = read_run_config(out)
     assert saved["backbone"] == "gru4rec" and saved["dropout"] == 0.1 and saved["epochs"] == 1
     assert "test full tail_item" in capsys.readouterr().out
     assert train_cli.main(["--data", str(data), "--out", str(out), "--config", str(toml), "-q"]) == 2
@@ -165,6 +166,40 @@ def test_command_line_with_toml_config(data, tmp_path, capsys):
     assert "threads must be at least 1, not 0" in capsys.readouterr().err
 
 
+def test_settings_in_sections_from_toml_tables_dotted_keys_and_flat_names(tmp_path):
+    from llmesr.config import load_toml
+
+    toml = tmp_path / "run.toml"
+    toml.write_text('hidden = 8\noptim.lr = 0.01\n[objective]\nloss = "ce"\nlogit-adjust = 0.5\n')
+    cfg = TrainConfig.of(data="d", out="o", **load_toml(toml))
+    assert (cfg.model.hidden, cfg.optim.lr, cfg.objective.loss, cfg.objective.logit_adjust) == (8, 0.01, "ce", 0.5)
+    # config.json holds the sections; older run folders hold flat names: both read back the same settings
+    sectioned = json.loads(json.dumps(cfg.to_json()))
+    assert set(sectioned) == {
+        "data",
+        "out",
+        "model",
+        "fusion",
+        "distillation",
+        "objective",
+        "optim",
+        "evaluation",
+        "run",
+    }
+    assert sectioned["optim"]["lr"] == 0.01
+    assert TrainConfig.from_saved(sectioned, "config.json") == cfg
+    assert TrainConfig.from_saved(cfg.flat(), "config.json") == cfg
+    assert cfg.replace(lr=0.5).optim.lr == 0.5 and cfg.replace(lr=0.5).model == cfg.model
+    for text, message in [
+        ("[model]\nlr = 0.1\n", "unknown setting model.lr (it belongs to optim)"),
+        ("lr = 0.1\n[optim]\nlr = 0.2\n", "lr is given twice"),
+        ("[optim]\nlr = true\n", "lr must be a number, not True"),
+    ]:
+        toml.write_text(text)
+        with pytest.raises(ValueError, match=re.escape(f"{toml}: {message}")):
+            TrainConfig.of(data="d", out="o", **load_toml(toml))
+
+
 def test_compare_trains_the_backbone_alone_and_shows_popularity(data, tmp_path, capsys):
     from llmesr.train import popularity_metrics, text_neighbours_metrics
 
@@ -174,12 +209,12 @@ def test_compare_trains_the_backbone_alone_and_shows_popularity(data, tmp_path, 
     assert train_cli.main(["--data", str(data), "--out", str(out), "--config", str(toml), "--compare", "-q"]) == 0
     printed = capsys.readouterr().out
     base = json.loads((tmp_path / "cmp-base" / "metrics.json").read_text())
-    assert json.loads((tmp_path / "cmp-base" / "config.json").read_text())["method"] == "base"
+    assert read_run_config(tmp_path / "cmp-base")["method"] == "base"
     ours = json.loads((out / "metrics.json").read_text())
-    popularity = popularity_metrics(TrainConfig(**json.loads((out / "config.json").read_text())))
+    popularity = popularity_metrics(TrainConfig.from_saved(read_run_config(out), "config.json"))
     line = next(x for x in printed.splitlines() if x.strip().startswith("full tail_user"))
     assert ours["popularity"] == json.loads(json.dumps(popularity))  # every run records its reference
-    text = text_neighbours_metrics(TrainConfig(**json.loads((out / "config.json").read_text())))
+    text = text_neighbours_metrics(TrainConfig.from_saved(read_run_config(out), "config.json"))
     for column in (ours["test"], base["test"], popularity, text):
         assert f"{column['full']['tail_user']['NDCG@10']:.4f}" in line
     assert "LLM-ESR-sasrec" in printed and "popularity" in printed and "text neighbours" in printed
@@ -208,7 +243,7 @@ def test_no_arguments_trains_both_on_the_built_in_data(tmp_path, capsys, monkeyp
     assert train_cli.main(small) == 0
     printed = capsys.readouterr().out
     assert made == [8] and "text neighbours" in printed and "a comparison after" not in printed  # early stopping
-    saved = json.loads((tmp_path / "runs" / "llmesr-sasrec-42" / "config.json").read_text())
+    saved = read_run_config(tmp_path / "runs" / "llmesr-sasrec-42")
     assert saved["data"] == str(tmp_path / train_cli.DEFAULT_DATA) and saved["loss"] == "ce"
     assert (tmp_path / "runs" / "llmesr-sasrec-42-base" / "metrics.json").exists()
 
@@ -219,12 +254,12 @@ def test_auto_loss_is_resolved_by_catalogue_size_and_recorded(data, tmp_path, ca
     assert resolve_loss("auto", 4096) == ("ce", "--loss auto: 4,096 items <= 4,096, the whole catalogue is scored")
     assert resolve_loss("auto", 4097)[0] == "sampled"
     assert resolve_loss("bce", 10**6) == ("bce", "--loss bce")
-    assert TrainConfig(data="d", out="o").loss == "auto"
+    assert TrainConfig.of(data="d", out="o").objective.loss == "auto"
     for limit, expected in ((10**6, "ce"), (10, "sampled")):  # the data has 60 items
         monkeypatch.setattr(config_module, "CE_MAX_ITEMS", limit)
         out = tmp_path / expected
         train(config(data, out, epochs=1), progress=True)
-        assert json.loads((out / "config.json").read_text())["loss"] == expected  # never "auto"
+        assert read_run_config(out)["loss"] == expected  # never "auto"
         first = capsys.readouterr().err.splitlines()[0]
         assert first.startswith(f"LLM-ESR-sasrec, loss {expected} (--loss auto: 60 items")
 
@@ -294,12 +329,14 @@ def test_tail_tradeoff_and_score_parts(data, tmp_path):
 
 
 def test_compat_original_sets_the_original_model_and_protocol_unless_given():
-    ours = TrainConfig(data="d", out="o")
-    assert (ours.block, ours.init, ours.select_on, ours.ties) == ("original", "xavier", "full", "pessimistic")
-    original = TrainConfig(data="d", out="o", compat="original")
-    assert (original.select_on, original.ties) == ("sampled", "optimistic")
-    mixed = TrainConfig(data="d", out="o", compat="original", select_on="full")
-    assert mixed.select_on == "full" and mixed.ties == "optimistic"
-    assert TrainConfig(**json.loads(json.dumps(original.__dict__))) == original  # what resume reads back
+    ours = TrainConfig.of(data="d", out="o")
+    assert (ours.model.block, ours.model.init) == ("original", "xavier")
+    assert (ours.evaluation.select_on, ours.evaluation.ties) == ("full", "pessimistic")
+    original = TrainConfig.of(data="d", out="o", compat="original")
+    assert (original.evaluation.select_on, original.evaluation.ties) == ("sampled", "optimistic")
+    mixed = TrainConfig.of(data="d", out="o", compat="original", select_on="full")
+    assert mixed.evaluation.select_on == "full" and mixed.evaluation.ties == "optimistic"
+    saved = json.loads(json.dumps(original.to_json()))  # what resume reads back
+    assert TrainConfig.from_saved(saved, "config.json") == original
     with pytest.raises(ValueError, match="block must be one of"):
-        TrainConfig(data="d", out="o", block="postnorm")
+        TrainConfig.of(data="d", out="o", block="postnorm")

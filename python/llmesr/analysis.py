@@ -27,7 +27,9 @@ def _loaded(run_dir: str | Path) -> tuple[Recommender, Any, Groups]:
     rec = Recommender(run_dir)
     cfg = rec.config
     ds = load_dataset(cfg.data)
-    groups = Groups.of(ds, cfg.tail_user_len, cfg.tail_item_pop, cfg.user_groups, "test")
+    groups = Groups.of(
+        ds, cfg.evaluation.tail_user_len, cfg.evaluation.tail_item_pop, cfg.evaluation.user_groups, "test"
+    )
     return rec, ds, groups
 
 
@@ -48,7 +50,7 @@ def tail_tradeoff(run_dir: str | Path, gammas: Sequence[float]) -> list[dict[str
             protocol="full",
             users=users,
             groups=groups,
-            ties=rec.config.ties or "pessimistic",
+            ties=rec.config.evaluation.ties or "pessimistic",
             user_vectors=model.extend(vectors),
         ).result()
         rows.append(

@@ -1,33 +1,250 @@
-"""Training settings (kept free of torch, so the command line can be built without it). The defaults
-are the paper's settings; `load_toml` reads the same names from a TOML file."""
+"""Training settings in sections (kept free of torch, so the command line is built without it).
+
+Each setting is declared once, here: its default, its help and its allowed values (field metadata,
+`setting`). The command line (`llmesr.cli.train`), TOML files (`load_toml`) and config.json are built
+from these declarations. A setting has one name everywhere: `--max-len` on the command line, `max_len`
+in a flat TOML file or an older config.json, `model.max_len` in a sectioned one.
+"""
 
 from __future__ import annotations
 
 import math
 import tomllib
-from dataclasses import dataclass, fields
+from collections.abc import Iterator
+from dataclasses import MISSING, Field, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from llmesr.backbones import BACKBONES
 from llmesr.errors import SettingsError
 
-CHOICES = {
-    "backbone": tuple(BACKBONES),
-    "method": ("llmesr", "base"),
-    "views": ("both", "id", "semantic"),
-    "id_init": ("pca", "random"),
-    "distill": ("kd", "cl"),
-    "compat": ("none", "original"),
-    "negatives": ("uniform", "popularity"),
-    "block": ("prenorm", "original"),
-    "init": ("normal", "xavier"),
-    "select_on": ("full", "sampled"),
-    "ties": ("pessimistic", "optimistic"),
-    "user_groups": ("input", "history"),
-    "loss": ("auto", "bce", "ce", "sampled"),
-    "on_nonfinite": ("stop", "skip"),
-    "teachers": ("step", "epoch"),
+# The checks a setting's metadata may name (`setting(check=...)`).
+CHECKS = {
+    "positive_int": (lambda v: v >= 1, "must be at least 1"),
+    "non_negative": (lambda v: math.isfinite(v) and v >= 0, "must be a finite number >= 0"),
+    "positive": (lambda v: math.isfinite(v) and v > 0, "must be a finite number > 0"),
+    "fraction": (lambda v: 0 <= v < 1, "must be in [0, 1)"),
+    "open_fraction": (lambda v: 0 < v < 1, "must be in (0, 1)"),
+    "seed": (lambda v: 0 <= v < 2**63, "must be between 0 and 2^63 - 1"),
+}
+
+
+def setting(
+    default: Any,
+    help: str,
+    *,
+    choices: tuple[str, ...] | None = None,
+    check: str | None = None,
+    none_means: str | None = None,
+) -> Any:
+    """A setting's declaration: `choices` its allowed values, `check` a name in CHECKS, `none_means`
+    what a None default stands for (shown in --help)."""
+    return field(default=default, metadata={"help": help, "choices": choices, "check": check, "none_means": none_means})
+
+
+class Section:
+    """A group of settings: each checked on creation against its declaration (type, choices, range)."""
+
+    def __post_init__(self) -> None:
+        for f in fields(self):  # type: ignore[arg-type]
+            value = getattr(self, f.name)
+            if value is None and "None" in str(f.type):
+                continue
+            declared = {"int": int, "float": float, "bool": bool}.get(str(f.type).split(" |")[0], str)
+            if not is_a(value, declared):
+                expected = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}[declared]
+                raise SettingsError(f"{f.name} must be {expected}, not {value!r}")
+            if declared is float:
+                object.__setattr__(self, f.name, float(value))
+            choices, check = f.metadata.get("choices"), f.metadata.get("check")
+            if choices is not None and value not in choices:
+                raise SettingsError(f"{f.name} must be one of {', '.join(choices)}, not {value!r}")
+            if check is not None and not CHECKS[check][0](value):
+                raise SettingsError(f"{f.name} {CHECKS[check][1]}, not {value}")
+
+
+@dataclass(frozen=True)
+class ModelSettings(Section):
+    """The sequence model."""
+
+    backbone: str = setting("sasrec", "sequence encoder", choices=tuple(BACKBONES))
+    method: str = setting(
+        "llmesr",
+        "llmesr: the dual-view model with self-distillation; base: the backbone alone (ID view, random ID init, "
+        "no distillation)",
+        choices=("llmesr", "base"),
+    )
+    max_len: int = setting(200, "longest history the model reads (the most recent items)", check="positive_int")
+    hidden: int = setting(64, "hidden size", check="positive_int")
+    layers: int = setting(2, "encoder layers", check="positive_int")
+    heads: int = setting(1, "attention heads", check="positive_int")
+    dropout: float = setting(0.5, "dropout", check="fraction")
+    mask_prob: float = setting(0.6, "Bert4Rec's masking probability", check="open_fraction")
+    # The original's block layout and init are no bug and measured better on paper-yelp: our defaults too.
+    block: str = setting(
+        "original", "Transformer block: prenorm, or original (pmixer's SASRec layout)", choices=("prenorm", "original")
+    )
+    init: str = setting(
+        "xavier",
+        "parameter init: normal, or xavier (xavier_normal_ on every matrix, as the original)",
+        choices=("normal", "xavier"),
+    )
+    # The original scales the input embeddings of its Transformers by sqrt(hidden) (both views).
+    embed_scale: bool = setting(
+        True, "multiply input item embeddings by sqrt(hidden) (Transformer backbones, both views)"
+    )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.hidden % self.heads:
+            raise SettingsError(f"hidden ({self.hidden}) must be divisible by heads ({self.heads})")
+
+
+@dataclass(frozen=True)
+class FusionSettings(Section):
+    """LLM-ESR's two views and how they meet; the ablations of the paper's Table 2 switch parts off."""
+
+    views: str = setting(
+        "both",
+        "ablation: both views, or the collaborative (id) or semantic view only",
+        choices=("both", "id", "semantic"),
+    )
+    cross_attention: bool = setting(True, "two-way cross-attention between the views")
+    shared_encoder: bool = setting(
+        True, "one encoder for both views (--no-shared-encoder: the separate-encoders ablation)"
+    )
+    id_init: str = setting(
+        "pca", "initial ID item table: the PCA of the semantic table, or random", choices=("pca", "random")
+    )
+
+
+@dataclass(frozen=True)
+class DistillationSettings(Section):
+    """Retrieval-augmented self-distillation from the most similar users."""
+
+    distill: str = setting("kd", "self-distillation loss: kd (MSE) or cl (contrastive)", choices=("kd", "cl"))
+    alpha: float = setting(0.1, "weight of the self-distillation loss (0: off)", check="non_negative")
+    n_similar: int = setting(10, "similar users per user in the distillation", check="positive_int")
+    # "epoch": every user's vector computed once at the start of each epoch and looked up (an
+    # approximation: a teacher is up to one epoch old; ~2.3x faster epochs, no measured quality cost,
+    # benches/RESULTS.md), or "step": encoded at every step by the current model (the paper's).
+    teachers: str = setting(
+        "epoch",
+        "distillation teachers computed once per epoch and looked up (an approximation, 2.3x faster epochs), or "
+        "encoded at every step (exact, the paper's); see benches/RESULTS.md",
+        choices=("step", "epoch"),
+    )
+
+
+@dataclass(frozen=True)
+class ObjectiveSettings(Section):
+    """What training minimises besides the distillation: the next-item loss and the item regulariser."""
+
+    # "auto" is resolved by the catalogue's size when training starts (`resolve_loss`); a run records the result.
+    loss: str = setting(
+        "auto",
+        "next-item loss: auto (ce up to 4,096 items, sampled beyond; the run records which), bce (one negative per "
+        "target, the paper's), ce (softmax over the whole catalogue), sampled (softmax over --loss-negatives shared by "
+        "the batch, log-Q corrected)",
+        choices=("auto", "bce", "ce", "sampled"),
+    )
+    loss_negatives: int = setting(256, "negatives a batch shares under --loss sampled", check="positive_int")
+    negatives: str = setting(
+        "uniform",
+        "training negatives: uniform, or popularity-weighted (never in the user's training history)",
+        choices=("uniform", "popularity"),
+    )
+    logit_adjust: float = setting(
+        0.0,
+        "tau: train with tau*log(item's share of interactions) added to every logit and rank without it (logit "
+        "adjustment, towards the long tail; 0: off)",
+        check="non_negative",
+    )
+    beta: float = setting(
+        0.0, "weight of the item regulariser (contrastive between the two item views; 0: off)", check="non_negative"
+    )
+    temperature: float = setting(1.0, "temperature of the contrastive losses", check="positive")
+
+
+@dataclass(frozen=True)
+class OptimSettings(Section):
+    """The optimiser and the loop."""
+
+    lr: float = setting(1e-3, "Adam's learning rate", check="positive")
+    batch_size: int = setting(128, "users per step", check="positive_int")
+    epochs: int = setting(200, "most epochs", check="positive_int")
+    patience: int = setting(20, "epochs without a better validation NDCG@10 before stopping", check="positive_int")
+    on_nonfinite: str = setting(
+        "stop",
+        "a NaN or infinite training loss: stop the run with an error, or skip that batch (logged)",
+        choices=("stop", "skip"),
+    )
+
+
+@dataclass(frozen=True)
+class EvaluationSettings(Section):
+    """The protocol: which validation metric selects the epoch, ties, negatives and long-tail groups.
+    `select_on` and `ties` left None take the value of `--compat` (COMPAT_DEFAULTS)."""
+
+    select_on: str | None = setting(
+        None,
+        "validation protocol whose NDCG@10 selects the best epoch",
+        choices=("full", "sampled"),
+        none_means="from --compat",
+    )
+    ties: str | None = setting(
+        None,
+        "a candidate tied with the target ranks above it (pessimistic) or below it (optimistic)",
+        choices=("pessimistic", "optimistic"),
+        none_means="from --compat",
+    )
+    n_negatives: int = setting(100, "negatives per user of the sampled protocol", check="positive_int")
+    user_groups: str = setting(
+        "input",
+        "tail users by the length of the model input (the paper's) or of the whole history",
+        choices=("input", "history"),
+    )
+    tail_user_len: int | None = setting(
+        None, "tail users have a history shorter than this", check="positive_int", none_means="the Pareto rule"
+    )
+    tail_item_pop: int | None = setting(
+        None,
+        "tail items have fewer training interactions than this",
+        check="positive_int",
+        none_means="the Pareto rule",
+    )
+
+
+@dataclass(frozen=True)
+class RunSettings(Section):
+    """Where and how the run executes."""
+
+    seed: int = setting(42, "one seed makes the run reproducible end to end", check="seed")
+    device: str = setting("auto", "auto, cpu, cuda or cuda:N")
+    # CPU threads of torch and the Rust core. None: llmesr-train takes every core other processes leave
+    # free at the start (`llmesr.threads`), the Python API torch's current count; the run records the number.
+    threads: int | None = setting(
+        None,
+        "CPU threads of torch and the Rust core (one is fastest beside any other busy process)",
+        check="positive_int",
+        none_means="every core no other process is using at the start",
+    )
+    compat: str = setting(
+        "none",
+        "original: reproduce the original code: its masking (no causal mask, padding attended), selection on the "
+        "sampled protocol, optimistic ties (its block layout and init are our defaults too)",
+        choices=("none", "original"),
+    )
+
+
+SECTIONS: dict[str, type[Section]] = {
+    "model": ModelSettings,
+    "fusion": FusionSettings,
+    "distillation": DistillationSettings,
+    "objective": ObjectiveSettings,
+    "optim": OptimSettings,
+    "evaluation": EvaluationSettings,
+    "run": RunSettings,
 }
 
 # What `compat="original"` sets besides the masking, unless given explicitly: the original code's
@@ -38,140 +255,119 @@ COMPAT_DEFAULTS = {
 }
 
 
-@dataclass
+def declared() -> Iterator[tuple[str, Field[Any]]]:
+    """Every setting's (section, field), in declaration order."""
+    for section, kind in SECTIONS.items():
+        for f in fields(kind):  # type: ignore[arg-type]
+            yield section, f
+
+
+SECTION_OF = {f.name: section for section, f in declared()}  # a setting's name -> its section
+
+
+@dataclass(frozen=True)
 class TrainConfig:
+    """A run's settings: the data and run folder, and the sections. Built from flat names with
+    `TrainConfig.of(data=..., out=..., lr=...)`; read as `cfg.optim.lr`."""
+
     data: str
     out: str
-    backbone: str = "sasrec"
-    method: str = "llmesr"  # "base": the backbone alone, ID view only, random ID init, no distillation
-    # LLM-ESR's parts; the ablations of the paper's Table 2 switch them off one at a time.
-    views: str = "both"  # "id": co-view only, "semantic": se-view only
-    cross_attention: bool = True
-    shared_encoder: bool = True
-    id_init: str = "pca"
-    distill: str = "kd"  # self-distillation: "kd" (MSE) or "cl" (contrastive)
-    alpha: float = 0.1  # weight of the self-distillation loss; 0 switches it off
-    n_similar: int = 10
-    # The distillation's teachers: "epoch": every user's vector computed once at the start of each epoch
-    # and looked up (an approximation: a teacher is up to one epoch old; ~2.3x faster epochs, no
-    # measured quality cost, benches/RESULTS.md), or "step": encoded at every step by the current model
-    # (the paper's).
-    teachers: str = "epoch"
-    beta: float = 0.0  # weight of the item regulariser (contrastive between the two item views)
-    temperature: float = 1.0  # of the contrastive losses
-    mask_prob: float = 0.6  # Bert4Rec
-    negatives: str = "uniform"  # training negatives; "popularity": in proportion to training popularity
-    # Next-item loss: "bce" (the paper's), "ce" (whole catalogue), "sampled" (softmax, log-Q), or "auto":
-    # resolved by the catalogue's size when training starts (`resolve_loss`); a run records the result.
-    loss: str = "auto"
-    loss_negatives: int = 256  # negatives shared by a batch, for loss="sampled" (drawn like `negatives`)
-    logit_adjust: float = 0.0  # tau: train with tau * log(item prior) added to the logits, rank without (0: off)
-    compat: str = "none"  # "original": the original code's masking, model and protocol (see COMPAT_DEFAULTS)
-    # The model's details the original differs in; None: ours, or the original's under compat="original".
-    embed_scale: bool = True  # input item embeddings times sqrt(hidden) (Transformer backbones, both views)
-    # The original's block layout and init are no bug and measured better on paper-yelp: our defaults too.
-    block: str = "original"  # Transformer block: "original" (pmixer's SASRec layout) or "prenorm"
-    init: str = "xavier"  # "xavier" (xavier_normal_ on every matrix, as the original) or "normal"
-    # Protocol: the validation metric that selects the epoch, and how a candidate tied with the target counts.
-    select_on: str | None = None  # "full" (ours) or "sampled" (the original's)
-    ties: str | None = None  # "pessimistic" (ours: a tie ranks above the target) or "optimistic" (the original's)
-    # Long-tail user groups by the length of the model input (the paper's) or of the whole history.
-    user_groups: str = "input"
-    # A NaN or infinite training loss stops the run with an error, or ("skip") skips that batch's update.
-    on_nonfinite: str = "stop"
-    epochs: int = 200
-    patience: int = 20
-    seed: int = 42
-    device: str = "auto"
-    # CPU threads of torch and the Rust core. None: llmesr-train takes every core other processes leave
-    # free at the start (`llmesr.threads`), the Python API torch's current count; the run records the number.
-    threads: int | None = None
-    max_len: int = 200
-    hidden: int = 64
-    layers: int = 2
-    heads: int = 1
-    dropout: float = 0.5
-    batch_size: int = 128
-    lr: float = 1e-3
-    n_negatives: int = 100  # sampled protocol
-    tail_user_len: int | None = None
-    tail_item_pop: int | None = None
+    model: ModelSettings = field(default_factory=ModelSettings)
+    fusion: FusionSettings = field(default_factory=FusionSettings)
+    distillation: DistillationSettings = field(default_factory=DistillationSettings)
+    objective: ObjectiveSettings = field(default_factory=ObjectiveSettings)
+    optim: OptimSettings = field(default_factory=OptimSettings)
+    evaluation: EvaluationSettings = field(default_factory=EvaluationSettings)
+    run: RunSettings = field(default_factory=RunSettings)
 
     def __post_init__(self) -> None:
-        self._check_types()
-        if self.compat in CHOICES["compat"]:
-            for name, (ours, original) in COMPAT_DEFAULTS.items():
-                if getattr(self, name) is None:
-                    setattr(self, name, original if self.compat == "original" else ours)
-        for name, allowed in CHOICES.items():
-            if getattr(self, name) not in allowed:
-                raise SettingsError(f"{name} must be one of {', '.join(allowed)}, not {getattr(self, name)!r}")
+        for name in ("data", "out"):
+            if not isinstance(getattr(self, name), str):
+                raise SettingsError(f"{name} must be a string, not {getattr(self, name)!r}")
         if not self.out:
             raise SettingsError("out must name a run folder")
-        for name in (
-            "epochs",
-            "patience",
-            "max_len",
-            "hidden",
-            "layers",
-            "heads",
-            "batch_size",
-            "n_similar",
-            "n_negatives",
-            "loss_negatives",
-        ):
-            if getattr(self, name) < 1:
-                raise SettingsError(f"{name} must be at least 1, not {getattr(self, name)}")
-        if self.hidden % self.heads:
-            raise SettingsError(f"hidden ({self.hidden}) must be divisible by heads ({self.heads})")
-        for name in ("logit_adjust", "alpha", "beta"):
-            if not math.isfinite(getattr(self, name)) or getattr(self, name) < 0:
-                raise SettingsError(f"{name} must be a finite number >= 0, not {getattr(self, name)}")
-        for name in ("temperature", "lr"):
-            if not math.isfinite(getattr(self, name)) or getattr(self, name) <= 0:
-                raise SettingsError(f"{name} must be a finite number > 0, not {getattr(self, name)}")
-        if not 0 <= self.dropout < 1:
-            raise SettingsError(f"dropout must be in [0, 1), not {self.dropout}")
-        if not 0 < self.mask_prob < 1:
-            raise SettingsError(f"mask_prob must be in (0, 1), not {self.mask_prob}")
-        if not 0 <= self.seed < 2**63:
-            raise SettingsError(f"seed must be between 0 and 2^63 - 1, not {self.seed}")
-        for name in ("tail_user_len", "tail_item_pop", "threads"):
-            if getattr(self, name) is not None and getattr(self, name) < 1:
-                raise SettingsError(f"{name} must be at least 1, not {getattr(self, name)}")
+        unset: dict[str, Any] = {
+            k: v[self.run.compat == "original"]
+            for k, v in COMPAT_DEFAULTS.items()
+            if getattr(self.evaluation, k) is None
+        }
+        if unset:
+            object.__setattr__(self, "evaluation", replace(self.evaluation, **unset))
 
-    def _check_types(self) -> None:
-        """Each setting of its declared type (a TOML file or a saved config can hold anything): an int
-        is an int (not 1.5, not true), a float any number, a str a str; None where allowed."""
-        for f in fields(self):
-            value, kind = getattr(self, f.name), str(f.type)
-            if value is None and "None" in kind:
-                continue
-            declared = {"int": int, "float": float, "bool": bool}.get(kind.split(" |")[0], str)
-            if not is_a(value, declared):
-                expected = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}[declared]
-                raise SettingsError(f"{f.name} must be {expected}, not {value!r}")
-            if declared is float:
-                setattr(self, f.name, float(value))
+    @classmethod
+    def of(cls, data: str, out: str, **settings: Any) -> TrainConfig:
+        """From flat settings (`lr=...`, as the command line and older config.json files name them)."""
+        unknown = sorted(set(settings) - SECTION_OF.keys())
+        if unknown:
+            raise SettingsError(f"unknown settings {', '.join(unknown)}")
+        grouped: dict[str, dict[str, Any]] = {section: {} for section in SECTIONS}
+        for name, value in settings.items():
+            grouped[SECTION_OF[name]][name] = value
+        sections: dict[str, Any] = {section: SECTIONS[section](**values) for section, values in grouped.items()}
+        return cls(data, out, **sections)
+
+    def replace(self, **settings: Any) -> TrainConfig:
+        """A copy with the given flat settings (and `data`, `out`) changed."""
+        return TrainConfig.of(**(self.flat() | settings))
+
+    def flat(self) -> dict[str, Any]:
+        """Every setting by its flat name, `data` and `out` first."""
+        out = {"data": self.data, "out": self.out}
+        for section in SECTIONS:
+            out |= asdict(getattr(self, section))
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        """config.json's content: `data`, `out`, then one object per section."""
+        return asdict(self)
 
     @classmethod
     def from_saved(cls, saved: dict[str, Any], source: str) -> TrainConfig:
-        """The config recorded in a run folder's config.json (`source` names it in errors)."""
-        unknown = sorted(set(saved) - set(field_names()))
-        if unknown:
-            raise SettingsError(f"{source}: unknown settings {', '.join(unknown)} (written by another llmesr version?)")
+        """The config recorded in a run folder's config.json, sectioned or flat (older versions);
+        `source` names the file in errors."""
         try:
-            return cls(**saved)
+            return cls.of(**flatten(saved))
         except (TypeError, SettingsError) as e:  # an edited or damaged file: name it
             raise SettingsError(f"{source}: {e}") from None
 
     @property
     def uses_semantic(self) -> bool:
-        return self.method == "llmesr" and self.views != "id"
+        return self.model.method == "llmesr" and self.fusion.views != "id"
 
     @property
     def uses_similar(self) -> bool:
-        return self.method == "llmesr" and self.alpha > 0
+        return self.model.method == "llmesr" and self.distillation.alpha > 0
+
+
+def flatten(saved: dict[str, Any]) -> dict[str, Any]:
+    """Settings by flat name from a sectioned mapping (config.json, TOML tables) or a flat one (older
+    config.json files); a setting under another section's name, or given twice, is an error."""
+    out: dict[str, Any] = {}
+
+    def put(name: str, value: Any) -> None:
+        if name in out:
+            raise SettingsError(f"{name} is given twice")
+        out[name] = value
+
+    for key, value in saved.items():
+        name = key.replace("-", "_")
+        if name in SECTIONS and isinstance(value, dict):
+            for inner, v in value.items():
+                inner_name = inner.replace("-", "_")
+                if SECTION_OF.get(inner_name) != name:
+                    where = f" (it belongs to {SECTION_OF[inner_name]})" if inner_name in SECTION_OF else ""
+                    raise SettingsError(f"unknown setting {name}.{inner}{where}")
+                put(inner_name, v)
+        elif name in SECTION_OF or name in ("data", "out"):
+            put(name, value)
+        else:
+            raise SettingsError(f"unknown setting {key!r} (the settings are llmesr-train's options)")
+    return out
+
+
+def defaults() -> dict[str, Any]:
+    """Every setting's default by flat name (None where the default is resolved later)."""
+    return {f.name: f.default for _, f in declared() if f.default is not MISSING}
 
 
 # `loss="auto"`: the softmax over the whole catalogue while scoring every item at every position is
@@ -201,22 +397,17 @@ def is_a(value: object, kind: type) -> bool:
     return isinstance(value, kind)
 
 
-def field_names() -> list[str]:
-    return [f.name for f in fields(TrainConfig)]
-
-
 def load_toml(path: str | Path) -> dict[str, Any]:
-    """Settings from a TOML file: top-level keys named like the options (`max_len` or `max-len`)."""
+    """Flat settings from a TOML file: top-level keys named like the options (`max_len` or `max-len`),
+    or tables named like the sections (`[optim]` with `lr = ...`, or the dotted `optim.lr = ...`)."""
     path = Path(path)
     try:
         raw = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as e:
         raise SettingsError(f"{path}: not valid TOML: {e}") from None
-    known = set(field_names())
-    out = {}
-    for key, value in raw.items():
-        name = key.replace("-", "_")
-        if name not in known:
-            raise SettingsError(f"{path}: unknown setting {key!r} (known: {', '.join(sorted(known))})")
-        out[name] = value
-    return out
+    try:
+        settings = flatten(raw)
+        TrainConfig.of(**({"data": "-", "out": "-"} | settings))  # each value checked here, naming the file
+    except SettingsError as e:
+        raise SettingsError(f"{path}: {e}") from None
+    return settings

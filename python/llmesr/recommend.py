@@ -41,7 +41,7 @@ class Recommender:
             self.config = load_config(run)
             check_inputs(run, self.config, "train again on the new data, or restore the data the run was trained on")
             ds = load_dataset(self.config.data)
-            tables = load_embeddings(self.config.data) if self.config.method == "llmesr" else None
+            tables = load_embeddings(self.config.data) if self.config.model.method == "llmesr" else None
             self.model: LLMESR = build_model(self.config, ds.n_items, tables)
             load_weights(run / BEST, self.model)
         self.model.to(device).eval()

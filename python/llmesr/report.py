@@ -11,14 +11,14 @@ import io
 import json
 import math
 import zipfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from llmesr import plots
-from llmesr.config import TrainConfig, field_names
+from llmesr.config import SECTION_OF, TrainConfig, declared
 from llmesr.errors import SettingsError
 from llmesr.io import atomic_write
 from llmesr.metrics import GROUPS
@@ -39,17 +39,8 @@ UNLABELLED = {
     "tail_user_len",
     "tail_item_pop",
 }
-LLMESR_ONLY = {
-    "views",
-    "cross_attention",
-    "shared_encoder",
-    "id_init",
-    "distill",
-    "alpha",
-    "n_similar",
-    "teachers",
-    "beta",
-}
+# Settings a run of the backbone alone ignores: the views, their fusion, the distillation, the item regulariser.
+LLMESR_ONLY = {f.name for section, f in declared() if section in ("fusion", "distillation")} | {"beta"}
 METRICS = ("HR@10", "NDCG@10")
 BEYOND = ("coverage@10", "tail_share@10", "mean_popularity@10")
 
@@ -73,7 +64,7 @@ class Run:
         parts = [f"{'LLM-ESR' if method == 'llmesr' else 'base'}-{c['backbone']}"]
         if "loss" in c:
             parts.append(f"loss={c['loss']}")
-        defaults = asdict(TrainConfig(data="-", out="-", compat=c.get("compat", "none"))) | {"compat": "none"}
+        defaults = TrainConfig.of(data="-", out="-", compat=c.get("compat", "none")).flat() | {"compat": "none"}
         ignored = UNLABELLED | {"loss"} | (LLMESR_ONLY if method == "base" else set())
         for key, value in c.items():
             if key not in ignored and key in defaults and value != defaults[key]:
@@ -109,7 +100,9 @@ def load_run(folder: str | Path) -> Run:
             raise FileNotFoundError(f"{folder}: no {name} (not a finished run folder)")
     config = read_run_config(folder)
     # Every setting valid, as resume checks them; settings of other versions (removed options) are left out.
-    TrainConfig.from_saved({k: v for k, v in config.items() if k in field_names()}, str(folder / "config.json"))
+    TrainConfig.from_saved(
+        {k: v for k, v in config.items() if k in SECTION_OF or k in ("data", "out")}, str(folder / "config.json")
+    )
     try:
         metrics = json.loads((folder / "metrics.json").read_text())
     except json.JSONDecodeError as e:

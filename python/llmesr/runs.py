@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from llmesr.config import TrainConfig, is_a
+from llmesr.config import SECTIONS, TrainConfig, is_a
 from llmesr.data import EMBEDDING_FILES, file_sha256
 from llmesr.errors import SettingsError
 from llmesr.io import atomic_write, atomic_write_text, remove_stale_temporaries
@@ -48,7 +47,8 @@ def load_config(run: Path) -> TrainConfig:
 
 
 def read_run_config(run: Path) -> dict[str, Any]:
-    """config.json of a run folder, or a clear error naming the file."""
+    """config.json of a run folder by flat setting names (its sections merged; older versions wrote it
+    flat), or a clear error naming the file."""
     path = run / CONFIG
     try:
         saved = json.loads(path.read_text())
@@ -56,9 +56,14 @@ def read_run_config(run: Path) -> dict[str, Any]:
         raise FileNotFoundError(f"{run} is not a run folder (no config.json)") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise SettingsError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(saved, dict) or not {"method", "backbone", "data"} <= saved.keys():
+    if not isinstance(saved, dict):
         raise SettingsError(f"{path}: not the config of an llmesr run")
-    return saved
+    flat: dict[str, Any] = {}
+    for key, value in saved.items():
+        flat |= value if key in SECTIONS and isinstance(value, dict) else {key: value}
+    if not {"method", "backbone", "data"} <= flat.keys():
+        raise SettingsError(f"{path}: not the config of an llmesr run")
+    return flat
 
 
 def is_run_folder(path: Path) -> bool:
@@ -74,15 +79,23 @@ def training_bytes(cfg: TrainConfig, n_items: int, semantic_dim: int) -> int:
     Adam's two moments, and one step's activations (every position of a full batch, every layer, both
     views), and the scores of the next-item loss. Settings are checked against it before anything
     is allocated, so a mistyped size is a clear refusal, not an allocation failure or a hang."""
-    h, views = cfg.hidden, 2 if cfg.method == "llmesr" and cfg.views == "both" else 1
+    h, views = cfg.model.hidden, 2 if cfg.model.method == "llmesr" and cfg.fusion.views == "both" else 1
     per_layer = 6 * h * h + 10 * h  # attention (4 h^2) and the point-wise feed-forward (2 h^2)
-    params = (n_items + 2) * h * views + cfg.max_len * h + cfg.layers * per_layer * (1 if cfg.shared_encoder else views)
+    params = (
+        (n_items + 2) * h * views
+        + cfg.model.max_len * h
+        + cfg.model.layers * per_layer * (1 if cfg.fusion.shared_encoder else views)
+    )
     if views == 2:
         params += semantic_dim * (semantic_dim // 2) + (semantic_dim // 2) * h + 8 * h * h  # adapter, cross-attention
-    positions = cfg.batch_size * cfg.max_len * views
-    activations = positions * h * (12 * cfg.layers + 8) + positions * cfg.max_len * cfg.heads * min(cfg.layers, 2)
+    positions = cfg.optim.batch_size * cfg.model.max_len * views
+    activations = positions * h * (12 * cfg.model.layers + 8) + positions * cfg.model.max_len * cfg.model.heads * min(
+        cfg.model.layers, 2
+    )
     # ce scores the catalogue in chunks of 4M; sampled scores its shared negatives at every target at once
-    scores = min(positions * n_items, 1 << 22) if cfg.loss == "ce" else positions * cfg.loss_negatives
+    scores = (
+        min(positions * n_items, 1 << 22) if cfg.objective.loss == "ce" else positions * cfg.objective.loss_negatives
+    )
     return 4 * (4 * params + activations + 2 * scores)
 
 
@@ -91,8 +104,8 @@ def check_memory(cfg: TrainConfig, n_items: int, semantic_dim: int, available: i
     need = training_bytes(cfg, n_items, semantic_dim)
     if available is not None and need > available:
         raise SettingsError(
-            f"these settings need about {need / 2**30:.1f} GiB to train (hidden {cfg.hidden}, layers {cfg.layers}, "
-            f"max_len {cfg.max_len}, batch_size {cfg.batch_size}, {n_items:,} items), more than the "
+            f"these settings need about {need / 2**30:.1f} GiB to train (hidden {cfg.model.hidden}, layers {cfg.model.layers}, "
+            f"max_len {cfg.model.max_len}, batch_size {cfg.optim.batch_size}, {n_items:,} items), more than the "
             f"{available / 2**30:.1f} GiB available: lower one of them"
         )
 
@@ -104,36 +117,36 @@ def build_model(cfg: TrainConfig, n_items: int, tables: dict[str, np.ndarray] | 
     from llmesr.models import LLMESR
 
     common: dict[str, Any] = dict(
-        backbone=cfg.backbone,
-        hidden=cfg.hidden,
-        max_len=cfg.max_len,
-        layers=cfg.layers,
-        heads=cfg.heads,
-        dropout=cfg.dropout,
-        compat=cfg.compat == "original",
-        block=cfg.block,
-        init=cfg.init,
-        embed_scale=cfg.embed_scale,
+        backbone=cfg.model.backbone,
+        hidden=cfg.model.hidden,
+        max_len=cfg.model.max_len,
+        layers=cfg.model.layers,
+        heads=cfg.model.heads,
+        dropout=cfg.model.dropout,
+        compat=cfg.run.compat == "original",
+        block=cfg.model.block,
+        init=cfg.model.init,
+        embed_scale=cfg.model.embed_scale,
     )
-    if cfg.method == "base":
+    if cfg.model.method == "base":
         return LLMESR(n_items, views="id", **common)
     assert tables is not None
     semantic = torch.from_numpy(np.array(tables["item_emb"]))
     id_init = None
-    if cfg.id_init == "pca" and cfg.views != "semantic":
+    if cfg.fusion.id_init == "pca" and cfg.fusion.views != "semantic":
         id_init = torch.from_numpy(np.array(tables["item_pca"]))
-        if id_init.shape[1] != cfg.hidden:
+        if id_init.shape[1] != cfg.model.hidden:
             raise SettingsError(
-                f"the dataset's PCA table is {id_init.shape[1]}-d, the model's hidden size {cfg.hidden}: "
-                f"run llmesr-embed --hidden {cfg.hidden}, or train with --id-init random"
+                f"the dataset's PCA table is {id_init.shape[1]}-d, the model's hidden size {cfg.model.hidden}: "
+                f"run llmesr-embed --hidden {cfg.model.hidden}, or train with --id-init random"
             )
     return LLMESR(
         n_items,
         semantic,
-        views=cfg.views,
+        views=cfg.fusion.views,
         id_init=id_init,
-        cross_attention=cfg.cross_attention,
-        shared_encoder=cfg.shared_encoder,
+        cross_attention=cfg.fusion.cross_attention,
+        shared_encoder=cfg.fusion.shared_encoder,
         **common,
     )
 
@@ -240,7 +253,7 @@ def input_digests(cfg: TrainConfig) -> dict[str, str]:
     their hashes), so a resume notices that the data or its embeddings changed since the run started."""
     folder = Path(cfg.data)
     names = sorted(p.name for p in folder.glob("*.npy") if p.name not in EMBEDDING_FILES) + ["meta.json"]
-    if cfg.method == "llmesr":
+    if cfg.model.method == "llmesr":
         names.append("embed.json")
     return {name: file_sha256(folder / name) for name in names}
 
@@ -262,7 +275,7 @@ def prepare_run_folder(cfg: TrainConfig, resume: bool, overwrite: bool) -> Path:
     if run.is_symlink():  # --overwrite would remove the link's target's contents, and resume write through it
         raise SettingsError(f"{run} is a symbolic link: give the folder it points to ({run.resolve()})")
     if resume:
-        saved, now = read_run_config(run), asdict(cfg)
+        saved, now = read_run_config(run), cfg.flat()
         # The folder may have been moved or copied: it is resumed where it is now (cfg.out).
         changed = sorted(
             k for k in saved.keys() | now.keys() if saved.get(k) != now.get(k) and k not in ("out", *RESUME_MAY_CHANGE)
@@ -272,7 +285,7 @@ def prepare_run_folder(cfg: TrainConfig, resume: bool, overwrite: bool) -> Path:
         check_inputs(run, cfg, "start a new run (--overwrite) rather than resume on other data")
         remove_stale_temporaries(run)
         if saved != now:  # the next resume continues with what this one was given
-            atomic_write_text(run / CONFIG, json.dumps(now, indent=2) + "\n")
+            atomic_write_text(run / CONFIG, json.dumps(cfg.to_json(), indent=2) + "\n")
         return run
     if run.exists() and (not run.is_dir() or any(run.iterdir())):
         if not overwrite:
@@ -284,7 +297,7 @@ def prepare_run_folder(cfg: TrainConfig, resume: bool, overwrite: bool) -> Path:
             )
         shutil.rmtree(run)
     run.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(run / CONFIG, json.dumps(asdict(cfg), indent=2) + "\n")
+    atomic_write_text(run / CONFIG, json.dumps(cfg.to_json(), indent=2) + "\n")
     atomic_write_text(run / INPUTS, json.dumps(input_digests(cfg), indent=2) + "\n")
     (run / LOG).write_text("")
     return run

@@ -14,7 +14,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -88,10 +88,14 @@ def resolve_device(name: str, ranks: distributed.Ranks | None = None) -> torch.d
 def training_batch(cfg: TrainConfig, ds: Dataset, users: np.ndarray, epoch: int) -> tuple[np.ndarray, ...]:
     """(inputs, targets, negatives) for the backbone's loss: next item at every position (SASRec),
     at the last position only (GRU4Rec), or at the masked positions (Bert4Rec)."""
-    spec = backbone(cfg.backbone)
+    spec = backbone(cfg.model.backbone)
     if spec.batch == "masked":
-        return bert4rec_batch(ds, users, cfg.max_len, cfg.mask_prob, cfg.seed, epoch, cfg.negatives)
-    inputs, targets, negatives = sasrec_batch(ds, users, cfg.max_len, cfg.seed, epoch, cfg.negatives)
+        return bert4rec_batch(
+            ds, users, cfg.model.max_len, cfg.model.mask_prob, cfg.run.seed, epoch, cfg.objective.negatives
+        )
+    inputs, targets, negatives = sasrec_batch(
+        ds, users, cfg.model.max_len, cfg.run.seed, epoch, cfg.objective.negatives
+    )
     if spec.last_target_only:
         targets[:, :-1] = 0
         negatives[:, :-1] = 0
@@ -133,19 +137,19 @@ class Training:
     @classmethod
     def setup(cls, cfg: TrainConfig, progress: bool, resume: bool, overwrite: bool) -> Training:
         # The run records its thread count: results round differently under another one.
-        n_threads = torch.get_num_threads() if cfg.threads is None else cfg.threads
-        cfg = replace(cfg, threads=n_threads)
+        n_threads = torch.get_num_threads() if cfg.run.threads is None else cfg.run.threads
+        cfg = cfg.replace(threads=n_threads)
         torch.set_num_threads(n_threads)
-        ranks = distributed.init("cuda" if resolve_device(cfg.device).type == "cuda" else "cpu")
-        device = resolve_device(cfg.device, ranks)
+        ranks = distributed.init("cuda" if resolve_device(cfg.run.device).type == "cuda" else "cpu")
+        device = resolve_device(cfg.run.device, ranks)
         ds = load_dataset(cfg.data)
-        loss, why = resolve_loss(cfg.loss, ds.n_items)
+        loss, why = resolve_loss(cfg.objective.loss, ds.n_items)
         # config.json records the loss trained with (never "auto") and where the data is from anywhere
         # (a resume or a Recommender may run in another directory).
-        cfg = replace(cfg, loss=loss, data=cfg.data if resume else os.path.abspath(cfg.data))
+        cfg = cfg.replace(loss=loss, data=cfg.data if resume else os.path.abspath(cfg.data))
         if progress and ranks.main and not resume:
             print(f"{model_name(cfg)}, loss {loss} ({why}), {cfg.out}", file=sys.stderr)
-        tables = load_embeddings(cfg.data) if cfg.method == "llmesr" else None
+        tables = load_embeddings(cfg.data) if cfg.model.method == "llmesr" else None
         if tables is not None and cfg.uses_semantic and ds.n_items > 1:
             items = tables["item_emb"][1:]
             if (items == items[0]).all():  # no item text: every prompt the same ("unknown ...")
@@ -154,30 +158,32 @@ class Training:
                     "view says nothing: train --method base, or prepare with --items and run llmesr-embed again"
                 )
         check_memory(cfg, ds.n_items, 0 if tables is None else tables["item_emb"].shape[1], available_memory(device))
-        if cfg.n_negatives >= ds.n_items:
-            raise SettingsError(f"n_negatives is {cfg.n_negatives}, but the catalogue has only {ds.n_items} items")
-        torch.manual_seed(cfg.seed)
+        if cfg.evaluation.n_negatives >= ds.n_items:
+            raise SettingsError(
+                f"n_negatives is {cfg.evaluation.n_negatives}, but the catalogue has only {ds.n_items} items"
+            )
+        torch.manual_seed(cfg.run.seed)
         model = build_model(cfg, ds.n_items, tables).to(device)
-        optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+        optimizer = torch.optim.Adam(model.parameters(), lr=cfg.optim.lr)
         step_model: torch.nn.Module = model
         if ranks.active:
             step_model = torch.nn.parallel.DistributedDataParallel(model)
         similar = None
         if tables is not None and cfg.uses_similar:
-            if cfg.n_similar > tables["similar_users"].shape[1]:
+            if cfg.distillation.n_similar > tables["similar_users"].shape[1]:
                 raise SettingsError(
-                    f"n_similar is {cfg.n_similar}, but {cfg.data} stores {tables['similar_users'].shape[1]} similar "
+                    f"n_similar is {cfg.distillation.n_similar}, but {cfg.data} stores {tables['similar_users'].shape[1]} similar "
                     "users per user (llmesr-embed -k)"
                 )
-            similar = np.array(tables["similar_users"])[:, : cfg.n_similar]
-        q = negative_distribution(ds, cfg.negatives) if cfg.loss == "sampled" else None
+            similar = np.array(tables["similar_users"])[:, : cfg.distillation.n_similar]
+        q = negative_distribution(ds, cfg.objective.negatives) if cfg.objective.loss == "sampled" else None
         log_q = None
         if q is not None:
-            log_q = torch.from_numpy(np.log(np.maximum(q * cfg.loss_negatives, 1e-30))).float().to(device)
+            log_q = torch.from_numpy(np.log(np.maximum(q * cfg.objective.loss_negatives, 1e-30))).float().to(device)
         item_offset = None
-        if cfg.logit_adjust > 0:
+        if cfg.objective.logit_adjust > 0:
             popularity = torch.from_numpy(ds.train_popularity.astype(np.int64))
-            item_offset = logit_adjustment(popularity, cfg.logit_adjust).to(device)
+            item_offset = logit_adjustment(popularity, cfg.objective.logit_adjust).to(device)
 
         run = prepare_run_folder(cfg, resume, overwrite) if ranks.main else Path(cfg.out)
         ranks.barrier()
@@ -207,12 +213,17 @@ class Training:
             optimizer=optimizer,
             similar=similar,
             teacher_table=None,
-            negatives=eval_negatives(ds, cfg.n_negatives, seed=cfg.seed),
-            groups={s: Groups.of(ds, cfg.tail_user_len, cfg.tail_item_pop, cfg.user_groups, s) for s in SPLITS},
+            negatives=eval_negatives(ds, cfg.evaluation.n_negatives, seed=cfg.run.seed),
+            groups={
+                s: Groups.of(
+                    ds, cfg.evaluation.tail_user_len, cfg.evaluation.tail_item_pop, cfg.evaluation.user_groups, s
+                )
+                for s in SPLITS
+            },
             shared_q=q,
             log_q=log_q,
             item_offset=item_offset,
-            train_users=np.flatnonzero(ds.train_end - ds.indptr[:-1] >= backbone(cfg.backbone).min_train_items),
+            train_users=np.flatnonzero(ds.train_end - ds.indptr[:-1] >= backbone(cfg.model.backbone).min_train_items),
             valid_users=np.flatnonzero(ds.valid > 0),
             run=run,
             state=state,
@@ -220,7 +231,7 @@ class Training:
 
     @property
     def done(self) -> bool:
-        return self.state["finished"] or self.state["epoch"] >= self.cfg.epochs
+        return self.state["finished"] or self.state["epoch"] >= self.cfg.optim.epochs
 
     def log(self, line: str) -> None:
         if self.ranks.main:
@@ -239,7 +250,7 @@ class Training:
             negatives=self.negatives,
             users=self.ranks.shard(users),
             groups=self.groups[split],
-            ties=self.cfg.ties or "pessimistic",
+            ties=self.cfg.evaluation.ties or "pessimistic",
             top_lists=top_lists,
             progress=f"{split} {protocol}" if shown else None,
         )
@@ -255,14 +266,14 @@ class Training:
             teacher_vectors = self.teacher_table[torch.from_numpy(self.similar[users]).to(self.device, torch.long)]
         elif self.similar is not None:  # each distinct neighbour encoded once (see LLMESR.teachers)
             neighbours, sim_index = np.unique(self.similar[users].ravel(), return_inverse=True)
-            sim_rows = histories(ds, neighbours, "train", cfg.max_len)
+            sim_rows = histories(ds, neighbours, "train", cfg.model.max_len)
         inputs, targets, negs, sim, sim_idx = (
             None if a is None else torch.from_numpy(a).to(self.device, torch.long)
             for a in (*arrays, sim_rows, sim_index)
         )
         shared = None
         if self.shared_q is not None and self.log_q is not None:
-            items = shared_negatives(self.shared_q, cfg.loss_negatives, cfg.seed, epoch, step)
+            items = shared_negatives(self.shared_q, cfg.objective.loss_negatives, cfg.run.seed, epoch, step)
             shared = SharedNegatives(torch.from_numpy(items).to(self.device), self.log_q)
         return dict(
             inputs=inputs,
@@ -285,7 +296,7 @@ class Training:
         with self.model.cached_items():
             for start in range(0, len(needed), TEACHER_CHUNK):
                 users = needed[start : start + TEACHER_CHUNK]
-                rows = torch.from_numpy(histories(self.ds, users, "train", self.cfg.max_len)).to(
+                rows = torch.from_numpy(histories(self.ds, users, "train", self.cfg.model.max_len)).to(
                     self.device, torch.long
                 )
                 vectors = self.model.frozen_user_vectors(rows)
@@ -299,32 +310,32 @@ class Training:
         """One epoch: the training steps, validation, the best weights if better, the checkpoint."""
         cfg, ranks, state = self.cfg, self.ranks, self.state
         epoch = state["epoch"] + 1
-        torch.manual_seed(epoch_seed(cfg.seed, epoch) + ranks.rank)  # dropout: a function of (seed, epoch, rank)
+        torch.manual_seed(epoch_seed(cfg.run.seed, epoch) + ranks.rank)  # dropout: a function of (seed, epoch, rank)
         self.model.train()
         loss_sum, batch_seconds, skipped, t0 = 0.0, 0.0, 0, time.perf_counter()
         self.load.others()  # the epoch's load is measured from here: the teacher table and the steps
-        if cfg.teachers == "epoch" and self.similar is not None:
+        if cfg.distillation.teachers == "epoch" and self.similar is not None:
             self.teacher_table = self.epoch_teachers()
-        order = ranks.training_shard(np.random.default_rng([cfg.seed, epoch]).permutation(self.train_users))
-        starts = range(0, len(order), cfg.batch_size)
+        order = ranks.training_shard(np.random.default_rng([cfg.run.seed, epoch]).permutation(self.train_users))
+        starts = range(0, len(order), cfg.optim.batch_size)
         bar = tqdm(starts, desc=f"epoch {epoch}", disable=not (self.progress and ranks.main), leave=False, unit="batch")
         for n, start in enumerate(bar, 1):
             b0 = time.perf_counter()
-            users = order[start : start + cfg.batch_size]
+            users = order[start : start + cfg.optim.batch_size]
             batch = self.step_inputs(users, epoch, n)
             batch_seconds += time.perf_counter() - b0
             loss = self.step_model(
                 **batch,
-                alpha=cfg.alpha,
-                distill=cfg.distill,
-                beta=cfg.beta,
-                temperature=cfg.temperature,
-                loss=cfg.loss,
+                alpha=cfg.distillation.alpha,
+                distill=cfg.distillation.distill,
+                beta=cfg.objective.beta,
+                temperature=cfg.objective.temperature,
+                loss=cfg.objective.loss,
                 item_offset=self.item_offset,
             )
             value = loss.item()
             if not distributed.all_finite(value, ranks):
-                if cfg.on_nonfinite == "stop":
+                if cfg.optim.on_nonfinite == "stop":
                     raise SettingsError(
                         f"epoch {epoch}, batch {n}: the training loss is not finite ({value}; diverged): lower --lr, "
                         "or pass --on-nonfinite skip to skip such batches"
@@ -342,9 +353,9 @@ class Training:
         self.say_if_crowded(epoch)
         if skipped:
             self.log(f"epoch {epoch}: skipped {skipped} of {len(starts)} batches with a NaN or infinite loss")
-        ndcg = self.evaluate_all("valid", cfg.select_on or "full", self.valid_users, top_lists=False).result()[
-            "overall"
-        ]["NDCG@10"]
+        ndcg = self.evaluate_all(
+            "valid", cfg.evaluation.select_on or "full", self.valid_users, top_lists=False
+        ).result()["overall"]["NDCG@10"]
         ndcg = ndcg or 0.0
         epoch_seconds = time.perf_counter() - t0
         mean_loss = loss_sum / max(1, len(starts) - skipped)
@@ -361,7 +372,7 @@ class Training:
             }
         )
         self.log(
-            f"epoch {epoch}: loss {mean_loss:.4f}, valid {cfg.select_on} NDCG@10 {ndcg:.4f}, {speed:.0f} seq/s, "
+            f"epoch {epoch}: loss {mean_loss:.4f}, valid {cfg.evaluation.select_on} NDCG@10 {ndcg:.4f}, {speed:.0f} seq/s, "
             f"batches {100 * batch_seconds / train_seconds:.1f}% of the time, {epoch_seconds:.1f} s"
         )
         state["epoch"] = epoch
@@ -371,9 +382,11 @@ class Training:
                 save_weights(self.run / BEST, self.model)
         else:
             state["waited"] += 1
-            if state["waited"] >= cfg.patience:
+            if state["waited"] >= cfg.optim.patience:
                 state["finished"] = True
-                self.log(f"early stop: no better validation {cfg.select_on} NDCG@10 for {cfg.patience} epochs")
+                self.log(
+                    f"early stop: no better validation {cfg.evaluation.select_on} NDCG@10 for {cfg.optim.patience} epochs"
+                )
         if ranks.main:
             save_checkpoint(self.run / CHECKPOINT, self.model, self.optimizer, state)
         ranks.barrier()
@@ -381,14 +394,14 @@ class Training:
     def say_if_crowded(self, epoch: int) -> None:
         """Once a run, where processes that started after it leave fewer free cores than its threads:
         the count is kept (another one rounds differently), so the user is told how to change it."""
-        if self.crowded_said or self.ranks.active or self.device.type != "cpu" or self.cfg.threads is None:
+        if self.crowded_said or self.ranks.active or self.device.type != "cpu" or self.cfg.run.threads is None:
             return  # (threads is set by setup; None only narrows the type)
         others = self.load.others()
-        if threads.crowded(self.cfg.threads, others):
+        if threads.crowded(self.cfg.run.threads, others):
             self.crowded_said = True
             self.log(
                 f"epoch {epoch}: other processes kept {others:.1f} of {threads.cores()} cores busy, fewer free than "
-                f"this run's {self.cfg.threads} threads; one thread is faster beside busy processes: stop and "
+                f"this run's {self.cfg.run.threads} threads; one thread is faster beside busy processes: stop and "
                 f"llmesr-train --resume {self.run} --threads 1"
             )
 
@@ -403,8 +416,8 @@ class Training:
             "best_epoch": self.state["best_epoch"],
             "epochs": self.state["epoch"],
             "history": self.state["history"],
-            "selected_on": f"valid {cfg.select_on} NDCG@10",
-            "ties": cfg.ties,
+            "selected_on": f"valid {cfg.evaluation.select_on} NDCG@10",
+            "ties": cfg.evaluation.ties,
             "groups": self.groups["test"].describe(),
             "environment": environment(self.device),
         }
@@ -474,7 +487,7 @@ def popularity_metrics(cfg: TrainConfig) -> dict[str, Any]:
     reference every model should beat."""
     from llmesr.evaluate import Popularity
 
-    return reference_metrics(cfg, lambda ds: Popularity(ds, cfg.max_len))
+    return reference_metrics(cfg, lambda ds: Popularity(ds, cfg.model.max_len))
 
 
 def text_neighbours_metrics(cfg: TrainConfig) -> dict[str, Any]:
@@ -483,14 +496,16 @@ def text_neighbours_metrics(cfg: TrainConfig) -> dict[str, Any]:
     from llmesr.evaluate import TextNeighbours
 
     table = load_embeddings(cfg.data)["item_emb"]
-    return reference_metrics(cfg, lambda ds: TextNeighbours(table, cfg.max_len))
+    return reference_metrics(cfg, lambda ds: TextNeighbours(table, cfg.model.max_len))
 
 
 def reference_metrics(cfg: TrainConfig, scorer: Callable[[Dataset], Any]) -> dict[str, Any]:
     """Test metrics of an untrained `scorer(ds)` under both protocols, as a run of `cfg` is tested."""
     ds = load_dataset(cfg.data)
-    groups = Groups.of(ds, cfg.tail_user_len, cfg.tail_item_pop, cfg.user_groups, "test")
-    negatives = eval_negatives(ds, cfg.n_negatives, seed=cfg.seed)
+    groups = Groups.of(
+        ds, cfg.evaluation.tail_user_len, cfg.evaluation.tail_item_pop, cfg.evaluation.user_groups, "test"
+    )
+    negatives = eval_negatives(ds, cfg.evaluation.n_negatives, seed=cfg.run.seed)
     users = np.flatnonzero(ds.test > 0)
     model = scorer(ds)
     return {
@@ -501,14 +516,14 @@ def reference_metrics(cfg: TrainConfig, scorer: Callable[[Dataset], Any]) -> dic
             negatives=negatives,
             users=users,
             groups=groups,
-            ties=cfg.ties or "pessimistic",
+            ties=cfg.evaluation.ties or "pessimistic",
         ).result()
         for protocol in ("full", "sampled")
     }
 
 
 def model_name(cfg: TrainConfig) -> str:
-    return f"LLM-ESR-{cfg.backbone}" if cfg.method == "llmesr" else f"{cfg.backbone} alone"
+    return f"LLM-ESR-{cfg.model.backbone}" if cfg.model.method == "llmesr" else f"{cfg.model.backbone} alone"
 
 
 def plot_run(folder: Path, cfg: TrainConfig, metrics: dict[str, Any], base: dict[str, Any] | None = None) -> None:
@@ -516,8 +531,8 @@ def plot_run(folder: Path, cfg: TrainConfig, metrics: dict[str, Any], base: dict
     its metrics, when trained with --compare) and popularity's, and the learning curves."""
     tests, histories = {model_name(cfg): metrics["test"]}, {model_name(cfg): metrics["history"]}
     if base is not None:
-        tests[f"{cfg.backbone} alone"], histories[f"{cfg.backbone} alone"] = base["test"], base["history"]
+        tests[f"{cfg.model.backbone} alone"], histories[f"{cfg.model.backbone} alone"] = base["test"], base["history"]
     if "popularity" in metrics:  # (older run folders lack it)
         tests["popularity"] = metrics["popularity"]
-    title = f"{model_name(cfg)} on {Path(cfg.data).name}, seed {cfg.seed} (best epoch {metrics['best_epoch']})"
+    title = f"{model_name(cfg)} on {Path(cfg.data).name}, seed {cfg.run.seed} (best epoch {metrics['best_epoch']})"
     plots.run_figure(tests, histories, folder / "metrics.png", title)

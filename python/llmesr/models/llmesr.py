@@ -24,13 +24,12 @@ from torch import nn
 from torch.nn import functional as F
 
 from llmesr.backbones import backbone as backbone_spec
-from llmesr.config import CHOICES
 from llmesr.models.encoder import Attention, Encoder, KeyMask
 from llmesr.models.losses import LOSSES, SharedNegatives, bce_loss, full_softmax_loss, sampled_softmax_loss
 from llmesr.ops import HashedDropout, distill_loss, masked_attention, native_ops_loaded
 from llmesr.ops.distill import info_nce
 
-VIEWS = CHOICES["views"]
+VIEWS = ("both", "id", "semantic")  # config.FusionSettings.views
 
 
 class Adapter(nn.Module):

@@ -21,9 +21,7 @@ from typing import NamedTuple
 import torch
 from torch.nn import functional as F
 
-from llmesr.config import CHOICES
-
-LOSSES = tuple(name for name in CHOICES["loss"] if name != "auto")  # "auto" is resolved before training
+LOSSES = ("bce", "ce", "sampled")  # config.ObjectiveSettings.loss, but "auto" (resolved before training)
 CE_CHUNK_SCORES = 1 << 22  # scores per chunk (16 MiB in float32)
 
 
