@@ -22,7 +22,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--data", help="a prepared and embedded dataset folder (default: the built-in synthetic data)")
     p.add_argument("--out", help="run folder (default: runs/<method>-<backbone>-<seed>)")
-    p.add_argument("--config", help="TOML file of settings: keys named like the options, at the top level or in tables named like the option groups below ([optim] lr = 0.001)")
+    p.add_argument(
+        "--config",
+        help="TOML file of settings: keys named like the options, at the top level or in tables named like the option groups below ([optim] lr = 0.001)",
+    )
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a killed run from its last epoch (its own settings)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run folder")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
