@@ -60,11 +60,11 @@ def peak_rss_mib() -> float:
 def main(kind: str, steps: int) -> dict:
     import torch
 
+    from llmesr.batches import training_batch
     from llmesr.config import TrainConfig
     from llmesr.evaluate import evaluate
     from llmesr.models import LLMESR, reference
     from llmesr.sampling import histories
-    from llmesr.train import training_batch
 
     torch.set_num_threads(int(os.environ.get("LLMESR_BENCH_THREADS", "2")))
     device = torch.device(os.environ.get("LLMESR_BENCH_DEVICE", "cpu"))
@@ -116,10 +116,10 @@ def main(kind: str, steps: int) -> dict:
 def ce_step_vs_products(ds, steps: int, device, sync, rss_before: float) -> dict:
     import torch
 
+    from llmesr.batches import training_batch
     from llmesr.config import TrainConfig
     from llmesr.models import LLMESR
     from llmesr.models.losses import CE_CHUNK_SCORES
-    from llmesr.train import training_batch
 
     torch.manual_seed(0)
     model = LLMESR(ds.n_items, views="id", hidden=HIDDEN, max_len=MAX_LEN).to(device)

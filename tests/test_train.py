@@ -132,9 +132,9 @@ def test_epoch_teachers_equal_step_teachers_before_the_weights_move(data, tmp_pa
     holds what encoding each user alone gives."""
     t = Training.setup(config(data, tmp_path / "run", teachers="epoch"), progress=False, resume=False, overwrite=False)
     users = t.train_users[:32]
-    stepwise = t.step_inputs(users, 1, 1)
-    t.teacher_table = t.epoch_teachers()
-    looked_up = t.step_inputs(users, 1, 1)
+    stepwise = t.inputs(users, 1, 1)
+    t.inputs.refresh_teachers(t.model, t.train_users)
+    looked_up = t.inputs(users, 1, 1)
     assert stepwise["teacher_vectors"] is None and looked_up["similar"] is None
     assert looked_up["teacher_vectors"].shape == (32, t.cfg.distillation.n_similar, 16)
     losses = []
@@ -142,8 +142,9 @@ def test_epoch_teachers_equal_step_teachers_before_the_weights_move(data, tmp_pa
         torch.manual_seed(3)  # the same dropout in both
         losses.append(t.model(**batch, alpha=0.5))
     assert_same_loss_and_gradients(*losses, t.model)
-    one = torch.from_numpy(histories(t.ds, t.similar[users[:1], :1].ravel(), "train", t.cfg.model.max_len)).long()
-    torch.testing.assert_close(t.teacher_table[t.similar[users[0], 0]], t.model.frozen_user_vectors(one)[0])
+    similar, table = t.inputs.similar, t.inputs.teacher_table
+    one = torch.from_numpy(histories(t.ds, similar[users[:1], :1].ravel(), "train", t.cfg.model.max_len)).long()
+    torch.testing.assert_close(table[similar[users[0], 0]], t.model.frozen_user_vectors(one)[0])
 
 
 def test_command_line_with_toml_config(data, tmp_path, capsys):
@@ -201,7 +202,7 @@ def test_settings_in_sections_from_toml_tables_dotted_keys_and_flat_names(tmp_pa
 
 
 def test_compare_trains_the_backbone_alone_and_shows_popularity(data, tmp_path, capsys):
-    from llmesr.train import popularity_metrics, text_neighbours_metrics
+    from llmesr.baselines import popularity_metrics, text_neighbours_metrics
 
     toml = tmp_path / "run.toml"
     toml.write_text("epochs = 1\nhidden = 8\nmax-len = 20\nbatch_size = 32\nn_negatives = 20\n")

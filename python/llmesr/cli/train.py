@@ -157,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
         if main_rank:
             print(summary(cfg.out, metrics, budget=cfg.optim.epochs))
         if compare and cfg.model.method != "base":
-            from llmesr.train import plot_run, popularity_metrics, text_neighbours_metrics
+            from llmesr.baselines import popularity_metrics, text_neighbours_metrics
+            from llmesr.train import plot_run
 
             base = cfg.replace(method="base", out=f"{cfg.out}-base")
             base_resume = bool(args.resume) and (Path(base.out) / "config.json").exists()
