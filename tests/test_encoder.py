@@ -4,7 +4,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from llmesr.models import SequenceEncoder  # noqa: E402
+from llmesr.models import TransformerEncoder  # noqa: E402
 
 
 def encode(model, emb, valid):
@@ -24,7 +24,7 @@ def batch(length, real, hidden=16, seed=0):
 @pytest.mark.parametrize("heads", [1, 2])
 def test_causal_positions_never_see_the_future(heads):
     torch.manual_seed(0)
-    model = SequenceEncoder(hidden=16, max_len=20, heads=heads, causal=True)
+    model = TransformerEncoder(hidden=16, max_len=20, heads=heads, causal=True)
     emb, valid = batch(10, 7)
     out = encode(model, emb, valid)
     changed = emb.clone()
@@ -36,7 +36,7 @@ def test_causal_positions_never_see_the_future(heads):
 
 def test_bidirectional_sees_both_ways():
     torch.manual_seed(0)
-    model = SequenceEncoder(hidden=16, max_len=20, causal=False)
+    model = TransformerEncoder(hidden=16, max_len=20, causal=False)
     emb, valid = batch(10, 7)
     changed = emb.clone()
     changed[0, 9] += torch.randn(16)
@@ -46,7 +46,7 @@ def test_bidirectional_sees_both_ways():
 @pytest.mark.parametrize("causal", [True, False])
 def test_padding_changes_nothing(causal):
     torch.manual_seed(0)
-    model = SequenceEncoder(hidden=16, max_len=50, causal=causal)
+    model = TransformerEncoder(hidden=16, max_len=50, causal=causal)
     short_emb, short_valid = batch(6, 6)
     long_emb = torch.cat([torch.randn(1, 30, 16), short_emb], dim=1)  # garbage where padded
     long_valid = torch.cat([torch.zeros(1, 30, dtype=torch.bool), short_valid], dim=1)
@@ -58,7 +58,7 @@ def test_padding_changes_nothing(causal):
 
 def test_gradients_are_finite_with_fully_padded_rows():
     torch.manual_seed(0)
-    model = SequenceEncoder(hidden=16, max_len=20)
+    model = TransformerEncoder(hidden=16, max_len=20)
     emb = torch.randn(3, 8, 16, requires_grad=True)
     valid = torch.ones(3, 8, dtype=torch.bool)
     valid[1] = False  # a row with no item at all
@@ -70,7 +70,7 @@ def test_gradients_are_finite_with_fully_padded_rows():
 
 
 def test_too_long_sequences_are_an_error():
-    model = SequenceEncoder(hidden=16, max_len=4)
+    model = TransformerEncoder(hidden=16, max_len=4)
     emb, valid = batch(6, 6)
     with pytest.raises(ValueError, match="max_len=4"):
         model(emb, valid)

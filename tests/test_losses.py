@@ -130,3 +130,30 @@ def test_logit_adjustment_is_tau_log_prior():
     offset = logit_adjustment(popularity, 0.5)
     prior = torch.tensor([1.0, 4.0, 1.0, 2.0]) / 7.0
     torch.testing.assert_close(offset[1:], 0.5 * torch.log(prior[1:]))
+
+
+def test_the_losses_registered_are_the_settings_choices_and_a_new_one_trains(monkeypatch):
+    """Every `--loss` choice but "auto" has an objective, and a loss registered in one place is what
+    the model trains with (here, a squared error towards the target's vector)."""
+    from dataclasses import fields
+
+    from llmesr.config import ObjectiveSettings
+    from llmesr.models.losses import NEXT_ITEM_LOSSES, next_item_loss
+
+    choices = next(f for f in fields(ObjectiveSettings) if f.name == "loss").metadata["choices"]
+    assert set(choices) - {"auto"} == set(NEXT_ITEM_LOSSES)
+    monkeypatch.setitem(NEXT_ITEM_LOSSES, "to_target", None)  # so that the registration is undone afterwards
+
+    @next_item_loss("to_target")
+    def to_target(x):
+        return (x.states - x.vectors(x.targets)).pow(2).sum()
+
+    m = LLMESR(20, None, views="id", hidden=8, max_len=6, dropout=0.0)
+    inputs = torch.tensor([[0, 1, 2, 3], [4, 5, 6, 7]])
+    targets = torch.tensor([[0, 2, 3, 4], [5, 6, 7, 8]])
+    loss = m.training_loss(inputs, targets, torch.zeros_like(targets), loss="to_target")
+    states = m.user_states(inputs)
+    expected = (states - m.item_vectors(targets)).pow(2).sum(-1)[targets != 0].sum() / 7
+    torch.testing.assert_close(loss, expected)
+    with pytest.raises(ValueError, match="loss must be one of bce, ce, sampled, to_target, not 'focal'"):
+        m.training_loss(inputs, targets, torch.zeros_like(targets), loss="focal")

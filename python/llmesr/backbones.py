@@ -2,7 +2,7 @@
 config can list them without importing torch).
 
 A backbone is its `Backbone` spec below plus an encoder factory (`encoder`, "module:function") that
-builds an `llmesr.models.encoder.Encoder`. The model, the straightforward reference and training read
+builds an `llmesr.models.encoder.SequenceEncoder`. The model, the straightforward reference and training read
 everything backbone-specific from the spec. Adding one: write its encoder and factory (its own file
 under `llmesr/models/`), then register a spec here (see CONTRIBUTING.md).
 """

@@ -31,7 +31,7 @@ import numpy as np
 
 from llmesr import _native
 from llmesr.data import Dataset, load_dataset
-from llmesr.encoders import EmbeddingCache, Encoder, encode_all
+from llmesr.encoders import EmbeddingCache, TextEncoder, encode_all
 from llmesr.errors import SettingsError
 from llmesr.io import atomic_write, atomic_write_text
 from llmesr.locks import folder_lock
@@ -119,9 +119,13 @@ def npy_bytes(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+SIMILAR_USERS = 100  # similar users kept per user (the paper's retrieval depth; training uses the first n_similar)
+CACHE = Path.home() / ".cache" / "llmesr" / "embeddings"  # the embedding cache of the commands
+
+
 def embed_dataset(
     path: str | os.PathLike[str],
-    encoder: Encoder | None = None,
+    encoder: TextEncoder | None = None,
     *,
     item_table: np.ndarray | None = None,
     user_table: np.ndarray | None = None,
@@ -129,7 +133,7 @@ def embed_dataset(
     similar_zero_based: bool = False,
     item_template: str = DEFAULT_ITEM_TEMPLATE,
     user_template: str = DEFAULT_USER_TEMPLATE,
-    k: int = 100,
+    k: int = SIMILAR_USERS,
     hidden: int = 64,
     cache_dir: str | os.PathLike[str] | None = None,
     approximate: bool = False,

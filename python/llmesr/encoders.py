@@ -21,7 +21,7 @@ import numpy as np
 from llmesr.errors import ExternalError, SettingsError
 
 
-class Encoder(Protocol):
+class TextEncoder(Protocol):
     name: str
 
     def encode(self, texts: Sequence[str]) -> np.ndarray: ...
@@ -306,7 +306,7 @@ class EmbeddingCache:
 
 def encode_all(
     texts: Sequence[str],
-    encoder: Encoder,
+    encoder: TextEncoder,
     cache: EmbeddingCache | None = None,
     batch_size: int = 256,
     progress: Callable[[int, int], object] | None = None,

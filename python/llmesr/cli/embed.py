@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 
 from llmesr.cli.common import DefaultsHelp, StageProgress, add_debug_option, count, format_rows, run_command
-from llmesr.embed import embed_dataset, load_table
+from llmesr.embed import CACHE, SIMILAR_USERS, embed_dataset, load_table
 from llmesr.errors import SettingsError
 from llmesr.text import DEFAULT_ITEM_TEMPLATE, DEFAULT_USER_TEMPLATE
 
@@ -51,12 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-pickle", action="store_true", help="UNSAFE for untrusted files: read .pkl tables")
     p.add_argument("--item-template", default=DEFAULT_ITEM_TEMPLATE, help="item prompt with {field} placeholders")
     p.add_argument("--user-template", default=DEFAULT_USER_TEMPLATE, help="user prompt with a {titles} placeholder")
-    p.add_argument("-k", "--similar", type=count(1), default=100, help="similar users kept per user")
+    p.add_argument("-k", "--similar", type=count(1), default=SIMILAR_USERS, help="similar users kept per user")
     p.add_argument("--hidden", type=count(1), default=64, help="PCA dimension (the ID view's hidden size)")
     p.add_argument(
         "--approximate", action="store_true", help="approximate similar users (inverted file), for millions of users"
     )
-    p.add_argument("--cache", default=str(Path.home() / ".cache" / "llmesr" / "embeddings"), help="embedding cache")
+    p.add_argument("--cache", default=str(CACHE), help="embedding cache")
     p.add_argument("--no-cache", action="store_true", help="encode everything, store nothing")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or summary")
     add_debug_option(p)

@@ -75,15 +75,14 @@ def default_data(hidden: int, progress: bool = True) -> str:
     data = DEFAULT_DATA
     if not (Path(data) / "similar_users.npy").exists():
         from llmesr import prepare_synthetic
-        from llmesr.embed import embed_dataset
+        from llmesr.embed import CACHE, embed_dataset
         from llmesr.encoders import SentenceTransformerEncoder
 
         print(f"preparing and embedding the synthetic dataset in {data} (once)", file=sys.stderr)
         prepare_synthetic(data, overwrite=True)
-        cache = Path.home() / ".cache" / "llmesr" / "embeddings"
         bar = StageProgress(enabled=progress)
         try:
-            embed_dataset(data, SentenceTransformerEncoder(), k=100, hidden=hidden, cache_dir=cache, progress=bar)
+            embed_dataset(data, SentenceTransformerEncoder(), hidden=hidden, cache_dir=CACHE, progress=bar)
         finally:
             bar.close()
     return data

@@ -1,6 +1,6 @@
 """Sequence models (PyTorch). Importing this package needs torch."""
 
-from llmesr.models.encoder import Encoder, GRUEncoder, SequenceEncoder
+from llmesr.models.encoder import GRUEncoder, SequenceEncoder, TransformerEncoder
 from llmesr.models.llmesr import LLMESR, Adapter
 
-__all__ = ["LLMESR", "Adapter", "Encoder", "GRUEncoder", "SequenceEncoder"]
+__all__ = ["LLMESR", "Adapter", "GRUEncoder", "SequenceEncoder", "TransformerEncoder"]

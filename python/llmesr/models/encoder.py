@@ -162,7 +162,7 @@ class OriginalBlock(nn.Module):
 BLOCKS = {"prenorm": Block, "original": OriginalBlock}
 
 
-class SequenceEncoder(nn.Module):
+class TransformerEncoder(nn.Module):
     """Transformer encoder (SASRec when causal, Bert4Rec when not): `[B, L, H]` item embeddings to
     `[B, L, H]` states; padded positions give zeros. `block`: a key of `BLOCKS`."""
 
@@ -240,7 +240,7 @@ class GRUEncoder(nn.Module):
         return out.gather(1, back[..., None].expand(-1, -1, hidden)) * valid[..., None]
 
 
-class Encoder(Protocol):
+class SequenceEncoder(Protocol):
     """What the dual-view model needs of a sequence encoder: `[B, L, H]` item embeddings of left-padded
     rows (`valid` marks the real items) to `[B, L, H]` states (`[B, 1, H]`, the last, when `last_only`), zeros at padding, a position's state
     depending on no later item when the model is causal; and the `KeyMask` a cross-attention in
@@ -256,14 +256,14 @@ class Encoder(Protocol):
 
 def causal_transformer(
     hidden: int, max_len: int, layers: int, heads: int, dropout: float, *, compat: bool, block: str
-) -> SequenceEncoder:
-    return SequenceEncoder(hidden, max_len, layers, heads, dropout, causal=True, compat=compat, block=block)
+) -> TransformerEncoder:
+    return TransformerEncoder(hidden, max_len, layers, heads, dropout, causal=True, compat=compat, block=block)
 
 
 def bidirectional_transformer(
     hidden: int, max_len: int, layers: int, heads: int, dropout: float, *, compat: bool, block: str
-) -> SequenceEncoder:
-    return SequenceEncoder(hidden, max_len, layers, heads, dropout, causal=False, compat=compat, block=block)
+) -> TransformerEncoder:
+    return TransformerEncoder(hidden, max_len, layers, heads, dropout, causal=False, compat=compat, block=block)
 
 
 def gru(hidden: int, max_len: int, layers: int, heads: int, dropout: float, *, compat: bool, block: str) -> GRUEncoder:

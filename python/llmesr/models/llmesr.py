@@ -24,8 +24,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from llmesr.backbones import backbone as backbone_spec
-from llmesr.models.encoder import Attention, Encoder, KeyMask
-from llmesr.models.losses import LOSSES, SharedNegatives, bce_loss, full_softmax_loss, sampled_softmax_loss
+from llmesr.models.encoder import Attention, KeyMask, SequenceEncoder
+from llmesr.models.losses import NEXT_ITEM_LOSSES, LossInputs, SharedNegatives
 from llmesr.ops import HashedDropout, distill_loss, masked_attention, native_ops_loaded
 from llmesr.ops.distill import info_nce
 
@@ -272,12 +272,12 @@ class LLMESR(nn.Module):
         padding keys but not the future."""
         if self.compat:
             return KeyMask(valid.sum(dim=1), False)
-        encoder = cast(Encoder, self.encoders[0])
+        encoder = cast(SequenceEncoder, self.encoders[0])
         return encoder.mask(valid)
 
     def user_states(self, sequences: torch.Tensor, last_only: bool = False) -> torch.Tensor:
         """`[B, L, H·views]`: each view through the sequence encoder, concatenated (`[B, 1, H·views]`,
-        the last position's, when `last_only`: see `SequenceEncoder.forward`)."""
+        the last position's, when `last_only`: see `TransformerEncoder.forward`)."""
         valid = sequences != 0
         views = self.input_embeddings(sequences)  # the encoders apply the embedding dropout
         if self.cross is not None:
@@ -384,24 +384,10 @@ class LLMESR(nn.Module):
             vectors = self.item_vectors(items)
             return vectors if item_offset is None else torch.cat([vectors, item_offset[items, None]], dim=1)
 
-        if loss == "bce":
-            vectors = vectors_of(torch.cat([targets, negatives]))  # the adapter once for both
-            return bce_loss(states, *vectors.chunk(2))
-        if loss == "ce":
-            table = vectors_of(torch.arange(1, self.n_items + 1, device=states.device))
-            return full_softmax_loss(states, table, targets - 1)
-        if loss == "sampled":
-            if shared is None:
-                raise ValueError("the sampled loss needs the batch's shared negatives")
-            return sampled_softmax_loss(
-                states,
-                vectors_of(targets),
-                vectors_of(shared.items),
-                shared.log_q[targets],
-                shared.log_q[shared.items],
-                targets[:, None] == shared.items[None, :],
-            )
-        raise ValueError(f"loss must be one of {', '.join(LOSSES)}, not {loss!r}")
+        objective = NEXT_ITEM_LOSSES.get(loss)
+        if objective is None:
+            raise ValueError(f"loss must be one of {', '.join(NEXT_ITEM_LOSSES)}, not {loss!r}")
+        return objective(LossInputs(states, targets, negatives, shared, vectors_of, self.n_items))
 
     forward = training_loss  # so DistributedDataParallel wraps the training step
 
@@ -424,20 +410,6 @@ class LLMESR(nn.Module):
             vectors = self.user_vector(sequences)
         self.train(was_training)
         return vectors
-
-    def distillation_loss(
-        self,
-        student: torch.Tensor,
-        similar: torch.Tensor,
-        kind: str = "kd",
-        temperature: float = 1.0,
-        similar_index: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """Retrieval-augmented self-distillation towards the mean of each user's teachers: `kd` is the
-        MSE, `cl` a contrastive loss (each user's teacher against the batch's others); one fused
-        operator when the native ops are loaded (`llmesr.ops`)."""
-        teachers = self.teachers(similar, student.shape[0], similar_index)
-        return distill_loss(student, teachers, kind, temperature)
 
     def item_regulariser(self, items: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
         """Contrastive alignment of the two views of the batch's distinct items: an item's ID

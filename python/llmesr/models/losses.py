@@ -8,7 +8,9 @@
   correction (every candidate's logit minus the log of its expected count in the draw) and accidental
   hits (a negative that is the row's target) removed.
 
-Each returns the SUM over rows; the caller divides by the number of targets. `logit_adjustment` gives
+Each returns the SUM over rows; the caller divides by the number of targets. `NEXT_ITEM_LOSSES` maps
+each `--loss` name to its objective (`@next_item_loss("name")`): a new loss is one function here and
+its name among `config.ObjectiveSettings.loss`'s choices (CONTRIBUTING.md has a worked example). `logit_adjustment` gives
 the per-item offsets of the logit-adjusted losses (Menon et al., "Long-tail learning via logit
 adjustment", ICLR 2021): trained with tau * log(prior) added to every item's logit and ranked without it,
 a model stops spending its scores on popularity, which lifts the long tail.
@@ -16,12 +18,12 @@ a model stops spending its scores on popularity, which lifts the long tail.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
 from torch.nn import functional as F
 
-LOSSES = ("bce", "ce", "sampled")  # config.ObjectiveSettings.loss, but "auto" (resolved before training)
 CE_CHUNK_SCORES = 1 << 22  # scores per chunk (16 MiB in float32)
 
 
@@ -111,3 +113,57 @@ def logit_adjustment(popularity: torch.Tensor, tau: float) -> torch.Tensor:
     unseen item has a finite prior); entry 0 (padding) too, never used."""
     prior = popularity.double() + 1.0
     return (tau * torch.log(prior / prior[1:].sum())).float()
+
+
+class LossInputs(NamedTuple):
+    """What a next-item objective sees: `states` `[N, D]` at the target positions, their `targets` and
+    (for bce) `negatives` `[N]`, the batch's `shared` negatives (sampled), `vectors(items)`: the item
+    vectors the states are scored against (`[len(items), D]`), and the catalogue's size."""
+
+    states: torch.Tensor
+    targets: torch.Tensor
+    negatives: torch.Tensor
+    shared: SharedNegatives | None
+    vectors: Callable[[torch.Tensor], torch.Tensor]
+    n_items: int
+
+
+NextItemLoss = Callable[[LossInputs], torch.Tensor]
+NEXT_ITEM_LOSSES: dict[str, NextItemLoss] = {}
+
+
+def next_item_loss(name: str) -> Callable[[NextItemLoss], NextItemLoss]:
+    """Registers an objective under its `--loss` name."""
+
+    def register(fn: NextItemLoss) -> NextItemLoss:
+        NEXT_ITEM_LOSSES[name] = fn
+        return fn
+
+    return register
+
+
+@next_item_loss("bce")
+def bce_objective(x: LossInputs) -> torch.Tensor:
+    vectors = x.vectors(torch.cat([x.targets, x.negatives]))  # the item side once for both
+    return bce_loss(x.states, *vectors.chunk(2))
+
+
+@next_item_loss("ce")
+def ce_objective(x: LossInputs) -> torch.Tensor:
+    table = x.vectors(torch.arange(1, x.n_items + 1, device=x.states.device))
+    return full_softmax_loss(x.states, table, x.targets - 1)
+
+
+@next_item_loss("sampled")
+def sampled_objective(x: LossInputs) -> torch.Tensor:
+    if x.shared is None:
+        raise ValueError("the sampled loss needs the batch's shared negatives")
+    items, log_q = x.shared
+    return sampled_softmax_loss(
+        x.states,
+        x.vectors(x.targets),
+        x.vectors(items),
+        log_q[x.targets],
+        log_q[items],
+        x.targets[:, None] == items[None, :],
+    )
