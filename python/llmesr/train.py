@@ -50,9 +50,7 @@ from llmesr.runs import (
     save_npz,
     truncate_log,
 )
-from llmesr.sampling import (
-    eval_negatives,
-)
+from llmesr.sampling import eval_negatives
 
 SPLITS = ("valid", "test")
 
