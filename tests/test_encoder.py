@@ -83,13 +83,14 @@ def test_attention_equals_scaled_dot_product_attention_under_a_boolean_mask(caus
     the real positions (a padded query's output is zero in ours, unused in both)."""
     from torch.nn import functional as F
 
-    from llmesr.models.encoder import Attention, key_mask
+    from llmesr.models.compat import strategy
+    from llmesr.models.encoder import Attention
 
     torch.manual_seed(0)
     module = Attention(hidden=12, heads=3, dropout=0.0)
     x, context = torch.randn(4, 9, 12), torch.randn(4, 9, 12)
     valid = torch.arange(9) >= torch.tensor([0, 4, 8, 9])[:, None]  # lengths 9, 5, 1, 0
-    got = module(x, context, key_mask(valid, causal, compat))
+    got = module(x, context, strategy(compat).key_mask(valid, causal))
 
     q, k, v = (t.transpose(1, 2) for t in module.project(x, context))
     allowed = torch.ones(4, 1, 9, 9, dtype=torch.bool) if compat else valid[:, None, None, :].expand(4, 1, 9, 9)

@@ -254,7 +254,7 @@ def test_gru_reads_real_items_only():
 
 
 def test_length_chunks_respect_the_budget():
-    from llmesr.models.llmesr import length_chunks
+    from llmesr.models.compat import length_chunks
 
     lengths = torch.tensor([3, 200, 1, 0, 7, 7, 50, 2])
     groups = length_chunks(lengths, budget=20)

@@ -4,47 +4,22 @@ Bert4Rec) and a GRU (GRU4Rec). Sequences are left-padded with item 0.
 Correct where the original LLM-ESR code is not: the causal mask is applied (a position never sees the
 items after it), padding is never attended to or fed to the GRU, and positions count from the first
 real item, so the output of a sequence does not depend on how much padding surrounds it (the
-original's results change with max_len). `compat=True` reproduces the original's masking instead (no
-causal mask, padding up to max_len attended, the GRU run over padding) for comparisons with its
-published numbers; it is off by default.
+original's results change with max_len). The `compat` strategy `ORIGINAL` (llmesr.models.compat) reproduces
+the original's masking instead (no causal mask, padding up to max_len attended, the GRU run over padding) for
+comparisons with its published numbers; the default is `OURS`.
 """
 
 from __future__ import annotations
 
 import math
-from typing import NamedTuple, Protocol
+from typing import Protocol
 
 import torch
 from torch import nn
 
+from llmesr.models.compat import OURS, KeyMask, Ours
 from llmesr.ops import HashedDropout, masked_attention
 from llmesr.ops.attention import valid_positions
-
-
-class KeyMask(NamedTuple):
-    """Which keys each query may attend to: the real items of its row (the last `lengths[b]` positions
-    of a left-padded row) and, when `causal`, none after its own position. `padding_copies > 1`
-    (compat mode): the first key of every row is a padding position that stands for that many
-    identical padding keys (see `key_mask`)."""
-
-    lengths: torch.Tensor
-    causal: bool
-    padding_copies: int = 1
-
-
-def key_mask(valid: torch.Tensor, causal: bool, compat: bool, max_len: int | None = None) -> KeyMask:
-    """compat: the original's attention, over every position of the row padded to `max_len`, in both
-    directions. Every padding position holds the same zero input, so its keys and values are the same
-    at every position: a row only `L < max_len` wide lets its first column (padding, which the caller
-    ensures) stand for itself and the `max_len - L` positions left out, the same attention at a
-    fraction of the width."""
-    if compat:
-        width = valid.shape[1]
-        copies = 1 if max_len is None or width >= max_len else max_len - width + 1
-        if copies > 1 and bool(valid[:, 0].any()):
-            raise ValueError("compat attention over a row without padding in its first column")
-        return KeyMask(torch.full_like(valid[:, 0], width, dtype=torch.long), False, copies)
-    return KeyMask(valid.sum(dim=1), causal)
 
 
 def with_repeated_first_key(
@@ -174,7 +149,7 @@ class TransformerEncoder(nn.Module):
         heads: int = 1,
         dropout: float = 0.5,
         causal: bool = True,
-        compat: bool = False,
+        compat: Ours = OURS,
         block: str = "original",
     ) -> None:
         super().__init__()
@@ -185,7 +160,7 @@ class TransformerEncoder(nn.Module):
         self.norm = nn.LayerNorm(hidden, eps=1e-8 if block == "original" else 1e-5)
 
     def mask(self, valid: torch.Tensor) -> KeyMask:
-        return key_mask(valid, self.causal, self.compat, self.max_len)
+        return self.compat.key_mask(valid, self.causal, self.max_len)
 
     def forward(self, emb: torch.Tensor, valid: torch.Tensor, last_only: bool = False) -> torch.Tensor:
         """`last_only` (evaluation, not compat): only the last position's state, `[B, 1, H]`; its
@@ -207,7 +182,7 @@ class GRUEncoder(nn.Module):
     """GRU4Rec's encoder: a GRU over the real items only (the state starts at zero at the first
     item), so padding never enters the recurrence; padded positions give zeros."""
 
-    def __init__(self, hidden: int = 64, layers: int = 1, dropout: float = 0.5, compat: bool = False) -> None:
+    def __init__(self, hidden: int = 64, layers: int = 1, dropout: float = 0.5, compat: Ours = OURS) -> None:
         super().__init__()
         self.compat = compat
         self.drop = HashedDropout(dropout)
@@ -215,7 +190,7 @@ class GRUEncoder(nn.Module):
 
     def mask(self, valid: torch.Tensor) -> KeyMask:
         """The mask for cross-attention in front of the GRU: causal, like the GRU."""
-        return key_mask(valid, True, self.compat)
+        return self.compat.key_mask(valid, True)
 
     def forward(self, emb: torch.Tensor, valid: torch.Tensor, last_only: bool = False) -> torch.Tensor:
         out = self.states(emb, valid)
@@ -223,7 +198,7 @@ class GRUEncoder(nn.Module):
 
     def states(self, emb: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
         x = self.drop(emb)
-        if self.compat:  # the original: the GRU reads the padded steps too
+        if self.compat.gru_reads_padding:  # the original: the GRU reads the padded steps too
             return self.gru(x)[0] * valid[..., None]
         b, length, hidden = x.shape
         lengths = valid.sum(dim=1)
@@ -255,16 +230,16 @@ class SequenceEncoder(Protocol):
 
 
 def causal_transformer(
-    hidden: int, max_len: int, layers: int, heads: int, dropout: float, *, compat: bool, block: str
+    hidden: int, max_len: int, layers: int, heads: int, dropout: float, *, compat: Ours, block: str
 ) -> TransformerEncoder:
     return TransformerEncoder(hidden, max_len, layers, heads, dropout, causal=True, compat=compat, block=block)
 
 
 def bidirectional_transformer(
-    hidden: int, max_len: int, layers: int, heads: int, dropout: float, *, compat: bool, block: str
+    hidden: int, max_len: int, layers: int, heads: int, dropout: float, *, compat: Ours, block: str
 ) -> TransformerEncoder:
     return TransformerEncoder(hidden, max_len, layers, heads, dropout, causal=False, compat=compat, block=block)
 
 
-def gru(hidden: int, max_len: int, layers: int, heads: int, dropout: float, *, compat: bool, block: str) -> GRUEncoder:
+def gru(hidden: int, max_len: int, layers: int, heads: int, dropout: float, *, compat: Ours, block: str) -> GRUEncoder:
     return GRUEncoder(hidden, layers, dropout, compat=compat)

@@ -24,7 +24,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from llmesr.backbones import backbone as backbone_spec
-from llmesr.models.encoder import Attention, KeyMask, SequenceEncoder
+from llmesr.models.compat import KeyMask, strategy
+from llmesr.models.encoder import Attention, SequenceEncoder
 from llmesr.models.losses import NEXT_ITEM_LOSSES, LossInputs, SharedNegatives
 from llmesr.ops import HashedDropout, distill_loss, masked_attention, native_ops_loaded
 from llmesr.ops.distill import info_nce
@@ -96,20 +97,6 @@ def two_way_cross_attention(pair: nn.ModuleList, views: list[torch.Tensor], mask
     ]
 
 
-def length_chunks(lengths: torch.Tensor, budget: int) -> list[torch.Tensor]:
-    """Row indices sorted by length and cut into groups whose padded size (rows times the group's
-    longest row) stays within `budget` positions, at least one row per group. On real data most
-    histories are short and a few are long: one batch padded to its longest row is mostly padding."""
-    order = torch.argsort(lengths, stable=True)
-    sorted_lengths = lengths[order].clamp(min=1).tolist()
-    groups, start = [], 0
-    for i in range(1, len(order) + 1):
-        if i == len(order) or (i - start + 1) * sorted_lengths[i] > budget:
-            groups.append(order[start:i])
-            start = i
-    return groups
-
-
 def in_original_order(parts: list[torch.Tensor], indices: list[torch.Tensor]) -> torch.Tensor:
     """Concatenates per-group rows and puts them back in the rows' original order."""
     return torch.cat(parts)[torch.argsort(torch.cat(indices))]
@@ -148,7 +135,7 @@ class LLMESR(nn.Module):
         chunk_tokens: int = 2048,
     ) -> None:
         super().__init__()
-        self.chunk_tokens = chunk_tokens  # padded positions per encoder call (see `length_chunks`)
+        self.chunk_tokens = chunk_tokens  # padded positions per encoder call (see `compat.length_chunks`)
         native_ops_loaded()  # build the fused operators now, once, before any fork (see llmesr.ops)
         self.spec = backbone_spec(backbone)
         if views not in VIEWS:
@@ -157,7 +144,8 @@ class LLMESR(nn.Module):
             raise ValueError(f"views={views!r} needs the semantic item table")
         if semantic is not None and semantic.shape[0] != n_items + 1:
             raise ValueError(f"the semantic table has {semantic.shape[0]} rows, expected {n_items + 1}")
-        self.n_items, self.backbone, self.views, self.max_len, self.compat = n_items, backbone, views, max_len, compat
+        self.n_items, self.backbone, self.views, self.max_len = n_items, backbone, views, max_len
+        self.compat = strategy(compat)  # how rows are read: ours, or the original code's (llmesr.models.compat)
         self.block = block
         # The original scales the input embeddings of its Transformers by sqrt(hidden) (both views, not
         # the scored item vectors), which balances them against the position embeddings.
@@ -180,13 +168,13 @@ class LLMESR(nn.Module):
             if self.spec.mask_token:  # the mask token's semantic-view vector (it has no text)
                 self.semantic_mask = nn.Parameter(torch.randn(hidden) * hidden**-0.5)
         self.cross = (
-            nn.ModuleList(CrossAttention(hidden, heads, dropout, original=compat) for _ in range(2))
+            nn.ModuleList(CrossAttention(hidden, heads, dropout, original=self.compat.original) for _ in range(2))
             if cross_attention and views == "both"
             else None
         )
         n_encoders = 1 if shared_encoder or views != "both" else 2
         self.encoders = nn.ModuleList(
-            self.spec.build_encoder(hidden, max_len, layers, heads, dropout, compat=compat, block=block)
+            self.spec.build_encoder(hidden, max_len, layers, heads, dropout, compat=self.compat, block=block)
             for _ in range(n_encoders)
         )
         if init == "xavier":
@@ -260,20 +248,10 @@ class LLMESR(nn.Module):
     # User side.
 
     def _pad(self, sequences: torch.Tensor) -> torch.Tensor:
-        """The original code pads every row to max_len, and its GRU reads the padding: compat GRU4Rec
-        does the same. Compat Transformers need one padding column, which stands for all of a row's
-        padding (see `key_mask`)."""
-        if not self.compat or sequences.shape[1] >= self.max_len:
-            return sequences
-        return F.pad(sequences, (self.max_len - sequences.shape[1] if self.spec.compat_pads_to_max_len else 1, 0))
+        return self.compat.pad(sequences, self.max_len, self.spec)
 
     def cross_mask(self, valid: torch.Tensor) -> KeyMask:
-        """The cross-attention's mask: the backbone's; in compat mode the original's, which masks
-        padding keys but not the future."""
-        if self.compat:
-            return KeyMask(valid.sum(dim=1), False)
-        encoder = cast(SequenceEncoder, self.encoders[0])
-        return encoder.mask(valid)
+        return self.compat.cross_mask(valid, cast(SequenceEncoder, self.encoders[0]))
 
     def user_states(self, sequences: torch.Tensor, last_only: bool = False) -> torch.Tensor:
         """`[B, L, H·views]`: each view through the sequence encoder, concatenated (`[B, 1, H·views]`,
@@ -288,25 +266,15 @@ class LLMESR(nn.Module):
         return torch.cat([enc(v, valid, last_only) for enc, v in zip(self.encoders, views, strict=False)], dim=-1)
 
     def by_length(self, sequences: torch.Tensor) -> list[tuple[torch.Tensor, int]]:
-        """Row indices grouped by history length (see `length_chunks`), each with its longest row's
-        length: the rows of a group need only that many columns. Rows are independent (attention,
-        normalisation and recurrence stay within a row), so this is exact. Compat Transformers keep
-        one padding column (standing for all of the row's padding, see `key_mask`); compat GRU4Rec
-        keeps all of it, which its recurrence reads."""
-        if self.compat and self.spec.compat_pads_to_max_len:
-            return [(torch.arange(len(sequences), device=sequences.device), sequences.shape[1])]
-        lengths = (sequences != 0).sum(dim=1)
-        extra = 1 if self.compat else 0
-        return [
-            (idx, min(sequences.shape[1], max(1, int(lengths[idx].max()) + extra)))
-            for idx in length_chunks(lengths + extra, self.chunk_tokens)
-        ]
+        """Row indices grouped by history length, each with the columns its rows need (see
+        `llmesr.models.compat`): the rows of a group are encoded at that width only."""
+        return self.compat.length_groups(sequences, self.spec, self.chunk_tokens)
 
     def user_vector(self, sequences: torch.Tensor) -> torch.Tensor:
         """Each user's representation from their history (left-padded): the state at the last
         position; Bert4Rec appends the mask token and reads its state. Without dropout (eval mode)
         the encoder's last block computes that position only (exact; compat keeps the full pass)."""
-        last_only = not self.training and not self.compat
+        last_only = self.compat.last_only(self.training)
         sequences = self._pad(sequences)
         if self.spec.mask_token:
             mask = torch.full_like(sequences[:, :1], self.mask_token)
