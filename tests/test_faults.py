@@ -71,7 +71,7 @@ def config(data, out, **kw):
 
 
 def test_a_nan_loss_stops_the_run_and_writes_no_metrics(data, tmp_path, monkeypatch):
-    monkeypatch.setattr(LLMESR, "forward", lambda self, *a, **k: self.item_id.weight.sum() * np.nan)
+    monkeypatch.setattr(LLMESR, "forward", lambda self, *a, **k: self.id_view.table.weight.sum() * np.nan)
     with pytest.raises(ValueError, match=r"epoch 1, batch 1: the training loss is not finite \(nan"):
         train(config(data, tmp_path / "run"), progress=False)
     assert not (tmp_path / "run" / "metrics.json").exists()
@@ -96,7 +96,7 @@ def test_nan_scores_are_refused_by_evaluation(data):
     ds = load_dataset(data)
     model = LLMESR(ds.n_items, hidden=8, max_len=10, views="id")
     with torch.no_grad():
-        model.item_id.weight[3] = np.nan
+        model.id_view.table.weight[3] = np.nan
     with pytest.raises(ValueError, match="item vectors hold NaN or infinite values"):
         evaluate(model, ds)
 

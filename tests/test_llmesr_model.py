@@ -28,11 +28,13 @@ def sequences(seed=1):
 def test_adapter_once_per_item_equals_per_position():
     m = model()
     seq = sequences()
-    fast = m.semantic_items(seq)
-    slow = m.adapter(m.semantic[seq]) * (seq != 0)[..., None]  # the adapter at every position
+    fast = m.semantic_view(seq)
+    slow = (
+        m.semantic_view.adapter(m.semantic_view.semantic[seq]) * (seq != 0)[..., None]
+    )  # the adapter at every position
     torch.testing.assert_close(fast, slow)
-    g_fast = torch.autograd.grad(fast.pow(2).sum(), m.adapter.down.weight)[0]
-    g_slow = torch.autograd.grad(slow.pow(2).sum(), m.adapter.down.weight)[0]
+    g_fast = torch.autograd.grad(fast.pow(2).sum(), m.semantic_view.adapter.down.weight)[0]
+    g_slow = torch.autograd.grad(slow.pow(2).sum(), m.semantic_view.adapter.down.weight)[0]
     torch.testing.assert_close(g_fast, g_slow)
 
 
@@ -89,7 +91,7 @@ def test_padding_positions_do_not_count_and_training_lowers_the_loss():
         opt.step()
         first = first if first is not None else loss.item()
     assert loss.item() < 0.5 * first
-    assert not m.semantic.requires_grad  # the language-model table stays frozen
+    assert not m.semantic_view.semantic.requires_grad  # the language-model table stays frozen
     assert m.user_vector(seq).shape == (4, 16)  # [u_id; u_llm]
 
 
@@ -195,9 +197,9 @@ def test_inputs_are_scaled_by_sqrt_hidden_but_scored_items_are_not():
     m = LLMESR(30, views="id", hidden=16, max_len=12, dropout=0.0).eval()
     seq = sequences()
     with torch.no_grad():
-        by_hand = m.encoders[0](m.item_id(seq) * 4.0, seq != 0)
+        by_hand = m.encoders[0](m.id_view(seq) * 4.0, seq != 0)
         torch.testing.assert_close(m.user_states(seq), by_hand)
-        torch.testing.assert_close(m.item_vectors(seq), m.item_id(seq))
+        torch.testing.assert_close(m.item_vectors(seq), m.id_view(seq))
     gru = LLMESR(30, views="id", backbone="gru4rec", hidden=16, max_len=12)
     assert gru.input_scale == 1.0  # the original scales its Transformers' inputs only
 
@@ -228,11 +230,11 @@ def test_xavier_init_keeps_the_pca_table():
     semantic, pca = torch.randn(31, 24), torch.randn(31, 8)
     semantic[0], pca[0] = 0, 0
     m = LLMESR(30, semantic, hidden=8, max_len=12, id_init=pca, init="xavier", cross_attention=True)
-    torch.testing.assert_close(m.item_id.weight[:31], pca)
+    torch.testing.assert_close(m.id_view.table.weight[:31], pca)
     position = m.encoders[0].position.weight  # [12, 8]: xavier normal std sqrt(2 / (12 + 8))
     assert abs(float(position.detach().std()) - (2 / 20) ** 0.5) < 0.1
     base = LLMESR(30, views="id", hidden=8, max_len=12, init="xavier")
-    assert not base.item_id.weight[0].any()  # padding stays zero
+    assert not base.id_view.table.weight[0].any()  # padding stays zero
     with pytest.raises(ValueError, match="init must be"):
         LLMESR(30, views="id", hidden=8, init="uniform")
 
@@ -269,7 +271,7 @@ def test_original_cross_attention_keeps_each_view_s_own_values():
     # VALUES, so the ID stream stays made of ID vectors. With every position of the view holding the
     # same vector, the attention's weighted mean is that vector, whatever the other view holds.
     from llmesr.models.encoder import KeyMask
-    from llmesr.models.llmesr import CrossAttention
+    from llmesr.models.fusion import CrossAttention
 
     torch.manual_seed(0)
     cross = CrossAttention(8, 1, 0.0, original=True).eval()
@@ -319,3 +321,24 @@ def test_last_position_pass_equals_the_full_encoder_pass(backbone, block):
         full = m.user_states(torch.cat([seq, torch.full_like(seq[:, :1], m.mask_token)], 1)[:, -12:])[:, -1]
     torch.testing.assert_close(fast, full, rtol=1e-5, atol=1e-6)
     assert fast.abs().sum() > 0
+
+
+def test_weights_saved_under_the_former_names_load_into_the_parts():
+    """Run folders written before the views and the fusion were parts of their own name their weights
+    item_id.*, adapter.*, semantic_mask and cross.*: they load as they were."""
+    from llmesr.models.llmesr import RENAMED
+
+    semantic = torch.randn(31, 12)
+    m = LLMESR(30, semantic, backbone="bert4rec", hidden=8, max_len=10, cross_attention=True)
+    current = m.state_dict()
+    former = {}
+    for key, value in current.items():
+        for old, new in RENAMED:
+            if key.startswith(new):
+                key = old + key[len(new) :]
+        former[key] = value.clone()
+    assert {"item_id.weight", "adapter.down.weight", "semantic_mask", "cross.0.norm.weight"} <= former.keys()
+    fresh = LLMESR(30, semantic, backbone="bert4rec", hidden=8, max_len=10, cross_attention=True)
+    fresh.load_state_dict(former)
+    for key, value in fresh.state_dict().items():
+        torch.testing.assert_close(value, current[key])

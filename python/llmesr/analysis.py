@@ -73,7 +73,7 @@ def score_parts(run_dir: str | Path, batch_size: int = 512) -> dict[str, dict[st
     head targets and for each user's top-ranked item; a one-view model reports its one part."""
     rec, ds, groups = _loaded(run_dir)
     model = rec.model
-    hidden = model.item_id.embedding_dim if model.views != "semantic" else model.adapter.up.out_features
+    hidden = model.hidden
     views = ["id", "semantic"] if model.views == "both" else [model.views]
     table = rec.item_table
     users = np.flatnonzero(ds.test > 0)

@@ -21,80 +21,34 @@ from typing import cast
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from llmesr.backbones import backbone as backbone_spec
 from llmesr.models.compat import KeyMask, strategy
-from llmesr.models.encoder import Attention, SequenceEncoder
+from llmesr.models.encoder import SequenceEncoder
+from llmesr.models.fusion import FUSIONS, Fusion
 from llmesr.models.losses import NEXT_ITEM_LOSSES, LossInputs, SharedNegatives
-from llmesr.ops import HashedDropout, distill_loss, masked_attention, native_ops_loaded
+from llmesr.models.views import IdView, SemanticView
+from llmesr.ops import distill_loss, native_ops_loaded
 from llmesr.ops.distill import info_nce
 
 VIEWS = ("both", "id", "semantic")  # config.FusionSettings.views
 
 
-class Adapter(nn.Module):
-    """Linear(d, d/2) then Linear(d/2, h), no activation in between (as in the paper).
-
-    Two linear maps with nothing between them are one: for more than `h` rows the composed `d x h`
-    matrix is cheaper (d·h per row instead of d·d/2 + d/2·h, 12x fewer for 1536 -> 768 -> 64) and
-    gives the same values and gradients to both layers."""
-
-    def __init__(self, dim: int, hidden: int) -> None:
-        super().__init__()
-        self.down = nn.Linear(dim, dim // 2)
-        self.up = nn.Linear(dim // 2, hidden)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if x.shape[0] <= self.up.out_features:
-            return self.up(self.down(x))
-        weight = self.up.weight @ self.down.weight
-        bias = self.up.weight @ self.down.bias + self.up.bias
-        return F.linear(x, weight, bias)
+# Weights written before the views and the fusion became parts of their own (older run folders) name
+# them by their former paths; they load under the current ones.
+RENAMED = (
+    ("item_id.", "id_view.table."),
+    ("adapter.", "semantic_view.adapter."),
+    ("semantic_mask", "semantic_view.mask_vector"),
+    ("cross.", "fusion.directions."),
+)
 
 
-class CrossAttention(nn.Module):
-    """One direction of the two-way cross-attention, under the backbone's mask so that a causal model
-    never sees a later item through the other view. Ours (residual): the view's positions attend over
-    the other view's and add what they read, `x + Attention(q=LN(x), kv=other)`. `original` (under
-    compat only; on ml-100k and Yelp it made LLM-ESR worse than the backbone alone): the original
-    code's layout (its `llm2id(llm_seqs, id_seqs)` for the ID view): the OTHER view's positions query
-    this view, and the result replaces the view, `Attention(q=other, kv=x)` (no LayerNorm, residual
-    or dropout), so each view still carries its own item vectors."""
-
-    def __init__(self, hidden: int, heads: int, dropout: float, original: bool = False) -> None:
-        super().__init__()
-        self.original = original
-        self.norm = nn.Identity() if original else nn.LayerNorm(hidden)
-        self.attention = Attention(hidden, heads, 0.0 if original else dropout)
-        self.drop = HashedDropout(0.0 if original else dropout)
-
-    def sources(self, x: torch.Tensor, other: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(what the queries read, what the keys and values read) for view `x`."""
-        return (other, x) if self.original else (self.norm(x), other)
-
-    def combine(self, x: torch.Tensor, attended: torch.Tensor) -> torch.Tensor:
-        return attended if self.original else x + self.drop(attended)
-
-    def forward(self, x: torch.Tensor, other: torch.Tensor, mask: KeyMask) -> torch.Tensor:
-        return self.combine(x, self.attention(*self.sources(x, other), mask))
-
-
-def two_way_cross_attention(pair: nn.ModuleList, views: list[torch.Tensor], mask: KeyMask) -> list[torch.Tensor]:
-    """`[pair[0](id, semantic), pair[1](semantic, id)]` with both directions in one operator call (their
-    queries, keys and values stacked along the batch)."""
-    to_id, to_semantic = cast(CrossAttention, pair[0]), cast(CrossAttention, pair[1])
-    ids, semantic = views
-    q1, k1, v1 = to_id.attention.project(*to_id.sources(ids, semantic))
-    q2, k2, v2 = to_semantic.attention.project(*to_semantic.sources(semantic, ids))
-    dropout = to_id.attention.dropout if to_id.training else 0.0
-    lengths = torch.cat([mask.lengths, mask.lengths])
-    att = masked_attention(torch.cat([q1, q2]), torch.cat([k1, k2]), torch.cat([v1, v2]), lengths, mask.causal, dropout)
-    att1, att2 = att.flatten(2).chunk(2)
-    return [
-        to_id.combine(ids, to_id.attention.out(att1)),
-        to_semantic.combine(semantic, to_semantic.attention.out(att2)),
-    ]
+def renamed_weights(state_dict: dict[str, torch.Tensor], prefix: str, *args: object) -> None:
+    for key in list(state_dict):
+        for old, new in RENAMED:
+            if key.startswith(prefix + old):
+                state_dict[prefix + new + key[len(prefix + old) :]] = state_dict.pop(key)
 
 
 def in_original_order(parts: list[torch.Tensor], indices: list[torch.Tensor]) -> torch.Tensor:
@@ -110,8 +64,9 @@ class LLMESR(nn.Module):
     `semantic`; random when None). Bert4Rec adds a mask token, item `n_items + 1`.
     """
 
-    semantic: torch.Tensor  # the frozen language-model item table (a buffer)
-    semantic_mask: nn.Parameter  # Bert4Rec: the mask token's semantic-view vector
+    id_view: IdView  # unless views="semantic"
+    semantic_view: SemanticView  # unless views="id"
+    fusion: Fusion  # how the views meet before the encoder (llmesr.models.fusion)
 
     def __init__(
         self,
@@ -144,39 +99,26 @@ class LLMESR(nn.Module):
             raise ValueError(f"views={views!r} needs the semantic item table")
         if semantic is not None and semantic.shape[0] != n_items + 1:
             raise ValueError(f"the semantic table has {semantic.shape[0]} rows, expected {n_items + 1}")
-        self.n_items, self.backbone, self.views, self.max_len = n_items, backbone, views, max_len
+        self.n_items, self.backbone, self.views, self.max_len, self.hidden = n_items, backbone, views, max_len, hidden
         self.compat = strategy(compat)  # how rows are read: ours, or the original code's (llmesr.models.compat)
         self.block = block
         # The original scales the input embeddings of its Transformers by sqrt(hidden) (both views, not
         # the scored item vectors), which balances them against the position embeddings.
         self.input_scale = hidden**0.5 if embed_scale and self.spec.scales_input else 1.0
-        self.adapted: torch.Tensor | None = None  # set by `freeze_items` for serving
         self.mask_token = n_items + 1  # only read by a backbone with spec.mask_token (Bert4Rec)
-        rows = n_items + 2
         if views != "semantic":
-            self.item_id = nn.Embedding(rows, hidden, padding_idx=0)
-            with torch.no_grad():
-                if id_init is None:
-                    nn.init.normal_(self.item_id.weight, std=hidden**-0.5)
-                else:
-                    self.item_id.weight[: n_items + 1].copy_(id_init)
-                self.item_id.weight[0].zero_()
+            self.id_view = IdView(n_items + 2, hidden, id_init)
         if views != "id":
             assert semantic is not None
-            self.register_buffer("semantic", semantic.float(), persistent=False)
-            self.adapter = Adapter(semantic.shape[1], hidden)
-            if self.spec.mask_token:  # the mask token's semantic-view vector (it has no text)
-                self.semantic_mask = nn.Parameter(torch.randn(hidden) * hidden**-0.5)
-        self.cross = (
-            nn.ModuleList(CrossAttention(hidden, heads, dropout, original=self.compat.original) for _ in range(2))
-            if cross_attention and views == "both"
-            else None
-        )
+            self.semantic_view = SemanticView(semantic, hidden, self.mask_token if self.spec.mask_token else None)
+        fusion = "cross_attention" if cross_attention and views == "both" else "concat"
+        self.fusion = FUSIONS[fusion](hidden, heads, dropout, original=self.compat.original)
         n_encoders = 1 if shared_encoder or views != "both" else 2
         self.encoders = nn.ModuleList(
             self.spec.build_encoder(hidden, max_len, layers, heads, dropout, compat=self.compat, block=block)
             for _ in range(n_encoders)
         )
+        self._register_load_state_dict_pre_hook(renamed_weights)
         if init == "xavier":
             self._xavier_init(keep_id_table=id_init is not None)
         elif init != "normal":
@@ -187,31 +129,20 @@ class LLMESR(nn.Module):
         """The original's initialisation: xavier_normal_ on every matrix (embeddings too), vectors
         (biases, LayerNorm) left as they are, a pretrained (PCA) ID table kept."""
         for name, param in self.named_parameters():
-            if param.dim() >= 2 and not (keep_id_table and name.startswith("item_id.")):
+            if param.dim() >= 2 and not (keep_id_table and name.startswith("id_view.")):
                 nn.init.xavier_normal_(param)
         if self.views != "semantic":
-            self.item_id.weight[0].zero_()  # padding
+            self.id_view.table.weight[0].zero_()  # padding
 
     # Item side.
-
-    def semantic_items(self, items: torch.Tensor) -> torch.Tensor:
-        """adapter(E_llm[items]), computed once per distinct item (the adapter is linear per row);
-        padding (item 0) maps to zeros and the mask token to its learned vector."""
-        if self.adapted is not None:
-            return self.adapted[items]
-        unique, inverse = torch.unique(items, return_inverse=True)
-        out = self.adapter(self.semantic[unique.clamp(max=self.n_items)]) * (unique != 0)[:, None]
-        if self.spec.mask_token:
-            out = torch.where((unique == self.mask_token)[:, None], self.semantic_mask, out)
-        return out[inverse]
 
     def view_embeddings(self, items: torch.Tensor) -> list[torch.Tensor]:
         """The item embeddings of each view, in the order [id, semantic]."""
         out = []
         if self.views != "semantic":
-            out.append(self.item_id(items))
+            out.append(self.id_view(items))
         if self.views != "id":
-            out.append(self.semantic_items(items))
+            out.append(self.semantic_view(items))
         return out
 
     def input_embeddings(self, sequences: torch.Tensor) -> list[torch.Tensor]:
@@ -228,8 +159,7 @@ class LLMESR(nn.Module):
         """For serving: the adapter's output for every item (and the mask token) is computed once, so
         the semantic view costs a table lookup, as the ID view does. Call it after training only."""
         if self.views != "id":
-            self.adapted = None
-            self.adapted = self.semantic_items(torch.arange(self.n_items + 2, device=self.semantic.device))
+            self.semantic_view.freeze()
 
     @contextmanager
     def cached_items(self) -> Iterator[None]:
@@ -237,13 +167,16 @@ class LLMESR(nn.Module):
         teacher table), during which the weights do not change; the adapter's output per batch is
         the same rows of that table. Nothing inside may train: the adapter gets no gradient there. A
         model frozen for serving already has the table."""
-        before = self.adapted
+        if self.views == "id":
+            yield
+            return
+        before = self.semantic_view.adapted
         if before is None:
-            self.freeze_items()
+            self.semantic_view.freeze()
         try:
             yield
         finally:
-            self.adapted = before
+            self.semantic_view.adapted = before
 
     # User side.
 
@@ -258,8 +191,7 @@ class LLMESR(nn.Module):
         the last position's, when `last_only`: see `TransformerEncoder.forward`)."""
         valid = sequences != 0
         views = self.input_embeddings(sequences)  # the encoders apply the embedding dropout
-        if self.cross is not None:
-            views = two_way_cross_attention(self.cross, views, self.cross_mask(valid))
+        views = self.fusion(views, self.cross_mask(valid) if self.fusion.reads_mask else None)
         if len(self.encoders) == 1 and len(views) == 2:  # shared encoder: both views in one call
             both = self.encoders[0](torch.cat(views), torch.cat([valid, valid]), last_only)
             return torch.cat(both.chunk(2), dim=-1)
@@ -383,4 +315,4 @@ class LLMESR(nn.Module):
         """Contrastive alignment of the two views of the batch's distinct items: an item's ID
         embedding is paired with its adapted semantic embedding against the other items'."""
         unique = torch.unique(items)
-        return info_nce(self.item_id(unique), self.semantic_items(unique), temperature)
+        return info_nce(self.id_view(unique), self.semantic_view(unique), temperature)

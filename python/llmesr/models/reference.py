@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 from torch.nn import functional as F
 
+from llmesr.models.fusion import TwoWayCrossAttention
 from llmesr.models.llmesr import LLMESR
 from llmesr.models.losses import SharedNegatives
 from llmesr.ops.distill import distill_loss_reference, info_nce
@@ -24,12 +25,13 @@ def pad_to(x: torch.Tensor, length: int) -> torch.Tensor:
 def view_embeddings(model: LLMESR, items: torch.Tensor) -> list[torch.Tensor]:
     out = []
     if model.views != "semantic":
-        out.append(model.item_id(items))
+        out.append(model.id_view.table(items))
     if model.views != "id":
-        adapter = model.adapter
-        semantic = adapter.up(adapter.down(model.semantic[items.clamp(max=model.n_items)])) * (items != 0)[..., None]
-        if model.spec.mask_token:
-            semantic = torch.where((items == model.mask_token)[..., None], model.semantic_mask, semantic)
+        view = model.semantic_view
+        semantic = view.adapter.up(view.adapter.down(view.semantic[items.clamp(max=model.n_items)]))
+        semantic = semantic * (items != 0)[..., None]
+        if view.mask_token is not None:
+            semantic = torch.where((items == view.mask_token)[..., None], view.mask_vector, semantic)
         out.append(semantic)
     return out
 
@@ -37,9 +39,9 @@ def view_embeddings(model: LLMESR, items: torch.Tensor) -> list[torch.Tensor]:
 def user_states(model: LLMESR, sequences: torch.Tensor) -> torch.Tensor:
     valid = sequences != 0
     views = [v * model.input_scale for v in view_embeddings(model, sequences)]
-    if model.cross is not None:
+    if isinstance(model.fusion, TwoWayCrossAttention):  # each direction on its own
         mask = model.cross_mask(valid)
-        views = [model.cross[0](views[0], views[1], mask), model.cross[1](views[1], views[0], mask)]
+        views = [model.fusion[0](views[0], views[1], mask), model.fusion[1](views[1], views[0], mask)]
     encoders = list(model.encoders) * (len(views) if len(model.encoders) == 1 else 1)
     return torch.cat([enc(v, valid) for enc, v in zip(encoders, views, strict=True)], dim=-1)
 
@@ -97,5 +99,5 @@ def training_loss(
     if beta > 0 and model.views == "both":
         items = torch.unique(targets[targets != 0])
         semantic = view_embeddings(model, items)[1]
-        total = total + beta * info_nce(model.item_id(items), semantic, temperature)
+        total = total + beta * info_nce(model.id_view.table(items), semantic, temperature)
     return total
