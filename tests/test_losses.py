@@ -138,13 +138,13 @@ def test_the_losses_registered_are_the_settings_choices_and_a_new_one_trains(mon
     from dataclasses import fields
 
     from llmesr.config import ObjectiveSettings
-    from llmesr.models.losses import NEXT_ITEM_LOSSES, next_item_loss
+    from llmesr.models.losses import NEXT_ITEM_LOSSES, register_loss
 
     choices = next(f for f in fields(ObjectiveSettings) if f.name == "loss").metadata["choices"]
     assert set(choices) - {"auto"} == set(NEXT_ITEM_LOSSES)
     monkeypatch.setitem(NEXT_ITEM_LOSSES, "to_target", None)  # so that the registration is undone afterwards
 
-    @next_item_loss("to_target")
+    @register_loss("to_target")
     def to_target(x):
         return (x.states - x.vectors(x.targets)).pow(2).sum()
 

@@ -26,7 +26,7 @@ from llmesr.backbones import backbone as backbone_spec
 from llmesr.models.compat import KeyMask, strategy
 from llmesr.models.encoder import SequenceEncoder
 from llmesr.models.fusion import FUSIONS, Fusion
-from llmesr.models.losses import NEXT_ITEM_LOSSES, LossInputs, SharedNegatives
+from llmesr.models.losses import LossInputs, SharedNegatives, next_item_loss
 from llmesr.models.views import IdView, SemanticView
 from llmesr.ops import distill_loss, native_ops_loaded
 from llmesr.ops.distill import info_nce
@@ -54,6 +54,26 @@ def renamed_weights(state_dict: dict[str, torch.Tensor], prefix: str, *args: obj
 def in_original_order(parts: list[torch.Tensor], indices: list[torch.Tensor]) -> torch.Tensor:
     """Concatenates per-group rows and puts them back in the rows' original order."""
     return torch.cat(parts)[torch.argsort(torch.cat(indices))]
+
+
+@torch.no_grad()
+def original_init(model: LLMESR, keep_id_table: bool) -> None:
+    """The original's initialisation: xavier_normal_ on every matrix (embeddings too), vectors
+    (biases, LayerNorm) left as they are, a pretrained (PCA) ID table kept."""
+    for name, param in model.named_parameters():
+        if param.dim() >= 2 and not (keep_id_table and name.startswith("id_view.")):
+            nn.init.xavier_normal_(param)
+    if model.views != "semantic":
+        model.id_view.table.weight[0].zero_()  # padding
+
+
+def check_tables(n_items: int, semantic: torch.Tensor | None, views: str) -> None:
+    if views not in VIEWS:
+        raise ValueError(f"views must be one of {', '.join(VIEWS)}, not {views!r}")
+    if views != "id" and semantic is None:
+        raise ValueError(f"views={views!r} needs the semantic item table")
+    if semantic is not None and semantic.shape[0] != n_items + 1:
+        raise ValueError(f"the semantic table has {semantic.shape[0]} rows, expected {n_items + 1}")
 
 
 class LLMESR(nn.Module):
@@ -93,12 +113,7 @@ class LLMESR(nn.Module):
         self.chunk_tokens = chunk_tokens  # padded positions per encoder call (see `compat.length_chunks`)
         native_ops_loaded()  # build the fused operators now, once, before any fork (see llmesr.ops)
         self.spec = backbone_spec(backbone)
-        if views not in VIEWS:
-            raise ValueError(f"views must be one of {', '.join(VIEWS)}, not {views!r}")
-        if views != "id" and semantic is None:
-            raise ValueError(f"views={views!r} needs the semantic item table")
-        if semantic is not None and semantic.shape[0] != n_items + 1:
-            raise ValueError(f"the semantic table has {semantic.shape[0]} rows, expected {n_items + 1}")
+        check_tables(n_items, semantic, views)
         self.n_items, self.backbone, self.views, self.max_len, self.hidden = n_items, backbone, views, max_len, hidden
         self.compat = strategy(compat)  # how rows are read: ours, or the original code's (llmesr.models.compat)
         self.block = block
@@ -120,19 +135,9 @@ class LLMESR(nn.Module):
         )
         self._register_load_state_dict_pre_hook(renamed_weights)
         if init == "xavier":
-            self._xavier_init(keep_id_table=id_init is not None)
+            original_init(self, keep_id_table=id_init is not None)
         elif init != "normal":
             raise ValueError(f"init must be 'normal' or 'xavier', not {init!r}")
-
-    @torch.no_grad()
-    def _xavier_init(self, keep_id_table: bool) -> None:
-        """The original's initialisation: xavier_normal_ on every matrix (embeddings too), vectors
-        (biases, LayerNorm) left as they are, a pretrained (PCA) ID table kept."""
-        for name, param in self.named_parameters():
-            if param.dim() >= 2 and not (keep_id_table and name.startswith("id_view.")):
-                nn.init.xavier_normal_(param)
-        if self.views != "semantic":
-            self.id_view.table.weight[0].zero_()  # padding
 
     # Item side.
 
@@ -252,9 +257,15 @@ class LLMESR(nn.Module):
             picked_negatives.append(negatives[idx, -width:][where])
             students.append(states[:, -1])
         n_targets = int((targets != 0).sum())
-        total = self.next_item_loss(
-            torch.cat(picked), torch.cat(picked_targets), torch.cat(picked_negatives), loss, shared, item_offset
-        ) / max(n_targets, 1)
+        batch = LossInputs(
+            torch.cat(picked),
+            torch.cat(picked_targets),
+            torch.cat(picked_negatives),
+            shared,
+            self.item_vectors,
+            self.n_items,
+        )
+        total = next_item_loss(batch, loss, item_offset) / max(n_targets, 1)
         if (similar is not None or teacher_vectors is not None) and alpha > 0:
             student = in_original_order(students, [idx for idx, _ in groups])
             if teacher_vectors is None:
@@ -264,30 +275,6 @@ class LLMESR(nn.Module):
         if beta > 0 and self.views == "both":
             total = total + beta * self.item_regulariser(targets[targets != 0], temperature)
         return total
-
-    def next_item_loss(
-        self,
-        states: torch.Tensor,
-        targets: torch.Tensor,
-        negatives: torch.Tensor,
-        loss: str = "bce",
-        shared: SharedNegatives | None = None,
-        item_offset: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """The summed `loss` of `[N, D]` states against their `[N]` targets (and negatives, for bce).
-        `item_offset` (`[n_items + 1]`): added to every item's logit in training only (logit
-        adjustment, see `logit_adjustment`), as one more coordinate of the states and item vectors."""
-        if item_offset is not None:
-            states = torch.cat([states, states.new_ones(len(states), 1)], dim=1)
-
-        def vectors_of(items: torch.Tensor) -> torch.Tensor:
-            vectors = self.item_vectors(items)
-            return vectors if item_offset is None else torch.cat([vectors, item_offset[items, None]], dim=1)
-
-        objective = NEXT_ITEM_LOSSES.get(loss)
-        if objective is None:
-            raise ValueError(f"loss must be one of {', '.join(NEXT_ITEM_LOSSES)}, not {loss!r}")
-        return objective(LossInputs(states, targets, negatives, shared, vectors_of, self.n_items))
 
     forward = training_loss  # so DistributedDataParallel wraps the training step
 

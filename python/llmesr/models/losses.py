@@ -9,7 +9,7 @@
   hits (a negative that is the row's target) removed.
 
 Each returns the SUM over rows; the caller divides by the number of targets. `NEXT_ITEM_LOSSES` maps
-each `--loss` name to its objective (`@next_item_loss("name")`): a new loss is one function here and
+each `--loss` name to its objective (`@register_loss("name")`): a new loss is one function here and
 its name among `config.ObjectiveSettings.loss`'s choices (CONTRIBUTING.md has a worked example). `logit_adjustment` gives
 the per-item offsets of the logit-adjusted losses (Menon et al., "Long-tail learning via logit
 adjustment", ICLR 2021): trained with tau * log(prior) added to every item's logit and ranked without it,
@@ -129,10 +129,29 @@ class LossInputs(NamedTuple):
 
 
 NextItemLoss = Callable[[LossInputs], torch.Tensor]
+
+
+def next_item_loss(batch: LossInputs, loss: str, item_offset: torch.Tensor | None = None) -> torch.Tensor:
+    """The summed `loss` (a name in NEXT_ITEM_LOSSES) of `batch`'s states against its targets. `item_offset` (`[n_items + 1]`): added to every item's logit in training only (logit
+    adjustment, see `logit_adjustment`), as one more coordinate of the states and item vectors."""
+    objective = NEXT_ITEM_LOSSES.get(loss)
+    if objective is None:
+        raise ValueError(f"loss must be one of {', '.join(NEXT_ITEM_LOSSES)}, not {loss!r}")
+    if item_offset is None:
+        return objective(batch)
+    item_vectors = batch.vectors
+
+    def vectors(items: torch.Tensor) -> torch.Tensor:
+        return torch.cat([item_vectors(items), item_offset[items, None]], dim=1)
+
+    states = torch.cat([batch.states, batch.states.new_ones(len(batch.states), 1)], dim=1)
+    return objective(batch._replace(states=states, vectors=vectors))
+
+
 NEXT_ITEM_LOSSES: dict[str, NextItemLoss] = {}
 
 
-def next_item_loss(name: str) -> Callable[[NextItemLoss], NextItemLoss]:
+def register_loss(name: str) -> Callable[[NextItemLoss], NextItemLoss]:
     """Registers an objective under its `--loss` name."""
 
     def register(fn: NextItemLoss) -> NextItemLoss:
@@ -142,19 +161,19 @@ def next_item_loss(name: str) -> Callable[[NextItemLoss], NextItemLoss]:
     return register
 
 
-@next_item_loss("bce")
+@register_loss("bce")
 def bce_objective(x: LossInputs) -> torch.Tensor:
     vectors = x.vectors(torch.cat([x.targets, x.negatives]))  # the item side once for both
     return bce_loss(x.states, *vectors.chunk(2))
 
 
-@next_item_loss("ce")
+@register_loss("ce")
 def ce_objective(x: LossInputs) -> torch.Tensor:
     table = x.vectors(torch.arange(1, x.n_items + 1, device=x.states.device))
     return full_softmax_loss(x.states, table, x.targets - 1)
 
 
-@next_item_loss("sampled")
+@register_loss("sampled")
 def sampled_objective(x: LossInputs) -> torch.Tensor:
     if x.shared is None:
         raise ValueError("the sampled loss needs the batch's shared negatives")
