@@ -123,6 +123,57 @@ SIMILAR_USERS = 100  # similar users kept per user (the paper's retrieval depth;
 CACHE = Path.home() / ".cache" / "llmesr" / "embeddings"  # the embedding cache of the commands
 
 
+def encode_tables(
+    ds: Dataset,
+    encoder: TextEncoder,
+    templates: tuple[str, str],
+    cache_dir: str | os.PathLike[str] | None,
+    report: Callable[[str, int, int], object],
+    info: dict[str, Any],
+    seconds: dict[str, float],
+) -> tuple[np.ndarray, np.ndarray]:
+    """The item and user tables from their prompts (`templates`: the item's, the user's; distinct texts
+    once, the cache first); each stage's time in `seconds`, its text counts in `info`."""
+    cache = EmbeddingCache(cache_dir, encoder.name) if cache_dir is not None else None
+    tables = {}
+    for what, texts in (("items", item_prompts(ds, templates[0])), ("users", user_prompts(ds, templates[1]))):
+        done = [0]
+
+        def step(n: int, total: int, what: str = what, done: list[int] = done) -> None:
+            done[0] += n  # tokens of the distinct texts not in the cache: the bar ends at 100 %
+            report(f"encoding {what}", done[0], total)
+
+        t0 = time.perf_counter()
+        tables[what], info[f"{what}_texts"] = encode_all(texts, encoder, cache, progress=step)
+        seconds[f"encode_{what}"] = time.perf_counter() - t0
+    return tables["items"], tables["users"]
+
+
+def write_tables(
+    folder: Path,
+    items: np.ndarray,
+    users: np.ndarray,
+    item_pca: np.ndarray,
+    neighbours: np.ndarray,
+    info: dict[str, Any],
+) -> None:
+    """The four tables (a zero padding row first) and embed.json, each atomically. embed.json's hashes
+    are of the bytes written (not read back from the folder afterwards), so the five files are checked
+    as one set at load (`llmesr.data.load_embeddings`)."""
+    outputs = {
+        "item_emb.npy": with_padding_row(items),
+        "user_emb.npy": with_padding_row(users),
+        "item_pca.npy": with_padding_row(item_pca),
+        "similar_users.npy": with_padding_row(neighbours.astype(np.int32)),
+    }
+    info["files"] = {}
+    for name, array in outputs.items():
+        data = npy_bytes(array)
+        atomic_write(folder / name, partial(Path.write_bytes, data=data))
+        info["files"][name] = hashlib.sha256(data).hexdigest()
+    atomic_write_text(folder / "embed.json", json.dumps(info, indent=2) + "\n")
+
+
 def embed_dataset(
     path: str | os.PathLike[str],
     encoder: TextEncoder | None = None,
@@ -158,19 +209,9 @@ def embed_dataset(
         info: dict[str, Any] = {"k": k, "hidden": hidden, "retrieval": "approximate" if approximate else "exact"}
         seconds: dict[str, float] = {}  # each stage's wall time, by name
         if encoder is not None:
-            cache = EmbeddingCache(cache_dir, encoder.name) if cache_dir is not None else None
-            tables = {}
-            for what, texts in (("items", item_prompts(ds, item_template)), ("users", user_prompts(ds, user_template))):
-                done = [0]
-
-                def step(n: int, total: int, what: str = what, done: list[int] = done) -> None:
-                    done[0] += n  # tokens of the distinct texts not in the cache: the bar ends at 100 %
-                    report(f"encoding {what}", done[0], total)
-
-                t0 = time.perf_counter()
-                tables[what], info[f"{what}_texts"] = encode_all(texts, encoder, cache, progress=step)
-                seconds[f"encode_{what}"] = time.perf_counter() - t0
-            item_table, user_table = tables["items"], tables["users"]
+            item_table, user_table = encode_tables(
+                ds, encoder, (item_template, user_template), cache_dir, report, info, seconds
+            )
             info.update(encoder=encoder.name, item_template=item_template, user_template=user_template)
         else:
             info.update(encoder="precomputed")
@@ -193,19 +234,5 @@ def embed_dataset(
         seconds["similar_users"] = time.perf_counter() - t0
         info["seconds"] = {name: round(value, 3) for name, value in seconds.items()}
 
-        folder = Path(path)
-        outputs = {
-            "item_emb.npy": with_padding_row(items),
-            "user_emb.npy": with_padding_row(users),
-            "item_pca.npy": with_padding_row(item_pca),
-            "similar_users.npy": with_padding_row(neighbours.astype(np.int32)),
-        }
-        # embed.json's hashes are of the bytes written (not read back from the folder afterwards), so the
-        # five files are checked as one set at load (`llmesr.data.load_embeddings`).
-        info["files"] = {}
-        for name, array in outputs.items():
-            data = npy_bytes(array)
-            atomic_write(folder / name, partial(Path.write_bytes, data=data))
-            info["files"][name] = hashlib.sha256(data).hexdigest()
-        atomic_write_text(folder / "embed.json", json.dumps(info, indent=2) + "\n")
+        write_tables(Path(path), items, users, item_pca, neighbours, info)
         return info

@@ -254,7 +254,36 @@ fn id_names(keys: &Interner, order: &[u32], new: &[u32]) -> IdList {
 
 pub fn build(mut log: RawLog, filters: &Filters) -> Result<Dataset> {
     let n = log.len();
-    if n >= u32::MAX as usize {
+    check_filters(&log, filters)?;
+    let mut report = FilterReport { input: n as u64, ..Default::default() };
+    let mut keep = row_filters(&log, filters, &mut report);
+    let (user_count, item_count) = k_core(&log, filters, &mut keep, &mut report);
+    if user_count.iter().all(|&c| c == 0) {
+        return Err(Error::Input(format!(
+            "the filters left no interactions (of {n}: {} below --min-rating, {} outside the date window, {} repeats, {} by the {}-user/{}-item core)",
+            report.by_rating, report.by_date, report.by_dedup, report.by_core, filters.min_user, filters.min_item
+        )));
+    }
+
+    // New ids: surviving users and items in raw-id order, from 1.
+    let (uorder, iorder) = rayon::join(|| log.user_keys.order(), || log.item_keys.order());
+    let (new_user, n_users) = renumber(&uorder, &user_count);
+    let (new_item, _) = renumber(&iorder, &item_count);
+    let (user_ids, item_ids) =
+        rayon::join(|| id_names(&log.user_keys, &uorder, &new_user), || id_names(&log.item_keys, &iorder, &new_item));
+
+    let (start, items, times, ratings) = by_user_in_time_order(&mut log, keep, &new_user, &new_item, n_users);
+    let mut indptr = vec![0i64; n_users + 2];
+    for (u, &s) in start.iter().enumerate() {
+        indptr[u + 1] = s as i64;
+    }
+    let (train_end, valid, test) = leave_one_out(&indptr, &items);
+    Ok(Dataset { indptr, items, times, ratings, train_end, valid, test, user_ids, item_ids, report })
+}
+
+/// Refuses filters the input cannot serve (and inputs too large for 32-bit row numbers).
+fn check_filters(log: &RawLog, filters: &Filters) -> Result<()> {
+    if log.len() >= u32::MAX as usize {
         return Err(Error::Input("more than 4 billion interactions are not supported".into()));
     }
     if filters.min_rating.is_some() && log.ratings.is_none() {
@@ -263,10 +292,12 @@ pub fn build(mut log: RawLog, filters: &Filters) -> Result<Dataset> {
     if (filters.since.is_some() || filters.until.is_some()) && log.times.is_none() {
         return Err(Error::Input("a date window needs timestamps, and this input has none".into()));
     }
-    let mut report = FilterReport { input: n as u64, ..Default::default() };
+    Ok(())
+}
 
-    // Row filters.
-    let mut keep = vec![true; n];
+/// Which rows pass the row filters: the rating floor, the date window, consecutive repeats.
+fn row_filters(log: &RawLog, filters: &Filters, report: &mut FilterReport) -> Vec<bool> {
+    let mut keep = vec![true; log.len()];
     if let (Some(min), Some(ratings)) = (filters.min_rating, &log.ratings) {
         for (k, &r) in keep.iter_mut().zip(ratings) {
             *k = r >= min;
@@ -284,57 +315,61 @@ pub fn build(mut log: RawLog, filters: &Filters) -> Result<Dataset> {
         }
     }
     if filters.dedup_consecutive {
-        report.by_dedup = drop_consecutive_repeats(&log, &mut keep);
+        report.by_dedup = drop_consecutive_repeats(log, &mut keep);
     }
+    keep
+}
 
-    // k-core on interaction counts (repeats count), on the unordered rows: order does not matter.
-    let (mut user_count, mut item_count) = count_kept(&log, &keep);
-    if filters.min_user > 1 || filters.min_item > 1 {
-        loop {
-            report.core_rounds += 1;
-            let chunk = (1 << 16).max(n / (4 * rayon::current_num_threads().max(1)));
-            let removed: u64 = keep
-                .par_chunks_mut(chunk)
-                .zip(log.users.par_chunks(chunk).zip(log.items.par_chunks(chunk)))
-                .map(|(keep, (users, items))| {
-                    let mut removed = 0;
-                    for ((&u, &i), k) in users.iter().zip(items).zip(keep.iter_mut()) {
-                        if *k
-                            && (user_count[u as usize] < filters.min_user || item_count[i as usize] < filters.min_item)
-                        {
-                            *k = false;
-                            removed += 1;
-                        }
+/// The k-core on interaction counts (repeats count), on the unordered rows (order does not matter):
+/// rows of users or items below their minimum are dropped until none is (or once, single-pass).
+/// Returns the kept rows' counts per raw user and item.
+fn k_core(log: &RawLog, filters: &Filters, keep: &mut [bool], report: &mut FilterReport) -> (Vec<u32>, Vec<u32>) {
+    let (mut user_count, mut item_count) = count_kept(log, keep);
+    if filters.min_user <= 1 && filters.min_item <= 1 {
+        return (user_count, item_count);
+    }
+    let n = log.len();
+    loop {
+        report.core_rounds += 1;
+        let chunk = (1 << 16).max(n / (4 * rayon::current_num_threads().max(1)));
+        let removed: u64 = keep
+            .par_chunks_mut(chunk)
+            .zip(log.users.par_chunks(chunk).zip(log.items.par_chunks(chunk)))
+            .map(|(keep, (users, items))| {
+                let mut removed = 0;
+                for ((&u, &i), k) in users.iter().zip(items).zip(keep.iter_mut()) {
+                    if *k && (user_count[u as usize] < filters.min_user || item_count[i as usize] < filters.min_item) {
+                        *k = false;
+                        removed += 1;
                     }
-                    removed
-                })
-                .sum();
-            report.by_core += removed;
-            if removed == 0 {
-                break;
-            }
-            (user_count, item_count) = count_kept(&log, &keep);
-            if filters.core_mode == CoreMode::SinglePass {
-                break;
-            }
+                }
+                removed
+            })
+            .sum();
+        report.by_core += removed;
+        if removed == 0 {
+            break;
+        }
+        (user_count, item_count) = count_kept(log, keep);
+        if filters.core_mode == CoreMode::SinglePass {
+            break;
         }
     }
-    if user_count.iter().all(|&c| c == 0) {
-        return Err(Error::Input(format!(
-            "the filters left no interactions (of {n}: {} below --min-rating, {} outside the date window, {} repeats, {} by the {}-user/{}-item core)",
-            report.by_rating, report.by_date, report.by_dedup, report.by_core, filters.min_user, filters.min_item
-        )));
-    }
+    (user_count, item_count)
+}
 
-    // New ids: surviving users and items in raw-id order, from 1.
-    let (uorder, iorder) = rayon::join(|| log.user_keys.order(), || log.item_keys.order());
-    let (new_user, n_users) = renumber(&uorder, &user_count);
-    let (new_item, _) = renumber(&iorder, &item_count);
-    let (user_ids, item_ids) =
-        rayon::join(|| id_names(&log.user_keys, &uorder, &new_user), || id_names(&log.item_keys, &iorder, &new_item));
+type Columns = (Vec<usize>, Vec<i32>, Option<Vec<i64>>, Option<Vec<f32>>);
 
-    // Rows grouped by new user id (stable), columns moved straight to their final place, then each
-    // user's rows ordered by time (ties keep input order).
+/// The kept rows grouped by new user id (stable), each column moved straight to its final place, then
+/// each user's rows ordered by time (ties keep input order): (each user's first row, items, times,
+/// ratings). Takes the log's columns.
+fn by_user_in_time_order(
+    log: &mut RawLog,
+    keep: Vec<bool>,
+    new_user: &[u32],
+    new_item: &[u32],
+    n_users: usize,
+) -> Columns {
     let (dest, start) = group_positions(std::mem::take(&mut log.users), |u| new_user[u as usize] - 1, &keep, n_users);
     drop(keep);
     let m = start[n_users];
@@ -368,13 +403,7 @@ pub fn build(mut log: RawLog, filters: &Filters) -> Result<Dataset> {
             .zip(rating_segs)
             .for_each_init(SortScratch::default, |scratch, ((t, i), r)| scratch.sort_segment(t, i, r));
     }
-
-    let mut indptr = vec![0i64; n_users + 2];
-    for (u, &s) in start.iter().enumerate() {
-        indptr[u + 1] = s as i64;
-    }
-    let (train_end, valid, test) = leave_one_out(&indptr, &items);
-    Ok(Dataset { indptr, items, times, ratings, train_end, valid, test, user_ids, item_ids, report })
+    (start, items, times, ratings)
 }
 
 /// Last item for test, second-to-last for validation, the rest for training; users with fewer than

@@ -2,7 +2,7 @@
 //! own id interner, and merged in file order, so the result never depends on the thread count.
 
 use crate::error::{Error, Result};
-use crate::formats::{self, Chunk, ColumnSpec, Format, MAX_BAD_EXAMPLES};
+use crate::formats::{self, Chunk, ColumnSpec, Format, RecordParser, MAX_BAD_EXAMPLES};
 use crate::intern::Interner;
 use crate::reader::{head_lines, utf8_error_in, Block, InputFile, SourceInfo};
 use rayon::prelude::*;
@@ -71,99 +71,11 @@ pub fn ingest(paths: &[String], opts: &IngestOptions, progress: Progress) -> Res
     let total: u64 = paths.iter().map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)).sum();
     let mut done_before = 0u64;
     let mut log = RawLog::default();
-    let batch = 2 * rayon::current_num_threads().max(1);
     for (file_index, path) in paths.iter().enumerate() {
-        let head = head_lines(path, 100)?;
-        let format = match opts.format {
-            Some(f) => f,
-            None => formats::detect(path, &head)?,
-        };
-        let first = head.first().ok_or_else(|| Error::Input(format!("{path}: the file is empty")))?;
-        if let Some(e) = utf8_error_in(first) {
-            return Err(Error::Parse { file: path.clone(), line: 1, msg: e });
-        }
-        let parser = formats::parser_for(format, path, first, &opts.columns)?;
-        if file_index == 0 {
-            log.format = Some(format.name());
-            log.times = parser.has_time().then(Vec::new);
-            log.ratings = parser.has_rating().then(Vec::new);
-        } else if log.times.is_some() != parser.has_time() || log.ratings.is_some() != parser.has_rating() {
-            return Err(Error::Input(format!(
-                "{path}: its columns (timestamp: {}, rating: {}) differ from the first input's",
-                parser.has_time(),
-                parser.has_rating()
-            )));
-        }
+        let parser = open_parser(path, opts, file_index == 0, &mut log)?;
         let rows_before = log.len() as u64 + log.skipped_lines;
-        let file = InputFile::open(path)?;
-        let bytes_read = file.bytes_counter();
-        // A reader thread does the I/O, decompression and hashing; blocks are parsed in parallel in
-        // batches, and each batch is merged (in file order) while the next one is parsed.
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Block>>(batch);
-        // Used block buffers and chunks go back for reuse: fresh memory costs page faults.
-        let (spare_tx, spare_rx) = std::sync::mpsc::channel::<Vec<u8>>();
-        let mut spare_chunks: Vec<Chunk> = Vec::new();
-        let block_bytes = opts.block_bytes;
-        let file = std::thread::scope(|scope| -> Result<InputFile> {
-            let reader = scope.spawn(move || {
-                let mut file = file;
-                loop {
-                    let next = file.next_block_reusing(block_bytes, spare_rx.try_recv().unwrap_or_default());
-                    let end = !matches!(next, Ok(Some(_)));
-                    if let Some(b) = next.transpose() {
-                        if tx.send(b).is_err() {
-                            break;
-                        }
-                    }
-                    if end {
-                        break;
-                    }
-                }
-                file
-            });
-            let mut header_to_skip = parser.header_lines();
-            let mut parsed: Vec<Chunk> = Vec::new();
-            loop {
-                let mut blocks = Vec::with_capacity(batch);
-                while blocks.len() < batch {
-                    match rx.recv() {
-                        Ok(block) => blocks.push(block?),
-                        Err(_) => break,
-                    }
-                }
-                if blocks.is_empty() && parsed.is_empty() {
-                    break;
-                }
-                let skip = std::mem::take(&mut header_to_skip);
-                let fresh: Vec<Chunk> = (0..blocks.len()).map(|_| spare_chunks.pop().unwrap_or_default()).collect();
-                let (_, next) = rayon::join(
-                    || parsed.iter_mut().for_each(|c| log.merge(c)),
-                    || {
-                        blocks
-                            .par_iter()
-                            .zip(fresh)
-                            .enumerate()
-                            .map(|(i, (b, chunk))| {
-                                let skip = if i == 0 { skip } else { 0 };
-                                let mut chunk = chunk;
-                                chunk.reset();
-                                parser.parse_block(b, &mut chunk, skip, path, opts.skip_bad_lines).map(|_| chunk)
-                            })
-                            .collect::<Result<Vec<Chunk>>>()
-                    },
-                );
-                spare_chunks.append(&mut parsed);
-                parsed = next?;
-                for b in blocks {
-                    spare_tx.send(b.data).unwrap_or(()); // the reader may have finished
-                }
-                if !progress("read", done_before + bytes_read.load(std::sync::atomic::Ordering::Relaxed), total) {
-                    return Err(Error::Cancelled);
-                }
-            }
-            drop(rx);
-            reader.join().map_err(|_| Error::Input(format!("{path}: the reader thread failed")))
-        })?;
+        let mut file_progress = |done: u64| progress("read", done_before + done, total);
+        let file = read_file(path, parser.as_ref(), opts, &mut log, &mut file_progress)?;
         if log.len() as u64 + log.skipped_lines == rows_before {
             let why = if parser.header_lines() > 0 { "has a header but no data lines" } else { "has no data lines" };
             return Err(Error::Input(format!("{path}: the file {why}")));
@@ -179,6 +91,116 @@ pub fn ingest(paths: &[String], opts: &IngestOptions, progress: Progress) -> Res
         return Err(Error::Input(format!("no valid interactions: all {} lines were skipped", log.skipped_lines)));
     }
     Ok(log)
+}
+
+/// The parser of one input file: its format (given or detected) read from its first line. The first
+/// file sets which columns (timestamps, ratings) the log has; every later one must have the same.
+fn open_parser(path: &str, opts: &IngestOptions, first_file: bool, log: &mut RawLog) -> Result<Box<dyn RecordParser>> {
+    let head = head_lines(path, 100)?;
+    let format = match opts.format {
+        Some(f) => f,
+        None => formats::detect(path, &head)?,
+    };
+    let first = head.first().ok_or_else(|| Error::Input(format!("{path}: the file is empty")))?;
+    if let Some(e) = utf8_error_in(first) {
+        return Err(Error::Parse { file: path.to_string(), line: 1, msg: e });
+    }
+    let parser = formats::parser_for(format, path, first, &opts.columns)?;
+    if first_file {
+        log.format = Some(format.name());
+        log.times = parser.has_time().then(Vec::new);
+        log.ratings = parser.has_rating().then(Vec::new);
+    } else if log.times.is_some() != parser.has_time() || log.ratings.is_some() != parser.has_rating() {
+        return Err(Error::Input(format!(
+            "{path}: its columns (timestamp: {}, rating: {}) differ from the first input's",
+            parser.has_time(),
+            parser.has_rating()
+        )));
+    }
+    Ok(parser)
+}
+
+/// Reads one file into `log`: a reader thread does the I/O, decompression and hashing; blocks are
+/// parsed in parallel in batches, and each batch is merged (in file order) while the next one is
+/// parsed. `progress(bytes read)` returns false to cancel. Returns the file, for its checksums.
+fn read_file(
+    path: &str,
+    parser: &dyn RecordParser,
+    opts: &IngestOptions,
+    log: &mut RawLog,
+    progress: &mut dyn FnMut(u64) -> bool,
+) -> Result<InputFile> {
+    let batch = 2 * rayon::current_num_threads().max(1);
+    let file = InputFile::open(path)?;
+    let bytes_read = file.bytes_counter();
+    // A reader thread does the I/O, decompression and hashing; blocks are parsed in parallel in
+    // batches, and each batch is merged (in file order) while the next one is parsed.
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Block>>(batch);
+    // Used block buffers and chunks go back for reuse: fresh memory costs page faults.
+    let (spare_tx, spare_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    let mut spare_chunks: Vec<Chunk> = Vec::new();
+    let block_bytes = opts.block_bytes;
+    let file = std::thread::scope(|scope| -> Result<InputFile> {
+        let reader = scope.spawn(move || {
+            let mut file = file;
+            loop {
+                let next = file.next_block_reusing(block_bytes, spare_rx.try_recv().unwrap_or_default());
+                let end = !matches!(next, Ok(Some(_)));
+                if let Some(b) = next.transpose() {
+                    if tx.send(b).is_err() {
+                        break;
+                    }
+                }
+                if end {
+                    break;
+                }
+            }
+            file
+        });
+        let mut header_to_skip = parser.header_lines();
+        let mut parsed: Vec<Chunk> = Vec::new();
+        loop {
+            let mut blocks = Vec::with_capacity(batch);
+            while blocks.len() < batch {
+                match rx.recv() {
+                    Ok(block) => blocks.push(block?),
+                    Err(_) => break,
+                }
+            }
+            if blocks.is_empty() && parsed.is_empty() {
+                break;
+            }
+            let skip = std::mem::take(&mut header_to_skip);
+            let fresh: Vec<Chunk> = (0..blocks.len()).map(|_| spare_chunks.pop().unwrap_or_default()).collect();
+            let (_, next) = rayon::join(
+                || parsed.iter_mut().for_each(|c| log.merge(c)),
+                || {
+                    blocks
+                        .par_iter()
+                        .zip(fresh)
+                        .enumerate()
+                        .map(|(i, (b, chunk))| {
+                            let skip = if i == 0 { skip } else { 0 };
+                            let mut chunk = chunk;
+                            chunk.reset();
+                            parser.parse_block(b, &mut chunk, skip, path, opts.skip_bad_lines).map(|_| chunk)
+                        })
+                        .collect::<Result<Vec<Chunk>>>()
+                },
+            );
+            spare_chunks.append(&mut parsed);
+            parsed = next?;
+            for b in blocks {
+                spare_tx.send(b.data).unwrap_or(()); // the reader may have finished
+            }
+            if !progress(bytes_read.load(std::sync::atomic::Ordering::Relaxed)) {
+                return Err(Error::Cancelled);
+            }
+        }
+        drop(rx);
+        reader.join().map_err(|_| Error::Input(format!("{path}: the reader thread failed")))
+    })?;
+    Ok(file)
 }
 
 #[cfg(test)]

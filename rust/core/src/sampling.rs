@@ -297,13 +297,19 @@ mod tests {
         assert!(eval_negatives(seqs, 11, 7).unwrap_err().to_string().contains("user 3"));
     }
 
+    /// user 1: 1 2 3 4 5 (train 1 2 3), user 2: 6 7 (train 6 7), user 3: 8 9 10 (train 8)
+    fn three_users() -> Sequences<'static> {
+        Sequences {
+            indptr: &[0, 0, 5, 7, 10],
+            train_end: &[0, 3, 7, 8],
+            items: &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10],
+            n_items: 20,
+        }
+    }
+
     #[test]
     fn sasrec_batch_shapes_and_padding() {
-        // user 1: 1 2 3 4 5 (train 1 2 3), user 2: 6 7 (train 6 7), user 3: 8 9 10 (train 8)
-        let indptr = [0i64, 0, 5, 7, 10];
-        let train_end = [0i64, 3, 7, 8];
-        let items = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10];
-        let seqs = Sequences { indptr: &indptr, train_end: &train_end, items: &items, n_items: 20 };
+        let seqs = three_users();
         let Batch { len, inputs: inp, targets: tgt, negatives: neg } =
             sasrec_batch(seqs, &[1, 2, 3], 50, Negatives::Uniform, 1, 0).unwrap();
         assert_eq!(len, 2);
@@ -321,11 +327,7 @@ mod tests {
 
     #[test]
     fn histories_and_bert4rec_masks() {
-        // user 1: 1 2 3 4 5 (train 1 2 3), user 2: 6 7 (train 6 7), user 3: 8 9 10 (train 8)
-        let indptr = [0i64, 0, 5, 7, 10];
-        let train_end = [0i64, 3, 7, 8];
-        let items = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10];
-        let seqs = Sequences { indptr: &indptr, train_end: &train_end, items: &items, n_items: 20 };
+        let seqs = three_users();
         assert_eq!(histories(seqs, &[1, 3], 0, 9).unwrap(), (3, vec![1, 2, 3, 0, 0, 8]));
         assert_eq!(histories(seqs, &[1, 3], 1, 2).unwrap(), (2, vec![3, 4, 8, 9]));
         assert_eq!(histories(seqs, &[2], 1, 9).unwrap(), (2, vec![6, 7])); // no item after the history
