@@ -123,6 +123,35 @@ def comparison(columns: dict[str, dict[str, Any]]) -> str:
     return "test NDCG@10 (HR@10) by long-tail group\n" + "\n".join(text)
 
 
+def train_and_compare_base(
+    cfg: TrainConfig, metrics: dict[str, Any], args: argparse.Namespace, main_rank: bool
+) -> None:
+    """--compare: the backbone alone with the same settings (run folder OUT-base), then both by group
+    beside popularity and the text neighbours, and metrics.png with the two side by side."""
+    from llmesr.baselines import popularity_metrics, text_neighbours_metrics
+    from llmesr.train import plot_run, train
+
+    base = cfg.replace(method="base", out=f"{cfg.out}-base")
+    base_resume = bool(args.resume) and (Path(base.out) / "config.json").exists()
+    base_metrics = train(base, progress=not args.quiet, resume=base_resume, overwrite=args.overwrite)
+    if not main_rank:
+        return
+    plot_run(Path(cfg.out), cfg, metrics, base=base_metrics)
+    columns = {
+        f"LLM-ESR-{cfg.model.backbone}": metrics["test"],
+        f"{cfg.model.backbone} alone": base_metrics["test"],
+        "popularity": metrics.get("popularity") or popularity_metrics(cfg),
+        "text neighbours": text_neighbours_metrics(cfg),  # what the item text alone ranks
+    }
+    print(f"\nbackbone alone: {base.out}, best epoch {base_metrics['best_epoch']} of {base_metrics['epochs']}")
+    print(comparison(columns))
+    if stopped_by_budget(metrics, cfg.optim.epochs) or stopped_by_budget(base_metrics, cfg.optim.epochs):
+        print(
+            f"a comparison after {cfg.optim.epochs} epochs, not at convergence: llmesr-train --resume {cfg.out} "
+            "--epochs 1000 --compare trains both on to early stopping"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
@@ -156,29 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         if main_rank:
             print(summary(cfg.out, metrics, budget=cfg.optim.epochs))
         if compare and cfg.model.method != "base":
-            from llmesr.baselines import popularity_metrics, text_neighbours_metrics
-            from llmesr.train import plot_run
-
-            base = cfg.replace(method="base", out=f"{cfg.out}-base")
-            base_resume = bool(args.resume) and (Path(base.out) / "config.json").exists()
-            base_metrics = train(base, progress=not args.quiet, resume=base_resume, overwrite=args.overwrite)
-            if main_rank:
-                plot_run(Path(cfg.out), cfg, metrics, base=base_metrics)  # the two side by side
-                columns = {
-                    f"LLM-ESR-{cfg.model.backbone}": metrics["test"],
-                    f"{cfg.model.backbone} alone": base_metrics["test"],
-                    "popularity": metrics.get("popularity") or popularity_metrics(cfg),
-                    "text neighbours": text_neighbours_metrics(cfg),  # what the item text alone ranks
-                }
-                print(
-                    f"\nbackbone alone: {base.out}, best epoch {base_metrics['best_epoch']} of {base_metrics['epochs']}"
-                )
-                print(comparison(columns))
-                if stopped_by_budget(metrics, cfg.optim.epochs) or stopped_by_budget(base_metrics, cfg.optim.epochs):
-                    print(
-                        f"a comparison after {cfg.optim.epochs} epochs, not at convergence: llmesr-train --resume {cfg.out} "
-                        "--epochs 1000 --compare trains both on to early stopping"
-                    )
+            train_and_compare_base(cfg, metrics, args, main_rank)
 
     def interrupted() -> str:
         out = args.resume or args.out
