@@ -337,6 +337,8 @@ def test_compat_original_sets_the_original_model_and_protocol_unless_given():
     assert (original.evaluation.select_on, original.evaluation.ties) == ("sampled", "optimistic")
     mixed = TrainConfig.of(data="d", out="o", compat="original", select_on="full")
     assert mixed.evaluation.select_on == "full" and mixed.evaluation.ties == "optimistic"
+    assert not ours.fusion.cross_attention and original.fusion.cross_attention  # the original code has it
+    assert not TrainConfig.of(data="d", out="o", compat="original", cross_attention=False).fusion.cross_attention
     saved = json.loads(json.dumps(original.to_json()))  # what resume reads back
     assert TrainConfig.from_saved(saved, "config.json") == original
     with pytest.raises(ValueError, match="block must be one of"):

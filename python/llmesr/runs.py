@@ -145,7 +145,7 @@ def build_model(cfg: TrainConfig, n_items: int, tables: dict[str, np.ndarray] | 
         semantic,
         views=cfg.fusion.views,
         id_init=id_init,
-        cross_attention=cfg.fusion.cross_attention,
+        cross_attention=bool(cfg.fusion.cross_attention),  # resolved from --compat when not given
         shared_encoder=cfg.fusion.shared_encoder,
         **common,
     )

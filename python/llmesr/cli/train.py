@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
         default = f.metadata["none_means"] if f.default is None else f.default
         group = groups.setdefault(section, p.add_argument_group(section, SECTIONS[section].__doc__))
         common: dict[str, Any] = dict(default=argparse.SUPPRESS, help=f"{f.metadata['help']} [default: {default}]")
-        if f.type == "bool":
+        if f.type.startswith("bool"):
             group.add_argument(flag, action=argparse.BooleanOptionalAction, **common)
         else:
             kind = int if f.type in ("int", "int | None") else float if f.type == "float" else str

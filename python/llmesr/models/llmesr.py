@@ -101,7 +101,7 @@ class LLMESR(nn.Module):
         heads: int = 1,
         dropout: float = 0.5,
         id_init: torch.Tensor | None = None,
-        cross_attention: bool = True,
+        cross_attention: bool = False,
         shared_encoder: bool = True,
         compat: bool = False,
         block: str = "original",
