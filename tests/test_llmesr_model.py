@@ -7,6 +7,7 @@ from conftest import assert_same_loss_and_gradients
 torch = pytest.importorskip("torch")
 
 from llmesr.models import LLMESR  # noqa: E402
+from llmesr.models.distillation import teachers  # noqa: E402
 from llmesr.ops import distill_loss  # noqa: E402
 
 
@@ -43,7 +44,7 @@ def test_teacher_without_autograd_gives_the_same_loss_and_gradients():
     seq = sequences(1)
     similar = torch.stack([sequences(s) for s in (2, 3, 4)], dim=1).reshape(12, 10)  # 3 per user
     student = m.user_vector(seq)
-    loss = distill_loss(student, m.teachers(similar, 4), "kd", 1.0)
+    loss = distill_loss(student, teachers(m, similar, 4), "kd", 1.0)
     grads = torch.autograd.grad(loss, list(m.parameters()), allow_unused=True)
     # The straightforward way: the teacher with autograd, then detached.
     teacher = m.user_vector(similar).reshape(4, 3, -1).mean(1).detach()

@@ -13,6 +13,7 @@ from torch import nn
 
 from llmesr.models.compat import KeyMask
 from llmesr.models.encoder import Attention
+from llmesr.models.registry import registrar
 from llmesr.ops import HashedDropout, masked_attention
 
 
@@ -29,14 +30,7 @@ class Fusion(nn.Module):
 FUSIONS: dict[str, Callable[..., Fusion]] = {}
 
 
-def fusion(name: str) -> Callable[[type], type]:
-    """Registers a fusion class under its name."""
-
-    def register(cls: type) -> type:
-        FUSIONS[name] = cls
-        return cls
-
-    return register
+fusion = registrar(FUSIONS)  # @fusion("name") adds a fusion class under its name
 
 
 @fusion("concat")

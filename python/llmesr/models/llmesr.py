@@ -24,12 +24,12 @@ from torch import nn
 
 from llmesr.backbones import backbone as backbone_spec
 from llmesr.models.compat import KeyMask, strategy
+from llmesr.models.distillation import item_regulariser, teachers
 from llmesr.models.encoder import SequenceEncoder
 from llmesr.models.fusion import FUSIONS, Fusion
 from llmesr.models.losses import LossInputs, SharedNegatives, next_item_loss
 from llmesr.models.views import IdView, SemanticView
 from llmesr.ops import distill_loss, native_ops_loaded
-from llmesr.ops.distill import info_nce
 
 VIEWS = ("both", "id", "semantic")  # config.FusionSettings.views
 
@@ -244,7 +244,7 @@ class LLMESR(nn.Module):
         the targets (wherever `targets` is not 0: every position for SASRec, the masked ones for
         Bert4Rec, the last for GRU4Rec), plus `alpha` times the self-distillation loss towards the
         `similar` users' sequences (`[B·K, L]` rows, K per user, or distinct rows picked by
-        `similar_index`, see `teachers`), or towards precomputed `teacher_vectors` (`[B, K, D]`), and
+        `similar_index`, see `distillation.teachers`), or towards precomputed `teacher_vectors` (`[B, K, D]`), and
         `beta` times the item regulariser. `item_offset`: a training-only logit offset per item (see
         `next_item_loss`)."""
         inputs, targets, negatives = self._pad(inputs), self._pad(targets), self._pad(negatives)
@@ -270,24 +270,13 @@ class LLMESR(nn.Module):
             student = in_original_order(students, [idx for idx, _ in groups])
             if teacher_vectors is None:
                 assert similar is not None
-                teacher_vectors = self.teachers(similar, student.shape[0], similar_index)
+                teacher_vectors = teachers(self, similar, student.shape[0], similar_index)
             total = total + alpha * distill_loss(student, teacher_vectors, distill, temperature)
         if beta > 0 and self.views == "both":
-            total = total + beta * self.item_regulariser(targets[targets != 0], temperature)
+            total = total + beta * item_regulariser(self, targets[targets != 0], temperature)
         return total
 
     forward = training_loss  # so DistributedDataParallel wraps the training step
-
-    def teachers(self, similar: torch.Tensor, users: int, index: torch.Tensor | None = None) -> torch.Tensor:
-        """`[users, k, D]`: the representations of each user's `k` similar users, without autograd and
-        without dropout: a teacher is a target, never trained through (the original applies dropout to
-        it, which only adds noise to the target). `similar`: their sequences, `[users·k, L]`, or, with
-        `index` (`[users·k]`), the distinct ones that `index` picks from: a user who is a neighbour of
-        several users in the batch is encoded once (the same vector, as there is no dropout)."""
-        vectors = self.frozen_user_vectors(similar)
-        if index is not None:
-            vectors = vectors[index]
-        return vectors.view(users, -1, vectors.shape[-1])
 
     def frozen_user_vectors(self, sequences: torch.Tensor) -> torch.Tensor:
         """`user_vector` without autograd and without dropout (the teachers' vectors)."""
@@ -297,9 +286,3 @@ class LLMESR(nn.Module):
             vectors = self.user_vector(sequences)
         self.train(was_training)
         return vectors
-
-    def item_regulariser(self, items: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-        """Contrastive alignment of the two views of the batch's distinct items: an item's ID
-        embedding is paired with its adapted semantic embedding against the other items'."""
-        unique = torch.unique(items)
-        return info_nce(self.id_view(unique), self.semantic_view(unique), temperature)

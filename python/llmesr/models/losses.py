@@ -24,6 +24,8 @@ from typing import NamedTuple
 import torch
 from torch.nn import functional as F
 
+from llmesr.models.registry import registrar
+
 CE_CHUNK_SCORES = 1 << 22  # scores per chunk (16 MiB in float32)
 
 
@@ -151,14 +153,7 @@ def next_item_loss(batch: LossInputs, loss: str, item_offset: torch.Tensor | Non
 NEXT_ITEM_LOSSES: dict[str, NextItemLoss] = {}
 
 
-def register_loss(name: str) -> Callable[[NextItemLoss], NextItemLoss]:
-    """Registers an objective under its `--loss` name."""
-
-    def register(fn: NextItemLoss) -> NextItemLoss:
-        NEXT_ITEM_LOSSES[name] = fn
-        return fn
-
-    return register
+register_loss = registrar(NEXT_ITEM_LOSSES)  # @register_loss("name") adds an objective under its --loss name
 
 
 @register_loss("bce")
