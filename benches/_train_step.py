@@ -71,7 +71,7 @@ def main(kind: str, steps: int) -> dict:
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     ds, semantic, similar = yelp()
     torch.manual_seed(0)
-    model = LLMESR(ds.n_items, torch.from_numpy(semantic), hidden=HIDDEN, max_len=MAX_LEN, cross_attention=True)
+    model = LLMESR(ds.n_items, torch.from_numpy(semantic), hidden=HIDDEN, max_len=MAX_LEN, fusion="cross_attention")
     model.to(device)
     rss_before = peak_rss_mib()
     if kind == "evaluate":

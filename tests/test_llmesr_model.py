@@ -121,17 +121,17 @@ def batch_for(backbone, seed=5, n_items=30, b=4, length=9):
     "backbone, kw",
     [
         ("sasrec", {}),
-        ("sasrec", {"cross_attention": True}),
+        ("sasrec", {"fusion": "cross_attention"}),
         ("sasrec", {"shared_encoder": False, "heads": 2}),
         ("sasrec", {"views": "semantic"}),
-        ("sasrec", {"cross_attention": True, "block": "original", "init": "xavier"}),
-        ("bert4rec", {"cross_attention": True}),
+        ("sasrec", {"fusion": "cross_attention", "block": "original", "init": "xavier"}),
+        ("bert4rec", {"fusion": "cross_attention"}),
         ("bert4rec", {"embed_scale": False, "block": "original"}),
         # compat: the padding keys counted through one column, against rows padded to max_len
-        ("sasrec", {"compat": True, "block": "original", "cross_attention": True, "init": "xavier"}),
+        ("sasrec", {"compat": True, "block": "original", "fusion": "cross_attention", "init": "xavier"}),
         ("bert4rec", {"compat": True}),
-        ("gru4rec", {"compat": True, "cross_attention": True}),
-        ("gru4rec", {"cross_attention": True}),
+        ("gru4rec", {"compat": True, "fusion": "cross_attention"}),
+        ("gru4rec", {"fusion": "cross_attention"}),
         ("gru4rec", {"views": "id"}),
     ],
 )
@@ -161,7 +161,7 @@ def test_fast_training_loss_equals_the_straightforward_one(backbone, kw, distill
 def test_cross_attention_never_sees_later_items(backbone):
     torch.manual_seed(0)
     semantic = torch.randn(31, 24)
-    m = LLMESR(30, semantic, backbone=backbone, hidden=8, max_len=12, dropout=0.0, cross_attention=True).eval()
+    m = LLMESR(30, semantic, backbone=backbone, hidden=8, max_len=12, dropout=0.0, fusion="cross_attention").eval()
     seq = torch.tensor([[0, 0, 3, 4, 5, 6, 7]])
     later = seq.clone()
     later[0, -1] = 20
@@ -174,8 +174,8 @@ def test_cross_attention_never_sees_later_items(backbone):
 def test_compat_original_attends_to_padding_and_the_future():
     torch.manual_seed(0)
     semantic = torch.randn(31, 24)
-    correct = LLMESR(30, semantic, hidden=8, max_len=12, dropout=0.0, cross_attention=False).eval()
-    compat = LLMESR(30, semantic, hidden=8, max_len=12, dropout=0.0, compat=True, cross_attention=False).eval()
+    correct = LLMESR(30, semantic, hidden=8, max_len=12, dropout=0.0, fusion="concat").eval()
+    compat = LLMESR(30, semantic, hidden=8, max_len=12, dropout=0.0, compat=True, fusion="concat").eval()
     compat.load_state_dict(correct.state_dict())
     seq = torch.tensor([[0, 0, 3, 4, 5, 6, 7]])
     later = seq.clone()
@@ -183,12 +183,12 @@ def test_compat_original_attends_to_padding_and_the_future():
     with torch.no_grad():
         assert not torch.allclose(compat.user_states(seq)[0, -3], compat.user_states(later)[0, -3])
         # The original's results depend on max_len (its padding is attended to); ours do not.
-        short = LLMESR(30, semantic, hidden=8, max_len=7, dropout=0.0, compat=True, cross_attention=False).eval()
+        short = LLMESR(30, semantic, hidden=8, max_len=7, dropout=0.0, compat=True, fusion="concat").eval()
         short.load_state_dict(
             {k: v[:7] if k.endswith("position.weight") else v for k, v in compat.state_dict().items()}
         )
         assert not torch.allclose(compat.user_vector(seq), short.user_vector(seq))
-        ours_short = LLMESR(30, semantic, hidden=8, max_len=7, dropout=0.0, cross_attention=False).eval()
+        ours_short = LLMESR(30, semantic, hidden=8, max_len=7, dropout=0.0, fusion="concat").eval()
         ours_short.load_state_dict(short.state_dict())
         torch.testing.assert_close(correct.user_vector(seq), ours_short.user_vector(seq))
 
@@ -230,7 +230,7 @@ def test_xavier_init_keeps_the_pca_table():
     torch.manual_seed(0)
     semantic, pca = torch.randn(31, 24), torch.randn(31, 8)
     semantic[0], pca[0] = 0, 0
-    m = LLMESR(30, semantic, hidden=8, max_len=12, id_init=pca, init="xavier", cross_attention=True)
+    m = LLMESR(30, semantic, hidden=8, max_len=12, id_init=pca, init="xavier", fusion="cross_attention")
     torch.testing.assert_close(m.id_view.table.weight[:31], pca)
     position = m.encoders[0].position.weight  # [12, 8]: xavier normal std sqrt(2 / (12 + 8))
     assert abs(float(position.detach().std()) - (2 / 20) ** 0.5) < 0.1
@@ -330,7 +330,7 @@ def test_weights_saved_under_the_former_names_load_into_the_parts():
     from llmesr.models.llmesr import RENAMED
 
     semantic = torch.randn(31, 12)
-    m = LLMESR(30, semantic, backbone="bert4rec", hidden=8, max_len=10, cross_attention=True)
+    m = LLMESR(30, semantic, backbone="bert4rec", hidden=8, max_len=10, fusion="cross_attention")
     current = m.state_dict()
     former = {}
     for key, value in current.items():
@@ -339,7 +339,7 @@ def test_weights_saved_under_the_former_names_load_into_the_parts():
                 key = old + key[len(new) :]
         former[key] = value.clone()
     assert {"item_id.weight", "adapter.down.weight", "semantic_mask", "cross.0.norm.weight"} <= former.keys()
-    fresh = LLMESR(30, semantic, backbone="bert4rec", hidden=8, max_len=10, cross_attention=True)
+    fresh = LLMESR(30, semantic, backbone="bert4rec", hidden=8, max_len=10, fusion="cross_attention")
     fresh.load_state_dict(former)
     for key, value in fresh.state_dict().items():
         torch.testing.assert_close(value, current[key])

@@ -39,7 +39,7 @@ def config(data, out, **kw):
         {"method": "base"},
         {"backbone": "bert4rec", "distill": "cl", "beta": 0.5},
         {"backbone": "gru4rec", "shared_encoder": False},
-        {"views": "semantic", "cross_attention": False, "compat": "original"},
+        {"views": "semantic", "fusion": "concat", "compat": "original"},
         {"method": "base", "compat": "original", "loss": "ce"},
         {"backbone": "gru4rec", "loss": "sampled", "loss_negatives": 16, "negatives": "popularity"},
     ],
@@ -337,9 +337,37 @@ def test_compat_original_sets_the_original_model_and_protocol_unless_given():
     assert (original.evaluation.select_on, original.evaluation.ties) == ("sampled", "optimistic")
     mixed = TrainConfig.of(data="d", out="o", compat="original", select_on="full")
     assert mixed.evaluation.select_on == "full" and mixed.evaluation.ties == "optimistic"
-    assert not ours.fusion.cross_attention and original.fusion.cross_attention  # the original code has it
-    assert not TrainConfig.of(data="d", out="o", compat="original", cross_attention=False).fusion.cross_attention
+    assert (ours.fusion.fusion, original.fusion.fusion) == ("concat", "cross_attention")  # the original code has it
+    assert TrainConfig.of(data="d", out="o", compat="original", fusion="concat").fusion.fusion == "concat"
+    # the former switch, in a TOML file or an older config.json
+    assert (
+        TrainConfig.from_saved({"data": "d", "out": "o", "cross_attention": True}, "c").fusion.fusion
+        == "cross_attention"
+    )
+    assert (
+        TrainConfig.from_saved({"data": "d", "out": "o", "fusion": {"cross_attention": False}}, "c").fusion.fusion
+        == "concat"
+    )
     saved = json.loads(json.dumps(original.to_json()))  # what resume reads back
     assert TrainConfig.from_saved(saved, "config.json") == original
     with pytest.raises(ValueError, match="block must be one of"):
         TrainConfig.of(data="d", out="o", block="postnorm")
+
+
+def test_fusion_by_name_or_by_the_former_switch_and_its_choices_are_the_registry():
+    from dataclasses import fields
+
+    from llmesr.config import FusionSettings
+    from llmesr.models.fusion import FUSIONS
+
+    choices = next(f for f in fields(FusionSettings) if f.name == "fusion").metadata["choices"]
+    assert set(choices) == set(FUSIONS)
+
+    def fusion(*argv):
+        return train_cli.resolve_config(train_cli.build_parser().parse_args(["--data", "d", *argv])).fusion.fusion
+
+    assert fusion() == "concat" and fusion("--compat", "original") == "cross_attention"
+    assert fusion("--cross-attention") == "cross_attention" == fusion("--fusion", "cross_attention")
+    assert fusion("--no-cross-attention", "--compat", "original") == "concat"
+    with pytest.raises(ValueError, match="--fusion concat and --cross-attention disagree"):
+        fusion("--fusion", "concat", "--cross-attention")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import MISSING, Field, asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -109,13 +109,16 @@ class FusionSettings(Section):
         "ablation: both views, or the collaborative (id) or semantic view only",
         choices=("both", "id", "semantic"),
     )
-    # Off by default, as measured at convergence (benches/RESULTS.md, "Cross-attention between the views"):
-    # without it LLM-ESR is ahead of SASRec alone on ml-100k (with it, level) and level or better on Yelp
-    # and the synthetic data, with cheaper epochs. The original code has it: on under --compat original.
-    cross_attention: bool | None = setting(
+    # How the views meet before the encoder (llmesr.models.fusion.FUSIONS). Concatenation (none) by default,
+    # as measured at convergence (benches/RESULTS.md, "Cross-attention between the views"): with cross-attention
+    # LLM-ESR is level with SASRec alone on ml-100k (without it, ahead) and no better on Yelp or the synthetic
+    # data, at dearer epochs. The original code has it: cross_attention under --compat original.
+    fusion: str | None = setting(
         None,
-        "two-way cross-attention between the views (masked like the backbone)",
-        none_means="off; on under --compat original",
+        "how the views meet before the encoder: concat (they do not; their states are concatenated) or "
+        "cross_attention (two-way, masked like the backbone); --[no-]cross-attention says the same",
+        choices=("concat", "cross_attention"),
+        none_means="concat; cross_attention under --compat original",
     )
     shared_encoder: bool = setting(
         True, "one encoder for both views (--no-shared-encoder: the separate-encoders ablation)"
@@ -257,7 +260,7 @@ SECTIONS: dict[str, type[Section]] = {
 # What `compat="original"` sets besides the masking, unless given explicitly: the original code's
 # cross-attention and protocol (model selection, ties). Our defaults in the first column.
 COMPAT_DEFAULTS = {
-    "cross_attention": (False, True),
+    "fusion": ("concat", "cross_attention"),
     "select_on": ("full", "sampled"),
     "ties": ("pessimistic", "optimistic"),
 }
@@ -347,10 +350,13 @@ class TrainConfig:
 
 def flatten(saved: dict[str, Any]) -> dict[str, Any]:
     """Settings by flat name from a sectioned mapping (config.json, TOML tables) or a flat one (older
-    config.json files); a setting under another section's name, or given twice, is an error."""
+    config.json files), former names renamed (`FORMER`); a setting under another section's name, or given
+    twice, is an error."""
     out: dict[str, Any] = {}
 
     def put(name: str, value: Any) -> None:
+        if name in FORMER:
+            name, value = FORMER[name][0], FORMER[name][1](value)
         if name in out:
             raise SettingsError(f"{name} is given twice")
         out[name] = value
@@ -360,14 +366,38 @@ def flatten(saved: dict[str, Any]) -> dict[str, Any]:
         if name in SECTIONS and isinstance(value, dict):
             for inner, v in value.items():
                 inner_name = inner.replace("-", "_")
-                if SECTION_OF.get(inner_name) != name:
+                current = FORMER[inner_name][0] if inner_name in FORMER else inner_name
+                if SECTION_OF.get(current) != name:
                     where = f" (it belongs to {SECTION_OF[inner_name]})" if inner_name in SECTION_OF else ""
                     raise SettingsError(f"unknown setting {name}.{inner}{where}")
                 put(inner_name, v)
-        elif name in SECTION_OF or name in ("data", "out"):
+        elif name in SECTION_OF or name in FORMER or name in ("data", "out"):
             put(name, value)
         else:
             raise SettingsError(f"unknown setting {key!r} (the settings are llmesr-train's options)")
+    return out
+
+
+def from_cross_attention(value: Any) -> str:
+    if not isinstance(value, bool):
+        raise SettingsError(f"cross_attention must be true or false, not {value!r}")
+    return "cross_attention" if value else "concat"
+
+
+# Settings by a former name (in TOML files and older config.json files): the name each became, and its value.
+FORMER: dict[str, tuple[str, Callable[[Any], Any]]] = {"cross_attention": ("fusion", from_cross_attention)}
+
+
+def upgraded(flat: dict[str, Any]) -> dict[str, Any]:
+    """A flat mapping with former names renamed (values they cannot take are left for the checks)."""
+    out = dict(flat)
+    for name, (new, convert) in FORMER.items():
+        if name in out and new not in out:
+            try:
+                out[new] = convert(out[name])
+                del out[name]
+            except SettingsError:
+                pass
     return out
 
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from llmesr.config import SECTIONS, TrainConfig, is_a
+from llmesr.config import SECTIONS, TrainConfig, is_a, upgraded
 from llmesr.data import EMBEDDING_FILES, file_sha256
 from llmesr.errors import SettingsError
 from llmesr.io import atomic_write, atomic_write_text, remove_stale_temporaries
@@ -63,7 +63,7 @@ def read_run_config(run: Path) -> dict[str, Any]:
         flat |= value if key in SECTIONS and isinstance(value, dict) else {key: value}
     if not {"method", "backbone", "data"} <= flat.keys():
         raise SettingsError(f"{path}: not the config of an llmesr run")
-    return flat
+    return upgraded(flat)
 
 
 def is_run_folder(path: Path) -> bool:
@@ -145,7 +145,7 @@ def build_model(cfg: TrainConfig, n_items: int, tables: dict[str, np.ndarray] | 
         semantic,
         views=cfg.fusion.views,
         id_init=id_init,
-        cross_attention=bool(cfg.fusion.cross_attention),  # resolved from --compat when not given
+        fusion=cfg.fusion.fusion or "concat",  # (resolved from --compat when not given)
         shared_encoder=cfg.fusion.shared_encoder,
         **common,
     )

@@ -10,6 +10,7 @@ from typing import Any
 
 from llmesr.cli.common import StageProgress, add_debug_option, format_rows, run_command
 from llmesr.config import SECTION_OF, SECTIONS, TrainConfig, declared, defaults, load_toml
+from llmesr.errors import SettingsError
 from llmesr.metrics import GROUPS
 
 
@@ -46,6 +47,12 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             kind = int if f.type in ("int", "int | None") else float if f.type == "float" else str
             group.add_argument(flag, type=kind, choices=f.metadata["choices"], **common)
+    groups["fusion"].add_argument(
+        "--cross-attention",
+        action=argparse.BooleanOptionalAction,
+        default=argparse.SUPPRESS,
+        help="the same as --fusion cross_attention (--no-cross-attention: --fusion concat)",
+    )
     add_debug_option(p)
     return p
 
@@ -55,6 +62,13 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
     values: dict[str, Any] = defaults()
     values.update(load_toml(args.config) if args.config else {})
     values.update({name: getattr(args, name) for name in SECTION_OF if getattr(args, name, None) is not None})
+    if hasattr(args, "cross_attention"):  # the former switch, still accepted
+        fusion = "cross_attention" if args.cross_attention else "concat"
+        if getattr(args, "fusion", fusion) != fusion:
+            raise SettingsError(
+                f"--fusion {args.fusion} and --{'' if args.cross_attention else 'no-'}cross-attention disagree"
+            )
+        values["fusion"] = fusion
     if args.data is not None:
         values["data"] = args.data
     if values.get("data") is None:

@@ -101,7 +101,7 @@ class LLMESR(nn.Module):
         heads: int = 1,
         dropout: float = 0.5,
         id_init: torch.Tensor | None = None,
-        cross_attention: bool = False,
+        fusion: str = "concat",
         shared_encoder: bool = True,
         compat: bool = False,
         block: str = "original",
@@ -126,8 +126,12 @@ class LLMESR(nn.Module):
         if views != "id":
             assert semantic is not None
             self.semantic_view = SemanticView(semantic, hidden, self.mask_token if self.spec.mask_token else None)
-        fusion = "cross_attention" if cross_attention and views == "both" else "concat"
-        self.fusion = FUSIONS[fusion](hidden, heads, dropout, original=self.compat.original)
+        if fusion not in FUSIONS:
+            raise ValueError(f"fusion must be one of {', '.join(FUSIONS)}, not {fusion!r}")
+        # One view has nothing to meet: concatenation (of one) whatever was asked.
+        self.fusion = FUSIONS[fusion if views == "both" else "concat"](
+            hidden, heads, dropout, original=self.compat.original
+        )
         n_encoders = 1 if shared_encoder or views != "both" else 2
         self.encoders = nn.ModuleList(
             self.spec.build_encoder(hidden, max_len, layers, heads, dropout, compat=self.compat, block=block)
