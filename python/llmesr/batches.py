@@ -65,7 +65,7 @@ class StepInputs:
         teacher_vectors = None
         if self.teacher_table is not None and self.similar is not None:
             teacher_vectors = self.teacher_table[torch.from_numpy(self.similar[users]).to(self.device, torch.long)]
-        elif self.similar is not None:  # each distinct neighbour encoded once (see LLMESR.teachers)
+        elif self.similar is not None:  # each distinct neighbour encoded once (see models.distillation.teachers)
             neighbours, sim_index = np.unique(self.similar[users].ravel(), return_inverse=True)
             sim_rows = histories(ds, neighbours, "train", cfg.model.max_len)
         inputs, targets, negs, sim, sim_idx = (

@@ -48,7 +48,7 @@ def length_chunks(lengths: torch.Tensor, budget: int) -> list[torch.Tensor]:
 class Ours:
     """Causal where the backbone is, padding never read."""
 
-    original = False  # the cross-attention's layout (`llmesr.models.llmesr.CrossAttention`)
+    original = False  # the cross-attention's layout (`llmesr.models.fusion.CrossAttention`)
     gru_reads_padding = False
 
     def key_mask(self, valid: torch.Tensor, causal: bool, max_len: int | None = None) -> KeyMask:
