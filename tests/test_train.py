@@ -362,6 +362,8 @@ def test_fusion_by_name_or_by_the_former_switch_and_its_choices_are_the_registry
 
     choices = next(f for f in fields(FusionSettings) if f.name == "fusion").metadata["choices"]
     assert set(choices) == set(FUSIONS)
+    shown = train_cli.build_parser().format_help()
+    assert all(shown.count(f"\n{section}:\n") == 1 for section in ("model", "fusion", "optim", "run"))
 
     def fusion(*argv):
         return train_cli.resolve_config(train_cli.build_parser().parse_args(["--data", "d", *argv])).fusion.fusion

@@ -40,7 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     for section, f in declared():
         flag = f"--{f.name.replace('_', '-')}"
         default = f.metadata["none_means"] if f.default is None else f.default
-        group = groups.setdefault(section, p.add_argument_group(section, SECTIONS[section].__doc__))
+        if section not in groups:
+            groups[section] = p.add_argument_group(section, SECTIONS[section].__doc__)
+        group = groups[section]
         common: dict[str, Any] = dict(default=argparse.SUPPRESS, help=f"{f.metadata['help']} [default: {default}]")
         if f.type.startswith("bool"):
             group.add_argument(flag, action=argparse.BooleanOptionalAction, **common)
