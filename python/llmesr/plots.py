@@ -40,7 +40,7 @@ def group_bars(ax: Any, columns: Mapping[str, Mapping[str, float]], title: str) 
     ax.set_xticks(x, GROUPS, fontsize=8)
     ax.set_title(title, fontsize=9)
     ax.margins(y=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper right")  # in the headroom of margins(y=0.3); "best" is slow to place
 
 
 def learning_curves(ax: Any, histories: Mapping[str, Sequence[Mapping[str, Any]]], title: str) -> None:
