@@ -135,13 +135,10 @@ def test_logit_adjustment_is_tau_log_prior():
 def test_the_losses_registered_are_the_settings_choices_and_a_new_one_trains(monkeypatch):
     """Every `--loss` choice but "auto" has an objective, and a loss registered in one place is what
     the model trains with (here, a squared error towards the target's vector)."""
-    from dataclasses import fields
-
-    from llmesr.config import ObjectiveSettings
+    from llmesr.config import choices_of
     from llmesr.models.losses import NEXT_ITEM_LOSSES, register_loss
 
-    choices = next(f for f in fields(ObjectiveSettings) if f.name == "loss").metadata["choices"]
-    assert set(choices) - {"auto"} == set(NEXT_ITEM_LOSSES)
+    assert set(choices_of("loss")) - {"auto"} == set(NEXT_ITEM_LOSSES)
     monkeypatch.setitem(NEXT_ITEM_LOSSES, "to_target", None)  # so that the registration is undone afterwards
 
     @register_loss("to_target")

@@ -355,13 +355,11 @@ def test_compat_original_sets_the_original_model_and_protocol_unless_given():
 
 
 def test_fusion_by_name_or_by_the_former_switch_and_its_choices_are_the_registry():
-    from dataclasses import fields
-
-    from llmesr.config import FusionSettings
+    from llmesr.config import choices_of
     from llmesr.models.fusion import FUSIONS
+    from llmesr.models.llmesr import VIEWS
 
-    choices = next(f for f in fields(FusionSettings) if f.name == "fusion").metadata["choices"]
-    assert set(choices) == set(FUSIONS)
+    assert set(choices_of("fusion")) == set(FUSIONS) and choices_of("views") == VIEWS  # the model's own checks agree
     shown = train_cli.build_parser().format_help()
     assert all(shown.count(f"\n{section}:\n") == 1 for section in ("model", "fusion", "optim", "run"))
 

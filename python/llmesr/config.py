@@ -348,16 +348,21 @@ class TrainConfig:
         return self.model.method == "llmesr" and self.distillation.alpha > 0
 
 
-def flatten(saved: dict[str, Any]) -> dict[str, Any]:
+def flatten(saved: dict[str, Any], strict: bool = True) -> dict[str, Any]:
     """Settings by flat name from a sectioned mapping (config.json, TOML tables) or a flat one (older
-    config.json files), former names renamed (`FORMER`); a setting under another section's name, or given
-    twice, is an error."""
+    config.json files), former names renamed (`FORMER`). Strict: a setting unknown, under another section's
+    name, or given twice is an error. Not strict (a run folder's record, which may hold settings of other
+    versions): those are kept as they are, a later one replacing an earlier, for the caller to check."""
     out: dict[str, Any] = {}
 
     def put(name: str, value: Any) -> None:
         if name in FORMER:
-            name, value = FORMER[name][0], FORMER[name][1](value)
-        if name in out:
+            try:
+                name, value = FORMER[name][0], FORMER[name][1](value)
+            except SettingsError:
+                if strict:
+                    raise
+        if strict and name in out:
             raise SettingsError(f"{name} is given twice")
         out[name] = value
 
@@ -367,11 +372,11 @@ def flatten(saved: dict[str, Any]) -> dict[str, Any]:
             for inner, v in value.items():
                 inner_name = inner.replace("-", "_")
                 current = FORMER[inner_name][0] if inner_name in FORMER else inner_name
-                if SECTION_OF.get(current) != name:
+                if strict and SECTION_OF.get(current) != name:
                     where = f" (it belongs to {SECTION_OF[inner_name]})" if inner_name in SECTION_OF else ""
                     raise SettingsError(f"unknown setting {name}.{inner}{where}")
                 put(inner_name, v)
-        elif name in SECTION_OF or name in FORMER or name in ("data", "out"):
+        elif not strict or name in SECTION_OF or name in FORMER or name in ("data", "out"):
             put(name, value)
         else:
             raise SettingsError(f"unknown setting {key!r} (the settings are llmesr-train's options)")
@@ -388,17 +393,9 @@ def from_cross_attention(value: Any) -> str:
 FORMER: dict[str, tuple[str, Callable[[Any], Any]]] = {"cross_attention": ("fusion", from_cross_attention)}
 
 
-def upgraded(flat: dict[str, Any]) -> dict[str, Any]:
-    """A flat mapping with former names renamed (values they cannot take are left for the checks)."""
-    out = dict(flat)
-    for name, (new, convert) in FORMER.items():
-        if name in out and new not in out:
-            try:
-                out[new] = convert(out[name])
-                del out[name]
-            except SettingsError:
-                pass
-    return out
+def choices_of(name: str) -> tuple[str, ...]:
+    """The values setting `name` allows (the torch-free source the model's and sampler's checks agree with)."""
+    return next(f.metadata["choices"] for _, f in declared() if f.name == name)
 
 
 def defaults() -> dict[str, Any]:

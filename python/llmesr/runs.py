@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from llmesr.config import SECTIONS, TrainConfig, is_a, upgraded
+from llmesr.config import TrainConfig, flatten, is_a
 from llmesr.data import EMBEDDING_FILES, file_sha256
 from llmesr.errors import SettingsError
 from llmesr.io import atomic_write, atomic_write_text, remove_stale_temporaries
@@ -58,12 +58,10 @@ def read_run_config(run: Path) -> dict[str, Any]:
         raise SettingsError(f"{path}: not valid JSON ({e})") from None
     if not isinstance(saved, dict):
         raise SettingsError(f"{path}: not the config of an llmesr run")
-    flat: dict[str, Any] = {}
-    for key, value in saved.items():
-        flat |= value if key in SECTIONS and isinstance(value, dict) else {key: value}
+    flat = flatten(saved, strict=False)
     if not {"method", "backbone", "data"} <= flat.keys():
         raise SettingsError(f"{path}: not the config of an llmesr run")
-    return upgraded(flat)
+    return flat
 
 
 def is_run_folder(path: Path) -> bool:

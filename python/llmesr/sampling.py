@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from llmesr import _native
+from llmesr.config import choices_of
 from llmesr.data import Dataset
 from llmesr.errors import SettingsError
 
@@ -32,7 +33,7 @@ def histories(ds: Dataset, users: np.ndarray, split: str = "train", max_len: int
     return _native.histories(ds.native, _users(users), extra, int(max_len))
 
 
-NEGATIVES = ("uniform", "popularity")  # config.ObjectiveSettings.negatives
+NEGATIVES = choices_of("negatives")
 
 
 def negative_weights(ds: Dataset, negatives: str) -> np.ndarray | None:

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from llmesr.cli.common import StageProgress, add_debug_option, format_rows, run_command
-from llmesr.config import SECTION_OF, SECTIONS, TrainConfig, declared, defaults, load_toml
+from llmesr.config import SECTION_OF, SECTIONS, TrainConfig, declared, defaults, flatten, load_toml
 from llmesr.errors import SettingsError
 from llmesr.metrics import GROUPS
 
@@ -65,7 +65,7 @@ def resolve_config(args: argparse.Namespace) -> TrainConfig:
     values.update(load_toml(args.config) if args.config else {})
     values.update({name: getattr(args, name) for name in SECTION_OF if getattr(args, name, None) is not None})
     if hasattr(args, "cross_attention"):  # the former switch, still accepted
-        fusion = "cross_attention" if args.cross_attention else "concat"
+        fusion = flatten({"cross_attention": args.cross_attention})["fusion"]
         if getattr(args, "fusion", fusion) != fusion:
             raise SettingsError(
                 f"--fusion {args.fusion} and --{'' if args.cross_attention else 'no-'}cross-attention disagree"
