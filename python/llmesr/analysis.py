@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from llmesr.baselines import groups_of
 from llmesr.data import load_dataset
 from llmesr.evaluate import PopularityDebiased, evaluate, users_vectors
 from llmesr.metrics import Groups
@@ -27,10 +28,7 @@ def _loaded(run_dir: str | Path) -> tuple[Recommender, Any, Groups]:
     rec = Recommender(run_dir)
     cfg = rec.config
     ds = load_dataset(cfg.data)
-    groups = Groups.of(
-        ds, cfg.evaluation.tail_user_len, cfg.evaluation.tail_item_pop, cfg.evaluation.user_groups, "test"
-    )
-    return rec, ds, groups
+    return rec, ds, groups_of(cfg, ds, "test")
 
 
 def tail_tradeoff(run_dir: str | Path, gammas: Sequence[float]) -> list[dict[str, float | None]]:

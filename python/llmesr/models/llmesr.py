@@ -16,7 +16,7 @@ straightforward way.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import cast
 
 import torch
@@ -176,16 +176,8 @@ class LLMESR(nn.Module):
         teacher table), during which the weights do not change; the adapter's output per batch is
         the same rows of that table. Nothing inside may train: the adapter gets no gradient there. A
         model frozen for serving already has the table."""
-        if self.views == "id":
+        with self.semantic_view.frozen() if self.views != "id" else nullcontext():
             yield
-            return
-        before = self.semantic_view.adapted
-        if before is None:
-            self.semantic_view.freeze()
-        try:
-            yield
-        finally:
-            self.semantic_view.adapted = before
 
     # User side.
 

@@ -4,6 +4,9 @@ padding (item 0) maps to zeros."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -71,6 +74,17 @@ class SemanticView(nn.Module):
         if self.mask_token is not None:
             out = torch.where((unique == self.mask_token)[:, None], self.mask_vector, out)
         return out[inverse]
+
+    @contextmanager
+    def frozen(self) -> Iterator[None]:
+        """Frozen for the length of a pass, then as it was (a view frozen for serving stays frozen)."""
+        before = self.adapted
+        if before is None:
+            self.freeze()
+        try:
+            yield
+        finally:
+            self.adapted = before
 
     @torch.no_grad()
     def freeze(self) -> None:
