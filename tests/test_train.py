@@ -16,7 +16,7 @@ from llmesr.config import TrainConfig, resolve_loss  # noqa: E402
 from llmesr.metrics import GROUPS  # noqa: E402
 from llmesr.runs import read_run_config  # noqa: E402
 from llmesr.sampling import histories  # noqa: E402
-from llmesr.train import Training, train  # noqa: E402
+from llmesr.train import Training, learning_rate, train  # noqa: E402
 
 from conftest import assert_same_loss_and_gradients, embedded_synthetic  # noqa: E402
 
@@ -126,6 +126,36 @@ def test_a_run_given_more_epochs_on_resume_goes_on_as_if_started_with_them(data,
         train(longer.replace(lr=0.5), progress=False, resume=True)
 
 
+def test_learning_rate_schedule_warms_up_then_follows_a_half_cosine_to_zero():
+    optim = TrainConfig.of(data="d", out="o", lr=0.01, lr_schedule="cosine", warmup=2, epochs=10).optim
+    rates = [learning_rate(optim, done) for done in (0.5, 2, 6, 10, 11)]
+    assert rates == pytest.approx([0.0025, 0.01, 0.005, 0.0, 0.0])
+    constant = TrainConfig.of(data="d", out="o", lr=0.01, warmup=1, epochs=10).optim
+    assert [learning_rate(constant, done) for done in (0.25, 1, 9.5)] == pytest.approx([0.0025, 0.01, 0.01])
+
+
+def test_a_cosine_run_resumes_on_its_curve_and_refuses_another_length(data, tmp_path):
+    cosine = dict(epochs=4, patience=10, lr_schedule="cosine", warmup=1, lr=0.01)
+    whole = train(config(data, tmp_path / "whole", **cosine), progress=False)
+    constant = train(config(data, tmp_path / "constant", epochs=4, patience=10, lr=0.01), progress=False)
+    assert [h["loss"] for h in whole["history"]] != [h["loss"] for h in constant["history"]]
+
+    def kill_after_two(epoch):
+        if epoch == 2:
+            raise Killed
+
+    cfg = config(data, tmp_path / "killed", **cosine)
+    with pytest.raises(Killed):
+        train(cfg, progress=False, on_epoch=kill_after_two)
+    with pytest.raises(ValueError, match="cosine schedule over 4 epochs; resume it without --epochs"):
+        train(cfg.replace(epochs=6), progress=False, resume=True)
+    resumed = train(cfg, progress=False, resume=True)
+    assert [h["loss"] for h in resumed["history"]] == [h["loss"] for h in whole["history"]]
+    assert resumed["test"] == whole["test"]
+    assert "(the cosine schedule's end)" in train_cli.summary("o", whole, cfg)
+    assert "(budget run: 4 epochs)" in train_cli.summary("o", constant, cfg.replace(lr_schedule="constant"))
+
+
 def test_epoch_teachers_equal_step_teachers_before_the_weights_move(data, tmp_path):
     """teachers="epoch" looks up vectors computed at the epoch's start: at its first step (weights
     unchanged) the loss and gradients are those of encoding the teachers in the step, and the table
@@ -133,7 +163,7 @@ def test_epoch_teachers_equal_step_teachers_before_the_weights_move(data, tmp_pa
     t = Training.setup(config(data, tmp_path / "run", teachers="epoch"), progress=False, resume=False, overwrite=False)
     users = t.train_users[:32]
     stepwise = t.inputs(users, 1, 1)
-    t.inputs.refresh_teachers(t.model, t.train_users)
+    t.inputs.refresh_teachers(t.model, t.train_users, 0)
     looked_up = t.inputs(users, 1, 1)
     assert stepwise["teacher_vectors"] is None and looked_up["similar"] is None
     assert looked_up["teacher_vectors"].shape == (32, t.cfg.distillation.n_similar, 16)
@@ -145,6 +175,21 @@ def test_epoch_teachers_equal_step_teachers_before_the_weights_move(data, tmp_pa
     similar, table = t.inputs.similar, t.inputs.teacher_table
     one = torch.from_numpy(histories(t.ds, similar[users[:1], :1].ravel(), "train", t.cfg.model.max_len)).long()
     torch.testing.assert_close(table[similar[users[0], 0]], t.model.frozen_user_vectors(one)[0])
+
+
+def test_validation_reads_the_next_epochs_teacher_table_and_scores_as_its_own_pass(data, tmp_path):
+    """With teachers="epoch", validation computes the next epoch's teacher table (with the validation
+    users' rows) and scores from it: the same metric as evaluating with the model's own pass, and the
+    next epoch starts from that table rather than computing it again."""
+    t = Training.setup(config(data, tmp_path / "run", teachers="epoch"), progress=False, resume=False, overwrite=False)
+    t.run_epoch()
+    assert t.inputs.table_epoch == 1
+    own = t.evaluate_all("valid", "full", t.valid_users, top_lists=False).result()["overall"]["NDCG@10"]
+    assert t.state["history"][-1]["valid_NDCG@10"] == pytest.approx(own, abs=1e-12)
+    table = t.inputs.teacher_table
+    t.inputs.refresh_teachers = None  # a second computation would fail here
+    t.train_epoch()
+    assert t.inputs.teacher_table is table
 
 
 def test_command_line_with_toml_config(data, tmp_path, capsys):

@@ -44,6 +44,7 @@ class StepInputs:
     shared_q: np.ndarray | None  # loss="sampled": the negatives' distribution Q
     log_q: torch.Tensor | None  # log of each item's expected count in a draw
     teacher_table: torch.Tensor | None = None  # teachers="epoch": every teacher's vector at the epoch's start
+    table_epoch: int = -1  # the epoch whose final weights computed `teacher_table`
 
     @classmethod
     def of(
@@ -86,21 +87,27 @@ class StepInputs:
             shared=shared,
         )
 
-    def refresh_teachers(self, model: LLMESR, train_users: np.ndarray) -> None:
+    def refresh_teachers(
+        self, model: LLMESR, train_users: np.ndarray, after_epoch: int, also: np.ndarray | None = None
+    ) -> torch.Tensor | None:
         """teachers="epoch": the table `[n_users + 1, D]` of every user who teaches one of `train_users`,
-        from their training history, by the current model without dropout or autograd (what a step
-        would compute for them if the weights did not change during the epoch). Every rank computes
-        the same table. Nothing to do without distillation."""
+        from their training history, by the model as `after_epoch` left it, without dropout or autograd
+        (what a step would compute for them if the weights did not change during the epoch). Every rank
+        computes the same table. The rows of the users in `also` are filled too (validation reads them:
+        the same inputs and weights), after the teachers', so the teachers' rows are the same either way.
+        Nothing to do without distillation (None)."""
         if self.similar is None:
-            return
+            return None
         needed = np.unique(self.similar[train_users])
         table: torch.Tensor | None = None
         with model.cached_items():
-            for start in range(0, len(needed), TEACHER_CHUNK):
-                users = needed[start : start + TEACHER_CHUNK]
-                rows = histories(self.ds, users, "train", self.cfg.model.max_len)
-                vectors = model.frozen_user_vectors(torch.from_numpy(rows).to(self.device, torch.long))
-                if table is None:
-                    table = vectors.new_zeros(self.ds.n_users + 1, vectors.shape[1])
-                table[torch.from_numpy(users).to(self.device, torch.long)] = vectors
-        self.teacher_table = table
+            for users in (needed, np.setdiff1d(also, needed) if also is not None else needed[:0]):
+                for start in range(0, len(users), TEACHER_CHUNK):
+                    chunk = users[start : start + TEACHER_CHUNK]
+                    rows = histories(self.ds, chunk, "train", self.cfg.model.max_len)
+                    vectors = model.frozen_user_vectors(torch.from_numpy(rows).to(self.device, torch.long))
+                    if table is None:
+                        table = vectors.new_zeros(self.ds.n_users + 1, vectors.shape[1])
+                    table[torch.from_numpy(chunk).to(self.device, torch.long)] = vectors
+        self.teacher_table, self.table_epoch = table, after_epoch
+        return table

@@ -70,9 +70,14 @@ def note_crowding(run: Training, record: EpochRecord) -> None:
 
 
 def validate(run: Training, record: EpochRecord) -> None:
-    """The selection metric: validation NDCG@10 under the chosen protocol."""
+    """The selection metric: validation NDCG@10 under the chosen protocol. With teachers="epoch" the
+    next epoch's teacher table is computed here, with the validation users' rows in it: one pass of
+    the encoder serves both (validation reads the same histories with the same weights)."""
     protocol = run.cfg.evaluation.select_on or "full"
-    result = run.evaluate_all("valid", protocol, run.valid_users, top_lists=False).result()
+    table = None
+    if run.cfg.distillation.teachers == "epoch":
+        table = run.inputs.refresh_teachers(run.model, run.train_users, record.epoch, also=run.valid_users)
+    result = run.evaluate_all("valid", protocol, run.valid_users, top_lists=False, user_table=table).result()
     record.valid = result["overall"]["NDCG@10"] or 0.0
 
 

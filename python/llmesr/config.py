@@ -183,6 +183,13 @@ class OptimSettings(Section):
     lr: float = setting(1e-3, "Adam's learning rate", check="positive")
     batch_size: int = setting(128, "users per step", check="positive_int")
     epochs: int = setting(200, "most epochs", check="positive_int")
+    lr_schedule: str = setting(
+        "constant",
+        "the learning rate over the run: constant, or cosine (after the warm-up, a half cosine from --lr down to 0 "
+        "at the end of --epochs, where the run ends unless it stopped early)",
+        choices=("constant", "cosine"),
+    )
+    warmup: int = setting(0, "epochs over which the learning rate rises linearly to --lr", check="non_negative")
     patience: int = setting(20, "epochs without a better validation NDCG@10 before stopping", check="positive_int")
     on_nonfinite: str = setting(
         "stop",

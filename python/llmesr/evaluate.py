@@ -91,7 +91,7 @@ def evaluate(
             if user_vectors is None:
                 vectors = require_finite(model.user_vector(seq_t), "user vectors")
             else:
-                vectors = user_vectors[start : start + batch_size].to(device)
+                vectors = require_finite(user_vectors[start : start + batch_size].to(device), "user vectors")
             if protocol == "full":
                 scores = vectors @ all_items.T
                 target_t = torch.from_numpy(targets).to(device)[:, None]

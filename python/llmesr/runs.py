@@ -280,6 +280,11 @@ def prepare_run_folder(cfg: TrainConfig, resume: bool, overwrite: bool) -> Path:
         )
         if changed:
             raise SettingsError(f"{run}: the run was started with other settings ({', '.join(changed)})")
+        if now["lr_schedule"] != "constant" and saved.get("epochs") != now["epochs"]:
+            raise SettingsError(
+                f"{run}: the learning rate follows a {now['lr_schedule']} schedule over {saved.get('epochs')} epochs; "
+                "resume it without --epochs (another count changes the schedule)"
+            )
         check_inputs(run, cfg, "start a new run (--overwrite) rather than resume on other data")
         remove_stale_temporaries(run)
         if saved != now:  # the next resume continues with what this one was given

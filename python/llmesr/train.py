@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import sys
 import time
@@ -27,7 +28,7 @@ from llmesr.backbones import backbone
 from llmesr.baselines import groups_of, popularity_metrics
 from llmesr.batches import StepInputs
 from llmesr.callbacks import AFTER_EPOCH, EpochRecord, apply_update
-from llmesr.config import TrainConfig, resolve_loss
+from llmesr.config import OptimSettings, TrainConfig, resolve_loss
 from llmesr.data import Dataset, load_dataset, load_embeddings
 from llmesr.errors import SettingsError
 from llmesr.evaluate import evaluate
@@ -80,6 +81,18 @@ def resolve_device(name: str, ranks: distributed.Ranks | None = None) -> torch.d
 
 def epoch_seed(seed: int, epoch: int) -> int:
     return int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
+
+
+def learning_rate(optim: OptimSettings, done: float) -> float:
+    """The learning rate after `done` epochs (fractional: steps count): a linear warm-up over
+    `optim.warmup` epochs, then constant or a half cosine down to 0 at `optim.epochs`. A function of
+    progress alone, so a resumed run follows the same curve."""
+    if done < optim.warmup:
+        return optim.lr * done / optim.warmup
+    if optim.lr_schedule == "constant":
+        return optim.lr
+    span = max(optim.epochs - optim.warmup, 1)
+    return optim.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, (done - optim.warmup) / span)))
 
 
 def check_can_train(cfg: TrainConfig, ds: Dataset, tables: dict[str, np.ndarray] | None, device: torch.device) -> None:
@@ -204,19 +217,31 @@ class Training:
             if self.progress:
                 tqdm.write(line)
 
-    def evaluate_all(self, split: str, protocol: str, users: np.ndarray, top_lists: bool = True) -> GroupedMetrics:
+    def evaluate_all(
+        self,
+        split: str,
+        protocol: str,
+        users: np.ndarray,
+        top_lists: bool = True,
+        user_table: torch.Tensor | None = None,
+    ) -> GroupedMetrics:
+        """`users` scored by the model (this rank's share of them); `user_table`: their vectors for this
+        split by user id, computed already."""
         shown = self.progress and self.ranks.main
+        users = self.ranks.shard(users)
+        vectors = None if user_table is None else user_table[torch.from_numpy(users).to(user_table.device)]
         result = evaluate(
             self.model,
             self.ds,
             split=split,
             protocol=protocol,
             negatives=self.negatives,
-            users=self.ranks.shard(users),
+            users=users,
             groups=self.groups[split],
             ties=self.cfg.evaluation.ties or "pessimistic",
             top_lists=top_lists,
             progress=f"{split} {protocol}" if shown else None,
+            user_vectors=vectors,
         )
         return distributed.reduce_metrics(result, self.ranks)
 
@@ -235,8 +260,8 @@ class Training:
         self.model.train()
         t0 = time.perf_counter()
         self.load.others()  # the epoch's load is measured from here: the teacher table and the steps
-        if cfg.distillation.teachers == "epoch":
-            self.inputs.refresh_teachers(self.model, self.train_users)
+        if cfg.distillation.teachers == "epoch" and self.inputs.table_epoch != epoch - 1:  # (validation keeps it fresh)
+            self.inputs.refresh_teachers(self.model, self.train_users, epoch - 1)
         order = ranks.training_shard(np.random.default_rng([cfg.run.seed, epoch]).permutation(self.train_users))
         starts = range(0, len(order), cfg.optim.batch_size)
         record = EpochRecord(epoch, 0.0, len(starts), 0, len(order), t0, 0.0, 0.0)
@@ -246,6 +271,8 @@ class Training:
             users = order[start : start + cfg.optim.batch_size]
             batch = self.inputs(users, epoch, n)
             record.batch_seconds += time.perf_counter() - b0
+            for group in self.optimizer.param_groups:  # the rate at the end of this step
+                group["lr"] = learning_rate(cfg.optim, epoch - 1 + n / len(starts))
             value = self.step(batch, epoch, n)
             if value is None:
                 record.skipped += 1

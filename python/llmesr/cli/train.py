@@ -104,13 +104,18 @@ def default_data(hidden: int, progress: bool = True) -> str:
     return data
 
 
-def stopped_by_budget(metrics: dict[str, Any], budget: int | None) -> bool:
-    """Whether a run ran all its `budget` epochs rather than stopping early (None: no budget)."""
-    return budget is not None and metrics["epochs"] >= budget
+def stopped_by_budget(metrics: dict[str, Any], cfg: TrainConfig) -> bool:
+    """Whether a run ran all its epochs at a constant rate rather than stopping early (a cosine
+    schedule's end is where its rate reaches 0: the run has converged by construction)."""
+    return cfg.optim.lr_schedule == "constant" and metrics["epochs"] >= cfg.optim.epochs
 
 
-def summary(out: str, metrics: dict[str, Any], budget: int | None = None) -> str:
-    stopped = f"budget run: {budget} epochs" if stopped_by_budget(metrics, budget) else "early stop"
+def summary(out: str, metrics: dict[str, Any], cfg: TrainConfig) -> str:
+    stopped = "early stop"
+    if stopped_by_budget(metrics, cfg):
+        stopped = f"budget run: {cfg.optim.epochs} epochs"
+    elif metrics["epochs"] >= cfg.optim.epochs:
+        stopped = f"the {cfg.optim.lr_schedule} schedule's end"
     rows = [("run folder", out), ("best epoch", f"{metrics['best_epoch']} of {metrics['epochs']} ({stopped})")]
     for protocol in ("full", "sampled"):
         for group in GROUPS:
@@ -161,7 +166,7 @@ def train_and_compare_base(
     }
     print(f"\nbackbone alone: {base.out}, best epoch {base_metrics['best_epoch']} of {base_metrics['epochs']}")
     print(comparison(columns))
-    if stopped_by_budget(metrics, cfg.optim.epochs) or stopped_by_budget(base_metrics, cfg.optim.epochs):
+    if stopped_by_budget(metrics, cfg) or stopped_by_budget(base_metrics, cfg):
         print(
             f"a comparison after {cfg.optim.epochs} epochs, not at convergence: llmesr-train --resume {cfg.out} "
             "--epochs 1000 --compare trains both on to early stopping"
@@ -199,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         metrics = train(cfg, progress=not args.quiet, resume=bool(args.resume), overwrite=args.overwrite)
         main_rank = int(os.environ.get("RANK", "0")) == 0  # one summary under torchrun
         if main_rank:
-            print(summary(cfg.out, metrics, budget=cfg.optim.epochs))
+            print(summary(cfg.out, metrics, cfg))
         if compare and cfg.model.method != "base":
             train_and_compare_base(cfg, metrics, args, main_rank)
 
