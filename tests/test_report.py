@@ -27,6 +27,7 @@ def make_run(folder, method, seed, ranks_full, loss="bce"):
         "history": [{"epoch": e, "loss": 1.0 / e, "valid_NDCG@10": 0.1 * e, "train_seconds": 6.0} for e in range(1, 6)],
     }
     config = {"data": "/x/yelp", "out": str(folder), "method": method, "backbone": "sasrec", "seed": seed, "loss": loss}
+    config["popularity_penalty"] = 0.2  # (a record without it is an older run's: no penalty, labelled so)
     (folder / "config.json").write_text(json.dumps(config))
     (folder / "metrics.json").write_text(json.dumps(metrics))
     with open(folder / "ranks.npz", "wb") as f:
@@ -121,3 +122,16 @@ def test_time_to_quality_reads_the_learning_curve(tmp_path):
     assert [run.minutes_to(s) for s in (0.9, 0.95, 1.0)] == [2.0, 2.0, 4.0] and run.train_minutes() == 5.0
     table = report.time_to_quality(report.build_rows([run]))
     assert "| yelp | LLM-ESR-sasrec loss=bce | 0.3100 | 2.0 | 2.0 | 4.0 | 5.0 |" in table
+
+
+def test_a_run_from_before_the_popularity_penalty_is_its_own_row(tmp_path):
+    """Older records have no popularity_penalty: their rankings had none, so they are labelled with 0.0
+    and never paired with (or averaged into) runs tested with the default penalty."""
+    ranks = np.arange(1, 31)
+    make_run(tmp_path / "new", "base", 1, ranks)
+    make_run(tmp_path / "old", "base", 2, ranks)
+    config = json.loads((tmp_path / "old" / "config.json").read_text())
+    del config["popularity_penalty"]
+    (tmp_path / "old" / "config.json").write_text(json.dumps(config))
+    rows = report.build_rows([report.load_run(tmp_path / name) for name in ("new", "old")])
+    assert sorted(row.label for row in rows) == ["base-sasrec loss=bce", "base-sasrec loss=bce popularity_penalty=0.0"]

@@ -319,7 +319,7 @@ def test_recommender_serves_what_the_model_scores(data, tmp_path):
 
     cfg = config(data, tmp_path / "run", epochs=1, dropout=0.0)
     train(cfg, progress=False)
-    rec = Recommender(tmp_path / "run")
+    rec = Recommender(tmp_path / "run", popularity_penalty=0.0)
     ds = load_dataset(data)
     history = ds.train_history(5).tolist()
     items, scores = rec.recommend([history, [1]], k=5)
@@ -345,6 +345,8 @@ def test_recommender_serves_what_the_model_scores(data, tmp_path):
     penalised = all_scores - 2.0 * torch.log1p(torch.from_numpy(ds.train_popularity.astype(np.float32)))
     items, scores = debiased.recommend([history], k=5)
     np.testing.assert_allclose(scores[0], penalised.topk(5).values.numpy(), rtol=1e-5, atol=1e-5)
+    # By default the run's own penalty, which its test metrics were measured with.
+    assert Recommender(tmp_path / "run").popularity_penalty == cfg.evaluation.popularity_penalty == 0.2
 
 
 def test_tail_tradeoff_and_score_parts(data, tmp_path):
@@ -354,17 +356,20 @@ def test_tail_tradeoff_and_score_parts(data, tmp_path):
     from llmesr.sampling import histories
 
     metrics = train(config(data, tmp_path / "run", epochs=2), progress=False)
-    rows = tail_tradeoff(tmp_path / "run", [0.0, 50.0])
-    assert rows[0]["overall_NDCG@10"] == pytest.approx(metrics["test"]["full"]["overall"]["NDCG@10"])
-    assert rows[0]["coverage@10"] == pytest.approx(metrics["test"]["full"]["overall"]["coverage@10"])
-    assert rows[1]["mean_popularity@10"] < rows[0]["mean_popularity@10"]  # towards the tail
+    rows = tail_tradeoff(tmp_path / "run", [0.0, 0.2, 50.0])
+    # The run's test metrics are its rankings with its popularity penalty (0.2 by default).
+    assert metrics["popularity_penalty"] == 0.2
+    assert rows[1]["overall_NDCG@10"] == pytest.approx(metrics["test"]["full"]["overall"]["NDCG@10"])
+    assert rows[1]["coverage@10"] == pytest.approx(metrics["test"]["full"]["overall"]["coverage@10"])
+    assert rows[0]["overall_NDCG@10"] != rows[1]["overall_NDCG@10"]
+    assert rows[2]["mean_popularity@10"] < rows[0]["mean_popularity@10"]  # towards the tail
     # The encoder runs once for every gamma: each row as a whole pass of the debiased model gives it.
     from llmesr.evaluate import PopularityDebiased, evaluate
 
-    rec, ds = Recommender(tmp_path / "run"), load_dataset(data)
+    rec, ds = Recommender(tmp_path / "run", popularity_penalty=0.0), load_dataset(data)
     plain = evaluate(PopularityDebiased(rec.model, ds, 50.0), ds, protocol="full").result()["overall"]
-    assert rows[1]["overall_NDCG@10"] == pytest.approx(plain["NDCG@10"], abs=1e-9)
-    assert rows[1]["mean_popularity@10"] == pytest.approx(plain["mean_popularity@10"], abs=1e-9)
+    assert rows[2]["overall_NDCG@10"] == pytest.approx(plain["NDCG@10"], abs=1e-9)
+    assert rows[2]["mean_popularity@10"] == pytest.approx(plain["mean_popularity@10"], abs=1e-9)
     parts = score_parts(tmp_path / "run")
     assert set(parts["top1"]) == {"id", "semantic", "count"}
     assert parts["tail_target"]["count"] + parts["head_target"]["count"] == parts["top1"]["count"] == 150
@@ -383,6 +388,7 @@ def test_compat_original_sets_the_original_model_and_protocol_unless_given():
     mixed = TrainConfig.of(data="d", out="o", compat="original", select_on="full")
     assert mixed.evaluation.select_on == "full" and mixed.evaluation.ties == "optimistic"
     assert (ours.fusion.fusion, original.fusion.fusion) == ("concat", "cross_attention")  # the original code has it
+    assert (ours.evaluation.popularity_penalty, original.evaluation.popularity_penalty) == (0.2, 0.0)
     assert TrainConfig.of(data="d", out="o", compat="original", fusion="concat").fusion.fusion == "concat"
     # the former switch, in a TOML file or an older config.json
     assert (
@@ -397,6 +403,23 @@ def test_compat_original_sets_the_original_model_and_protocol_unless_given():
     assert TrainConfig.from_saved(saved, "config.json") == original
     with pytest.raises(ValueError, match="block must be one of"):
         TrainConfig.of(data="d", out="o", block="postnorm")
+
+
+def test_a_run_folder_written_before_a_setting_existed_reads_as_it_ran(data, tmp_path):
+    """Settings added later (`config.ADDED_LATER`) read, in an older record without them, as what that
+    run was trained and evaluated with (no popularity penalty, a constant rate), and it resumes."""
+    cfg = config(data, tmp_path / "run", epochs=1)
+    train(cfg, progress=False)
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    for section, name in (("evaluation", "popularity_penalty"), ("optim", "lr_schedule"), ("optim", "warmup")):
+        del saved[section][name]
+    (tmp_path / "run" / "config.json").write_text(json.dumps(saved))
+    older = read_run_config(tmp_path / "run")
+    assert (older["popularity_penalty"], older["lr_schedule"], older["warmup"]) == (0.0, "constant", 0)
+    resumed = train(
+        TrainConfig.of(**(older | {"epochs": 2, "popularity_penalty": 0.0})), progress=False, resume=True
+    )
+    assert resumed["epochs"] == 2 and resumed["popularity_penalty"] == 0.0
 
 
 def test_fusion_by_name_or_by_the_former_switch_and_its_choices_are_the_registry():

@@ -199,7 +199,9 @@ def side_by_side(args: argparse.Namespace) -> dict[str, Any]:
     report["recbole"] = {**json.loads(result.read_text()), "wall_seconds": seconds, "peak_rss_gib": rss}
 
     run = out / "llmesr"
+    # The model's own scores, as RecBole ranks (no popularity penalty).
     command = [sys.executable, "-m", "llmesr.cli.train", "--data", args.data, "--method", "base", "--loss", "ce"]
+    command += ["--popularity-penalty", "0"]
     seconds, rss = run_measured([*command, *shared, "-q", "--out", os.fspath(run), "--overwrite"], out / "llmesr.log")
     metrics = json.loads((run / "metrics.json").read_text())
     train = [h["train_seconds"] for h in metrics["history"]]

@@ -200,8 +200,9 @@ class OptimSettings(Section):
 
 @dataclass(frozen=True)
 class EvaluationSettings(Section):
-    """The protocol: which validation metric selects the epoch, ties, negatives and long-tail groups.
-    `select_on` and `ties` left None take the value of `--compat` (COMPAT_DEFAULTS)."""
+    """The protocol: which validation metric selects the epoch, ties, the popularity penalty of the
+    rankings, negatives and long-tail groups. `select_on`, `ties` and `popularity_penalty` left None take
+    the value of `--compat` (COMPAT_DEFAULTS)."""
 
     select_on: str | None = setting(
         None,
@@ -214,6 +215,13 @@ class EvaluationSettings(Section):
         "a candidate tied with the target ranks above it (pessimistic) or below it (optimistic)",
         choices=("pessimistic", "optimistic"),
         none_means="from --compat",
+    )
+    popularity_penalty: float | None = setting(
+        None,
+        "the rankings of the test metrics and of serving score each item minus this times log(1 + its training "
+        "popularity), towards the long tail (0: the model's own scores; the best epoch is chosen on those)",
+        check="non_negative",
+        none_means="0.2, 0 under --compat original",
     )
     n_negatives: int = setting(100, "negatives per user of the sampled protocol", check="positive_int")
     user_groups: str = setting(
@@ -270,7 +278,12 @@ COMPAT_DEFAULTS = {
     "fusion": ("concat", "cross_attention"),
     "select_on": ("full", "sampled"),
     "ties": ("pessimistic", "optimistic"),
+    "popularity_penalty": (0.2, 0.0),
 }
+
+# Settings added after run folders were first written: what a record without one was trained and
+# evaluated with (read into older folders' settings, so they load, serve and resume as they ran).
+ADDED_LATER: dict[str, Any] = {"lr_schedule": "constant", "warmup": 0, "popularity_penalty": 0.0}
 
 
 def declared() -> Iterator[tuple[str, Field[Any]]]:

@@ -30,9 +30,12 @@ class Recommender:
     """A trained model from a run folder written by `llmesr-train` (best weights, config.json); the
     dataset folder it was trained on must still exist (the semantic table and id maps live there).
     `popularity_penalty` (gamma): scores minus gamma * log(1 + training popularity), to serve more of
-    the long tail (0: the model's own scores)."""
+    the long tail (0: the model's own scores; None: the run's own, which its test metrics were measured
+    with: `--popularity-penalty`)."""
 
-    def __init__(self, run_dir: str | os.PathLike[str], device: str = "cpu", popularity_penalty: float = 0.0) -> None:
+    def __init__(
+        self, run_dir: str | os.PathLike[str], device: str = "cpu", popularity_penalty: float | None = None
+    ) -> None:
 
         run = Path(run_dir)
         if not (run / BEST).exists():
@@ -52,6 +55,8 @@ class Recommender:
             self.item_table = self.model.item_vectors(torch.arange(ds.n_items + 1, device=self.device))
         # Towards the long tail: every item's score minus gamma * log(1 + training popularity), as
         # llmesr.evaluate.PopularityDebiased (`llmesr-report --tail-curve` measures the trade-off).
+        if popularity_penalty is None:
+            popularity_penalty = self.config.evaluation.popularity_penalty or 0.0
         self.popularity_penalty = float(popularity_penalty)
         if not math.isfinite(self.popularity_penalty):
             raise SettingsError(f"popularity_penalty must be a finite number, not {popularity_penalty}")

@@ -31,7 +31,7 @@ from llmesr.callbacks import AFTER_EPOCH, EpochRecord, apply_update
 from llmesr.config import OptimSettings, TrainConfig, resolve_loss
 from llmesr.data import Dataset, load_dataset, load_embeddings
 from llmesr.errors import SettingsError
-from llmesr.evaluate import evaluate
+from llmesr.evaluate import PopularityDebiased, evaluate
 from llmesr.io import atomic_write, atomic_write_text
 from llmesr.locks import folder_lock
 from llmesr.metrics import GroupedMetrics, Groups
@@ -224,14 +224,20 @@ class Training:
         users: np.ndarray,
         top_lists: bool = True,
         user_table: torch.Tensor | None = None,
+        penalised: bool = False,
     ) -> GroupedMetrics:
         """`users` scored by the model (this rank's share of them); `user_table`: their vectors for this
-        split by user id, computed already."""
+        split by user id, computed already. `penalised`: the rankings with the popularity penalty (what
+        is tested and served) rather than the model's own (what selects the epoch)."""
         shown = self.progress and self.ranks.main
         users = self.ranks.shard(users)
         vectors = None if user_table is None else user_table[torch.from_numpy(users).to(user_table.device)]
+        gamma = self.cfg.evaluation.popularity_penalty or 0.0
+        scorer = PopularityDebiased(self.model, self.ds, gamma).to(self.device) if penalised and gamma > 0 else self.model
+        if vectors is not None and scorer is not self.model:
+            vectors = scorer.extend(vectors)
         result = evaluate(
-            self.model,
+            scorer,
             self.ds,
             split=split,
             protocol=protocol,
@@ -317,13 +323,14 @@ class Training:
             "history": self.state["history"],
             "selected_on": f"valid {cfg.evaluation.select_on} NDCG@10",
             "ties": cfg.evaluation.ties,
+            "popularity_penalty": cfg.evaluation.popularity_penalty,  # of the test and valid rankings here
             "groups": self.groups["test"].describe(),
             "environment": environment(self.device),
         }
         per_user: dict[str, np.ndarray] = {}
         for split, users in (("test", np.flatnonzero(ds.test > 0)), ("valid", self.valid_users)):
             for protocol in ("full", "sampled"):
-                result = self.evaluate_all(split, protocol, users)
+                result = self.evaluate_all(split, protocol, users, penalised=True)
                 metrics[split][protocol] = result.result()
                 if split == "test":
                     per_user["users"], per_user[protocol] = result.per_user()
