@@ -416,9 +416,7 @@ def test_a_run_folder_written_before_a_setting_existed_reads_as_it_ran(data, tmp
     (tmp_path / "run" / "config.json").write_text(json.dumps(saved))
     older = read_run_config(tmp_path / "run")
     assert (older["popularity_penalty"], older["lr_schedule"], older["warmup"]) == (0.0, "constant", 0)
-    resumed = train(
-        TrainConfig.of(**(older | {"epochs": 2, "popularity_penalty": 0.0})), progress=False, resume=True
-    )
+    resumed = train(TrainConfig.of(**(older | {"epochs": 2, "popularity_penalty": 0.0})), progress=False, resume=True)
     assert resumed["epochs"] == 2 and resumed["popularity_penalty"] == 0.0
 
 

@@ -233,7 +233,9 @@ class Training:
         users = self.ranks.shard(users)
         vectors = None if user_table is None else user_table[torch.from_numpy(users).to(user_table.device)]
         gamma = self.cfg.evaluation.popularity_penalty or 0.0
-        scorer = PopularityDebiased(self.model, self.ds, gamma).to(self.device) if penalised and gamma > 0 else self.model
+        scorer = (
+            PopularityDebiased(self.model, self.ds, gamma).to(self.device) if penalised and gamma > 0 else self.model
+        )
         if vectors is not None and scorer is not self.model:
             vectors = scorer.extend(vectors)
         result = evaluate(
