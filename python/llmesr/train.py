@@ -31,7 +31,7 @@ from llmesr.callbacks import AFTER_EPOCH, EpochRecord, apply_update
 from llmesr.config import OptimSettings, TrainConfig, resolve_loss
 from llmesr.data import Dataset, load_dataset, load_embeddings
 from llmesr.errors import SettingsError
-from llmesr.evaluate import PopularityDebiased, evaluate
+from llmesr.evaluate import PopularityDebiased, Scorer, evaluate
 from llmesr.io import atomic_write, atomic_write_text
 from llmesr.locks import folder_lock
 from llmesr.metrics import GroupedMetrics, Groups
@@ -233,11 +233,10 @@ class Training:
         users = self.ranks.shard(users)
         vectors = None if user_table is None else user_table[torch.from_numpy(users).to(user_table.device)]
         gamma = self.cfg.evaluation.popularity_penalty or 0.0
-        scorer = (
-            PopularityDebiased(self.model, self.ds, gamma).to(self.device) if penalised and gamma > 0 else self.model
-        )
-        if vectors is not None and scorer is not self.model:
-            vectors = scorer.extend(vectors)
+        scorer: Scorer = self.model
+        if penalised and gamma > 0:
+            debiased = PopularityDebiased(self.model, self.ds, gamma).to(self.device)
+            scorer, vectors = debiased, None if vectors is None else debiased.extend(vectors)
         result = evaluate(
             scorer,
             self.ds,
