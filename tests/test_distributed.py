@@ -21,7 +21,7 @@ SHARDED_EVAL = """
 import json, sys
 import numpy as np
 from llmesr import distributed, load_dataset
-from llmesr.evaluate import evaluate
+from llmesr.evaluate import PopularityDebiased, evaluate
 from llmesr.metrics import Groups
 from llmesr.recommend import Recommender
 from llmesr.sampling import eval_negatives
@@ -32,9 +32,10 @@ rec = Recommender(run)
 ds = load_dataset(rec.config.data)
 users = np.flatnonzero(ds.test > 0)
 negatives = eval_negatives(ds, rec.config.evaluation.n_negatives, seed=rec.config.run.seed)
+scorer = PopularityDebiased(rec.model, ds, rec.popularity_penalty)  # the run's tested rankings
 result = {}
 for protocol in ("full", "sampled"):
-    m = evaluate(rec.model, ds, protocol=protocol, negatives=negatives, users=ranks.shard(users),
+    m = evaluate(scorer, ds, protocol=protocol, negatives=negatives, users=ranks.shard(users),
                  groups=Groups.of(ds), max_len=rec.config.model.max_len, batch_size=7)
     result[protocol] = distributed.reduce_metrics(m, ranks).result()
 if ranks.main:
