@@ -416,8 +416,11 @@ def test_a_run_folder_written_before_a_setting_existed_reads_as_it_ran(data, tmp
     (tmp_path / "run" / "config.json").write_text(json.dumps(saved))
     older = read_run_config(tmp_path / "run")
     assert (older["popularity_penalty"], older["lr_schedule"], older["warmup"]) == (0.0, "constant", 0)
-    resumed = train(TrainConfig.of(**(older | {"epochs": 2, "popularity_penalty": 0.0})), progress=False, resume=True)
+    resumed = train(TrainConfig.of(**(older | {"epochs": 2})), progress=False, resume=True)
     assert resumed["epochs"] == 2 and resumed["popularity_penalty"] == 0.0
+    # The penalty only re-ranks the final test: a resumed run may be given another.
+    again = train(TrainConfig.of(**(older | {"epochs": 3, "popularity_penalty": 0.2})), progress=False, resume=True)
+    assert again["popularity_penalty"] == read_run_config(tmp_path / "run")["popularity_penalty"] == 0.2
 
 
 def test_fusion_by_name_or_by_the_former_switch_and_its_choices_are_the_registry():
@@ -433,6 +436,8 @@ def test_fusion_by_name_or_by_the_former_switch_and_its_choices_are_the_registry
         return train_cli.resolve_config(train_cli.build_parser().parse_args(["--data", "d", *argv])).fusion.fusion
 
     assert fusion() == "concat" and fusion("--compat", "original") == "cross_attention"
+    penalty = train_cli.resolve_config(train_cli.build_parser().parse_args(["--popularity-penalty", "0"]))
+    assert penalty.evaluation.popularity_penalty == 0.0  # an optional number is parsed as one
     assert fusion("--cross-attention") == "cross_attention" == fusion("--fusion", "cross_attention")
     assert fusion("--no-cross-attention", "--compat", "original") == "concat"
     with pytest.raises(ValueError, match="--fusion concat and --cross-attention disagree"):

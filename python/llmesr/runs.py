@@ -37,8 +37,8 @@ INPUTS = "inputs.json"
 RANKS = "ranks.npz"  # each test user's rank under both protocols, for paired tests between runs
 # Settings a resumed run may take from the command line instead of config.json (and where it is: `out`):
 # none of them changes what the epochs already run did, so a run given more epochs goes on exactly as if it
-# had been started with them.
-RESUME_MAY_CHANGE = ("device", "threads", "epochs")
+# had been started with them (the popularity penalty re-ranks the final test only).
+RESUME_MAY_CHANGE = ("device", "threads", "epochs", "popularity_penalty")
 
 
 def load_config(run: Path) -> TrainConfig:

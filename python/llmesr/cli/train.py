@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
         if f.type.startswith("bool"):
             group.add_argument(flag, action=argparse.BooleanOptionalAction, **common)
         else:
-            kind = int if f.type in ("int", "int | None") else float if f.type == "float" else str
+            kind = int if f.type in ("int", "int | None") else float if f.type in ("float", "float | None") else str
             group.add_argument(flag, type=kind, choices=f.metadata["choices"], **common)
     groups["fusion"].add_argument(
         "--cross-attention",
