@@ -54,6 +54,25 @@ def dataset_and_model(tmp_path):
     return ds, LLMESR(ds.n_items, torch.nn.functional.normalize(semantic, dim=1)).eval()
 
 
+def side_by_side(ours, plain, ds, users: int, names: tuple[str, str], tolerance: float) -> dict:
+    """`ours()` and `plain()` (each returning (seconds, value)) alternated twice so that machine noise hits
+    both alike; their values equal within `tolerance`; each one's best time and the ratio."""
+    runs: tuple[list, list] = ([], [])
+    for _ in range(2):
+        runs[0].append(ours())
+        runs[1].append(plain())
+    assert runs[0][0][1] == pytest.approx(runs[1][0][1], abs=tolerance)
+    ours_s, plain_s = (min(s for s, _ in side) for side in runs)
+    return {
+        "users": users,
+        "items": ds.n_items,
+        "threads": torch.get_num_threads(),
+        names[0]: round(ours_s, 2),
+        names[1]: round(plain_s, 2),
+        "speedup": round(plain_s / ours_s, 2),
+    }
+
+
 def test_validation_pass_vs_straightforward(benchmark, tmp_path):
     ds, model = dataset_and_model(tmp_path)
 
@@ -62,22 +81,15 @@ def test_validation_pass_vs_straightforward(benchmark, tmp_path):
         ndcg = evaluate(scorer, ds, split="valid", top_lists=top_lists).result()["overall"]["NDCG@10"]
         return time.perf_counter() - t, ndcg
 
-    # Alternate the two so that machine noise hits both alike; keep each one's best.
-    ours, plain = [], []
-    for _ in range(2):
-        ours.append(timed(model, False))
-        plain.append(timed(Straightforward(model), True))
-    assert ours[0][1] == pytest.approx(plain[0][1], abs=1e-6)
-    ours_s, plain_s = min(s for s, _ in ours), min(s for s, _ in plain)
+    result = side_by_side(
+        lambda: timed(model, False),
+        lambda: timed(Straightforward(model), True),
+        ds,
+        int((ds.valid > 0).sum()),
+        ("ours_s", "straightforward_s"),
+        1e-6,
+    )
     benchmark.pedantic(lambda: timed(model, False), rounds=1, iterations=1)
-    result = {
-        "users": int((ds.valid > 0).sum()),
-        "items": ds.n_items,
-        "threads": torch.get_num_threads(),
-        "ours_s": round(ours_s, 2),
-        "straightforward_s": round(plain_s, 2),
-        "speedup": round(plain_s / ours_s, 2),
-    }
     record(benchmark, f"eval_{USERS}", result)
 
 
@@ -143,19 +155,6 @@ def test_epoch_end_one_encoder_pass_vs_two(benchmark, tmp_path):
         value = ndcg()
         return time.perf_counter() - t, value
 
-    ours, plain = [], []
-    for _ in range(2):  # alternated; each one's best
-        ours.append(one_pass())
-        plain.append(two_passes())
-    assert ours[0][1] == pytest.approx(plain[0][1], abs=1e-9)
-    ours_s, plain_s = min(s for s, _ in ours), min(s for s, _ in plain)
+    result = side_by_side(one_pass, two_passes, ds, len(valid_users), ("one_pass_s", "two_passes_s"), 1e-9)
     benchmark.pedantic(one_pass, rounds=1, iterations=1)
-    result = {
-        "users": len(valid_users),
-        "items": ds.n_items,
-        "threads": torch.get_num_threads(),
-        "one_pass_s": round(ours_s, 2),
-        "two_passes_s": round(plain_s, 2),
-        "speedup": round(plain_s / ours_s, 2),
-    }
     record(benchmark, f"epoch_end_{USERS}", result)
