@@ -117,6 +117,10 @@ def summary(out: str, metrics: dict[str, Any], cfg: TrainConfig) -> str:
     elif metrics["epochs"] >= cfg.optim.epochs:
         stopped = f"the {cfg.optim.lr_schedule} schedule's end"
     rows = [("run folder", out), ("best epoch", f"{metrics['best_epoch']} of {metrics['epochs']} ({stopped})")]
+    if metrics.get("popularity_penalty"):  # no surprise: the tested rankings are not the model's own scores
+        rows.append(
+            ("popularity penalty", f"{metrics['popularity_penalty']:g} x log(1 + popularity) in the test rankings")
+        )
     for protocol in ("full", "sampled"):
         for group in GROUPS:
             m = metrics["test"][protocol][group]
