@@ -5,7 +5,8 @@ gamma (each user's NDCG@10 averaged over each side's seeds), overall and over ta
 
     python benches/penalty_curve.py NAME --llmesr RUN... --base RUN... [--gammas 0,0.1,0.2]
 
-The epoch of each run stays the one it chose; the sequence encoder runs once per run (as --tail-curve).
+The epoch of each run stays the one it chose; the sequence encoder runs once per run
+(`llmesr.analysis.penalised_results`, as --tail-curve).
 """
 
 from __future__ import annotations
@@ -14,8 +15,7 @@ import argparse
 
 import numpy as np
 
-from llmesr.analysis import _loaded
-from llmesr.evaluate import PopularityDebiased, evaluate, users_vectors
+from llmesr.analysis import _loaded, penalised_results
 from llmesr.report import ndcg_at_10, paired_test
 
 GROUPS = ("overall", "tail_user", "tail_item", "head_item")
@@ -26,14 +26,8 @@ def curve(runs: list[str], gammas: list[float]) -> dict[float, list[tuple[dict, 
     out: dict[float, list] = {g: [] for g in gammas}
     for run in runs:
         rec, ds, groups = _loaded(run)
-        users = np.flatnonzero(ds.test > 0)
-        vectors = users_vectors(rec.model, ds, users, "test")
-        tail = ds.train_popularity[ds.test[users]] < groups.tail_item_pop
-        for gamma in gammas:
-            model = PopularityDebiased(rec.model, ds, gamma)
-            result = evaluate(
-                model, ds, users=users, groups=groups, top_lists=False, user_vectors=model.extend(vectors)
-            )
+        tail = ds.train_popularity[ds.test[np.flatnonzero(ds.test > 0)]] < groups.tail_item_pop
+        for gamma, result in zip(gammas, penalised_results(rec, ds, groups, gammas), strict=True):
             metrics = result.result()
             out[gamma].append(({g: metrics[g]["NDCG@10"] for g in GROUPS}, ndcg_at_10(result.per_user()[1]), tail))
     return out

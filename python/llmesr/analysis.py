@@ -19,7 +19,7 @@ import torch
 from llmesr.baselines import groups_of
 from llmesr.data import load_dataset
 from llmesr.evaluate import PopularityDebiased, evaluate, users_vectors
-from llmesr.metrics import Groups
+from llmesr.metrics import GroupedMetrics, Groups
 from llmesr.recommend import Recommender
 from llmesr.sampling import histories
 
@@ -31,26 +31,37 @@ def _loaded(run_dir: str | Path) -> tuple[Recommender, Any, Groups]:
     return rec, ds, groups_of(cfg, ds, "test")
 
 
-def tail_tradeoff(run_dir: str | Path, gammas: Sequence[float]) -> list[dict[str, float | None]]:
-    """One row per gamma: overall NDCG@10, tail- and head-item HR@10 (test, full ranking), coverage@10,
-    the tail share and mean popularity of the top-10 lists. The sequence encoder runs once: each gamma
-    only re-ranks (its user vectors are the model's plus one coordinate)."""
-    rec, ds, groups = _loaded(run_dir)
+def penalised_results(rec: Recommender, ds: Any, groups: Groups, gammas: Sequence[float]) -> list[GroupedMetrics]:
+    """The test metrics of `rec`'s model under full ranking, one per gamma, with scores minus gamma *
+    log(1 + training popularity). The sequence encoder runs once: each gamma only re-ranks (its user
+    vectors are the model's plus one coordinate)."""
     users = np.flatnonzero(ds.test > 0)
     vectors = users_vectors(rec.model, ds, users, "test")
-    rows = []
+    results = []
     for gamma in gammas:
         model = PopularityDebiased(rec.model, ds, gamma)
-        m = evaluate(
-            model,
-            ds,
-            split="test",
-            protocol="full",
-            users=users,
-            groups=groups,
-            ties=rec.config.evaluation.ties or "pessimistic",
-            user_vectors=model.extend(vectors),
-        ).result()
+        results.append(
+            evaluate(
+                model,
+                ds,
+                split="test",
+                protocol="full",
+                users=users,
+                groups=groups,
+                ties=rec.config.evaluation.ties or "pessimistic",
+                user_vectors=model.extend(vectors),
+            )
+        )
+    return results
+
+
+def tail_tradeoff(run_dir: str | Path, gammas: Sequence[float]) -> list[dict[str, float | None]]:
+    """One row per gamma: overall NDCG@10, tail- and head-item HR@10 (test, full ranking), coverage@10,
+    the tail share and mean popularity of the top-10 lists (`penalised_results`)."""
+    rec, ds, groups = _loaded(run_dir)
+    rows = []
+    for gamma, result in zip(gammas, penalised_results(rec, ds, groups, gammas), strict=True):
+        m = result.result()
         rows.append(
             {
                 "gamma": float(gamma),
