@@ -104,7 +104,9 @@ def test_training_keeps_its_data_from_being_replaced_or_reembedded(data, tmp_pat
 
 def test_two_resumes_of_one_run_and_a_real_pair(data, tmp_path):
     run = tmp_path / "run"
-    slow = ["--hidden", "8", "--max-len", "20", "--n-negatives", "10", "--threads", "1", "--epochs", "200"]
+    # Long enough that it is still training (holding the lock) when the second command runs on an idle machine.
+    slow = ["--hidden", "8", "--max-len", "20", "--n-negatives", "10", "--threads", "1"]
+    slow += ["--epochs", "200", "--patience", "200"]
     first = subprocess.Popen(
         [sys.executable, "-m", "llmesr.cli.train", *slow, "--data", str(data), "--out", str(run), "-q"],
         stdout=subprocess.DEVNULL,
