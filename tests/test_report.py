@@ -110,18 +110,22 @@ def test_a_tail_curve_of_nan_is_refused(tmp_path, capsys):
 
 def test_time_to_quality_reads_the_learning_curve(tmp_path):
     make_run(tmp_path / "r", "llmesr", 1, np.arange(1, 50))
-    metrics = json.loads((tmp_path / "r" / "metrics.json").read_text())
-    curve = [0.1, 0.3, 0.28, 0.31, 0.2]
-    metrics["history"] = [
-        {"epoch": e, "loss": 1.0, "valid_NDCG@10": v, "train_seconds": 50.0, "epoch_seconds": 60.0}
-        for e, v in enumerate(curve, 1)
-    ]
-    (tmp_path / "r" / "metrics.json").write_text(json.dumps(metrics))
-    run = report.load_run(tmp_path / "r")
+    make_run(tmp_path / "b", "base", 1, np.arange(1, 50))
+    for name, curve, seconds in (("r", [0.1, 0.3, 0.28, 0.31, 0.2], 60.0), ("b", [0.1, 0.2, 0.25, 0.24], 30.0)):
+        metrics = json.loads((tmp_path / name / "metrics.json").read_text())
+        metrics["history"] = [
+            {"epoch": e, "loss": 1.0, "valid_NDCG@10": v, "train_seconds": 50.0, "epoch_seconds": seconds}
+            for e, v in enumerate(curve, 1)
+        ]
+        (tmp_path / name / "metrics.json").write_text(json.dumps(metrics))
+    run, base = report.load_run(tmp_path / "r"), report.load_run(tmp_path / "b")
     # 90 % and 95 % of the best (.31) are first reached at epoch 2, the best at epoch 4, the stop after 5.
     assert [run.minutes_to(s) for s in (0.9, 0.95, 1.0)] == [2.0, 2.0, 4.0] and run.train_minutes() == 5.0
-    table = report.time_to_quality(report.build_rows([run]))
-    assert "| yelp | LLM-ESR-sasrec loss=bce | 0.3100 | 2.0 | 2.0 | 4.0 | 5.0 |" in table
+    assert np.isnan(base.minutes_to_level(0.3))
+    # The common level is the lower best (.25): LLM-ESR reaches it at epoch 2 (2 min), the base at epoch 3 (1.5).
+    table = report.time_to_quality(report.build_rows([run, base]))
+    assert "| yelp | LLM-ESR-sasrec loss=bce | 0.3100 | 2.0 | 2.0 | 4.0 | 5.0 | 2.0 (at 0.2500) |" in table
+    assert "| yelp | base-sasrec loss=bce | 0.2500 | 1.5 | 1.5 | 1.5 | 2.0 | 1.5 (at 0.2500) |" in table
 
 
 def test_a_run_from_before_the_popularity_penalty_is_its_own_row(tmp_path):

@@ -89,8 +89,12 @@ class Run:
 
     def minutes_to(self, share: float) -> float:
         """Minutes until validation NDCG@10 first reached `share` of the run's best."""
-        valid = self.valid_curve()
-        return float(self.elapsed_minutes()[int(np.argmax(valid >= share * valid.max()))])
+        return self.minutes_to_level(share * float(self.valid_curve().max()))
+
+    def minutes_to_level(self, level: float) -> float:
+        """Minutes until validation NDCG@10 first reached `level` (NaN if it never did)."""
+        reached = self.valid_curve() >= level
+        return float(self.elapsed_minutes()[int(np.argmax(reached))]) if reached.any() else float("nan")
 
 
 def load_run(folder: str | Path) -> Run:
@@ -243,15 +247,21 @@ QUALITY_SHARES = (0.9, 0.95, 1.0)
 def time_to_quality(rows: list[Row]) -> str:
     """What a user waits for: minutes of training (steps, teachers, validation) until validation NDCG@10
     first reaches 90 %, 95 % and 100 % of the run's best, and until early stopping, mean ± std over
-    seeds (busy or idle as the runs were)."""
+    seeds (busy or idle as the runs were). The last column compares rows of one dataset on the same
+    footing: minutes until the level every run of that dataset reaches (the lowest of their bests)."""
     out = io.StringIO()
     out.write("\n### Time to quality: training minutes until validation NDCG@10 first reaches a share of its best\n\n")
     out.write("| data | method | best valid NDCG@10 | " + " | ".join(f"{s:.0%}" for s in QUALITY_SHARES))
-    out.write(" | stopped |\n" + "|---" * (len(QUALITY_SHARES) + 4) + "|\n")
+    out.write(" | stopped | to the common level |\n" + "|---" * (len(QUALITY_SHARES) + 5) + "|\n")
 
     def minutes(values: list[float]) -> str:
         return f"{np.mean(values):.1f}" + (f" ± {np.std(values, ddof=1):.1f}" if len(values) > 1 else "")
 
+    common: dict[str, float] = {}
+    for row in rows:
+        for r in row.runs:
+            if r.metrics["history"]:
+                common[row.data] = min(common.get(row.data, np.inf), float(r.valid_curve().max()))
     for row in rows:
         runs = [r for r in row.runs if r.metrics["history"]]
         if not runs:
@@ -259,6 +269,7 @@ def time_to_quality(rows: list[Row]) -> str:
         best = [float(r.valid_curve().max()) for r in runs]
         cells = [minutes([r.minutes_to(share) for r in runs]) for share in QUALITY_SHARES]
         cells.append(minutes([r.train_minutes() for r in runs]))
+        cells.append(f"{minutes([r.minutes_to_level(common[row.data]) for r in runs])} (at {common[row.data]:.4f})")
         out.write(f"| {row.data} | {row.label} | {mean_std(best)} | " + " | ".join(cells) + " |\n")
     return out.getvalue()
 
