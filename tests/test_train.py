@@ -152,8 +152,8 @@ def test_a_cosine_run_resumes_on_its_curve_and_refuses_another_length(data, tmp_
     resumed = train(cfg, progress=False, resume=True)
     assert [h["loss"] for h in resumed["history"]] == [h["loss"] for h in whole["history"]]
     assert resumed["test"] == whole["test"]
-    assert "(the cosine schedule's end)" in train_cli.summary("o", whole, cfg)
     shown = train_cli.summary("o", whole, cfg)
+    assert "(the cosine schedule's end)" in shown
     assert re.search(r"popularity penalty +0\.2 x log\(1 \+ popularity\) in the test rankings", shown)
     assert "(budget run: 4 epochs)" in train_cli.summary("o", constant, cfg.replace(lr_schedule="constant"))
 
