@@ -6,7 +6,7 @@
   at a time, forward or backward;
 - `sampled`: softmax over negatives shared by the batch, drawn from a distribution Q, with the log-Q
   correction (every candidate's logit minus the log of its expected count in the draw) and accidental
-  hits (a negative that is the row's target) removed.
+  hits (a negative that is the row's target) removed; a repeated draw is scored once.
 
 Each returns the SUM over rows; the caller divides by the number of targets. `NEXT_ITEM_LOSSES` maps
 each `--loss` name to its objective (`@register_loss("name")`): a new loss is one function here and
@@ -172,12 +172,15 @@ def ce_objective(x: LossInputs) -> torch.Tensor:
 def sampled_objective(x: LossInputs) -> torch.Tensor:
     if x.shared is None:
         raise ValueError("the sampled loss needs the batch's shared negatives")
-    items, log_q = x.shared
+    # An item drawn c times is one column with c times its weight (log c added to its logit): the same
+    # softmax in exact arithmetic, with at most min(draws, n_items) columns.
+    items, counts = torch.unique(x.shared.items, return_counts=True)
+    log_q = x.shared.log_q
     return sampled_softmax_loss(
         x.states,
         x.vectors(x.targets),
         x.vectors(items),
         log_q[x.targets],
-        log_q[items],
+        log_q[items] - counts.log(),
         x.targets[:, None] == items[None, :],
     )
