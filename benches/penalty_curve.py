@@ -43,8 +43,9 @@ def main() -> None:
     gammas = [float(g) for g in args.gammas.split(",")]
     ours, base = curve(args.llmesr, gammas), curve(args.base, gammas)
 
-    def ms(values: list[float]) -> str:
-        return f"{np.mean(values):.4f} ± {np.std(values, ddof=1):.4f}"
+    def ms(values: list[float]) -> str:  # one run: its value alone (a spread needs two)
+        spread = f" ± {np.std(values, ddof=1):.4f}" if len(values) > 1 else ""
+        return f"{np.mean(values):.4f}{spread}"
 
     print(
         "| data | gamma | LLM-ESR overall | tail users | tail items | head items | SASRec alone overall | tail items "

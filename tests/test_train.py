@@ -299,8 +299,8 @@ def test_no_arguments_trains_both_on_the_built_in_data(tmp_path, capsys, monkeyp
 def test_auto_loss_is_resolved_by_catalogue_size_and_recorded(data, tmp_path, capsys, monkeypatch):
     from llmesr import config as config_module
 
-    assert resolve_loss("auto", 4096) == ("ce", "--loss auto: 4,096 items <= 4,096, the whole catalogue is scored")
-    assert resolve_loss("auto", 4097)[0] == "sampled"
+    assert resolve_loss("auto", 32768) == ("ce", "--loss auto: 32,768 items <= 32,768, the whole catalogue is scored")
+    assert resolve_loss("auto", 32769)[0] == "sampled"
     assert resolve_loss("bce", 10**6) == ("bce", "--loss bce")
     assert TrainConfig.of(data="d", out="o").objective.loss == "auto"
     for limit, expected in ((10**6, "ce"), (10, "sampled")):  # the data has 60 items
