@@ -90,11 +90,18 @@ def training_bytes(cfg: TrainConfig, n_items: int, semantic_dim: int) -> int:
     activations = positions * h * (12 * cfg.model.layers + 8) + positions * cfg.model.max_len * cfg.model.heads * min(
         cfg.model.layers, 2
     )
-    # ce scores the catalogue in chunks of 4M; sampled scores its shared negatives at every target at once
-    scores = (
-        min(positions * n_items, 1 << 22) if cfg.objective.loss == "ce" else positions * cfg.objective.loss_negatives
-    )
-    return 4 * (4 * params + activations + 2 * scores)
+    # The loss's scores, one row per target (both views' states are one row): ce scores the catalogue in
+    # chunks of 4M (the chunk and its softmax); sampled every target against every distinct shared negative
+    # at once (its backward's peak measured at 4.3 such tables) after drawing them all (int64, and the
+    # sort that finds the distinct ones); bce two per target.
+    targets = cfg.optim.batch_size * cfg.model.max_len
+    if cfg.objective.loss == "ce":
+        scores = 2 * min(targets * n_items, 1 << 22)
+    elif cfg.objective.loss == "sampled":
+        scores = 5 * targets * min(cfg.objective.loss_negatives, n_items) + 6 * cfg.objective.loss_negatives
+    else:
+        scores = 4 * targets
+    return 4 * (4 * params + activations + scores)
 
 
 def check_memory(cfg: TrainConfig, n_items: int, semantic_dim: int, available: int | None) -> None:
@@ -103,7 +110,9 @@ def check_memory(cfg: TrainConfig, n_items: int, semantic_dim: int, available: i
     if available is not None and need > available:
         raise SettingsError(
             f"these settings need about {need / 2**30:.1f} GiB to train (hidden {cfg.model.hidden}, layers {cfg.model.layers}, "
-            f"max_len {cfg.model.max_len}, batch_size {cfg.optim.batch_size}, {n_items:,} items), more than the "
+            f"max_len {cfg.model.max_len}, batch_size {cfg.optim.batch_size}"
+            + (f", loss_negatives {cfg.objective.loss_negatives}" if cfg.objective.loss == "sampled" else "")
+            + f", {n_items:,} items), more than the "
             f"{available / 2**30:.1f} GiB available: lower one of them"
         )
 
