@@ -302,6 +302,8 @@ def test_auto_loss_is_resolved_by_catalogue_size_and_recorded(data, tmp_path, ca
     assert resolve_loss("auto", 32768) == ("ce", "--loss auto: 32,768 items <= 32,768, the whole catalogue is scored")
     assert resolve_loss("auto", 32769)[0] == "sampled"
     assert resolve_loss("bce", 10**6) == ("bce", "--loss bce")
+    assert resolve_loss("auto", 100, "original")[0] == "bce"  # the original code's loss
+    assert resolve_loss("ce", 100, "original")[0] == "ce"
     assert TrainConfig.of(data="d", out="o").objective.loss == "auto"
     for limit, expected in ((10**6, "ce"), (10, "sampled")):  # the data has 60 items
         monkeypatch.setattr(config_module, "CE_MAX_ITEMS", limit)
@@ -310,6 +312,8 @@ def test_auto_loss_is_resolved_by_catalogue_size_and_recorded(data, tmp_path, ca
         assert read_run_config(out)["loss"] == expected  # never "auto"
         first = capsys.readouterr().err.splitlines()[0]
         assert first.startswith(f"LLM-ESR-sasrec, loss {expected} (--loss auto: 60 items")
+    train(config(data, tmp_path / "original", epochs=1, compat="original"), progress=False)
+    assert read_run_config(tmp_path / "original")["loss"] == "bce"
 
 
 def test_recommender_serves_what_the_model_scores(data, tmp_path):

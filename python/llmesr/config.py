@@ -153,7 +153,7 @@ class ObjectiveSettings(Section):
     # "auto" is resolved by the catalogue's size when training starts (`resolve_loss`); a run records the result.
     loss: str = setting(
         "auto",
-        "next-item loss: auto (ce up to 32,768 items, sampled beyond; the run records which), bce (one negative per "
+        "next-item loss: auto (ce up to 32,768 items, sampled beyond, bce under --compat original; the run records which), bce (one negative per "
         "target, the paper's), ce (softmax over the whole catalogue), sampled (softmax over --loss-negatives shared by "
         "the batch, log-Q corrected)",
         choices=("auto", "bce", "ce", "sampled"),
@@ -434,10 +434,12 @@ def defaults() -> dict[str, Any]:
 CE_MAX_ITEMS = 32768
 
 
-def resolve_loss(loss: str, n_items: int) -> tuple[str, str]:
+def resolve_loss(loss: str, n_items: int, compat: str = "none") -> tuple[str, str]:
     """The loss to train with, and why: `loss` itself unless it is "auto"."""
     if loss != "auto":
         return loss, "--loss " + loss
+    if compat == "original":
+        return "bce", "--loss auto under --compat original: the original's, one negative per target"
     if n_items <= CE_MAX_ITEMS:
         return "ce", f"--loss auto: {n_items:,} items <= {CE_MAX_ITEMS:,}, the whole catalogue is scored"
     return "sampled", f"--loss auto: {n_items:,} items > {CE_MAX_ITEMS:,}, a sampled softmax"

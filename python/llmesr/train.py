@@ -166,7 +166,7 @@ class Training:
         ranks = distributed.init("cuda" if resolve_device(cfg.run.device).type == "cuda" else "cpu")
         device = resolve_device(cfg.run.device, ranks)
         ds = load_dataset(cfg.data)
-        loss, why = resolve_loss(cfg.objective.loss, ds.n_items)
+        loss, why = resolve_loss(cfg.objective.loss, ds.n_items, cfg.run.compat)
         # config.json records the loss trained with (never "auto") and where the data is from anywhere
         # (a resume or a Recommender may run in another directory).
         cfg = cfg.replace(loss=loss, data=cfg.data if resume else os.path.abspath(cfg.data))
