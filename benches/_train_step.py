@@ -4,7 +4,8 @@ in a fresh process so that its peak memory is its own. Used by test_train_speed.
     python benches/_train_step.py fast 5        # or: reference 2, evaluate 1, ce 5
 
 LLMESR_OPS=native|ref picks the fused operators or their PyTorch twins; LLMESR_BENCH_DEVICE=cuda runs
-on the GPU (the data folder prepared beforehand, see `yelp`). Prints one JSON line: seconds per step (after one warm-up step), the share of it spent assembling
+on the GPU (the data folder prepared beforehand, see `yelp`); LLMESR_BENCH_PRECISION=bf16 runs the step's
+forward under bf16 autocast as `llmesr-train --precision bf16` does. Prints one JSON line: seconds per step (after one warm-up step), the share of it spent assembling
 batches, and the process's peak resident memory before and after the steps.
 
 `ce`: SASRec alone with `--loss ce` (a softmax over all of Yelp's items), each step against its four
@@ -27,6 +28,7 @@ from _synthetic_log import bench_dir
 # The paper's settings; LLMESR_BENCH_TRAIN_* shrink them for the CI smoke run.
 BATCH = int(os.environ.get("LLMESR_BENCH_TRAIN_BATCH", "128"))
 MAX_LEN = int(os.environ.get("LLMESR_BENCH_TRAIN_MAXLEN", "200"))
+PRECISION = os.environ.get("LLMESR_BENCH_PRECISION", "fp32")
 SEMANTIC_DIM = 1536  # the paper's text-embedding-ada-002 size, as in the original's adapter 1536 -> 768 -> 64
 HIDDEN, N_SIMILAR = 64, 10
 
@@ -65,6 +67,7 @@ def main(kind: str, steps: int) -> dict:
     from llmesr.evaluate import evaluate
     from llmesr.models import LLMESR, reference
     from llmesr.sampling import histories
+    from llmesr.train import autocast
 
     torch.set_num_threads(int(os.environ.get("LLMESR_BENCH_THREADS", "2")))
     device = torch.device(os.environ.get("LLMESR_BENCH_DEVICE", "cpu"))
@@ -93,7 +96,8 @@ def main(kind: str, steps: int) -> dict:
         batch = [*training_batch(cfg, ds, users, 1), histories(ds, similar[users].ravel(), "train", MAX_LEN)]
         inputs, targets, negatives, sim = (torch.from_numpy(a).long().to(device) for a in batch)
         t1 = time.perf_counter()
-        loss = loss_fn(inputs, targets, negatives, sim, alpha=0.1)
+        with autocast(PRECISION, device):
+            loss = loss_fn(inputs, targets, negatives, sim, alpha=0.1)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -105,6 +109,7 @@ def main(kind: str, steps: int) -> dict:
         "kind": kind,
         "ops": os.environ.get("LLMESR_OPS", "auto"),
         "device": str(device),
+        "precision": PRECISION,
         "seconds_per_step": float(np.mean(times)),
         "sequences_per_second": BATCH / float(np.mean(times)),
         "batch_fraction": float(np.sum(batch_times) / np.sum(times)),

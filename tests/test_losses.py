@@ -13,6 +13,7 @@ torch = pytest.importorskip("torch")
 
 from llmesr.models import LLMESR  # noqa: E402
 from llmesr.models.losses import (  # noqa: E402
+    LossInputs,
     SharedNegatives,
     full_softmax_loss,
     logit_adjustment,
@@ -154,3 +155,47 @@ def test_the_losses_registered_are_the_settings_choices_and_a_new_one_trains(mon
     torch.testing.assert_close(loss, expected)
     with pytest.raises(ValueError, match="loss must be one of bce, ce, sampled, to_target, not 'focal'"):
         m.training_loss(inputs, targets, torch.zeros_like(targets), loss="focal")
+
+
+@pytest.mark.parametrize("loss", ["bce", "ce", "sampled"])
+def test_bf16_autocast_keeps_the_losses_in_float32(loss, monkeypatch):
+    """`--precision bf16`: the encoder's products in bfloat16, every loss in float32 (autocast off, float32
+    inputs), close to the float32 loss; the weights and their gradients stay float32."""
+    from llmesr.models import llmesr as model_module
+
+    seen: list[tuple[bool, torch.dtype]] = []
+
+    def recorded(name):
+        original = getattr(model_module, name)
+
+        def call(first, *args, **kwargs):
+            states = first.states if isinstance(first, LossInputs) else first
+            seen.append((torch.is_autocast_enabled("cpu"), states.dtype))
+            return original(first, *args, **kwargs)
+
+        monkeypatch.setattr(model_module, name, call)
+
+    recorded("next_item_loss")
+    recorded("distill_loss")
+    torch.manual_seed(0)
+    semantic = torch.randn(31, 24)
+    semantic[0] = 0
+    m = LLMESR(30, semantic, hidden=8, max_len=12, dropout=0.0)
+    inputs, targets, negatives = batch("sasrec")
+    q = np.concatenate([[0.0], np.full(30, 1 / 30)])
+    shared = SharedNegatives(torch.tensor([3, 7, 12, 30]), torch.from_numpy(np.log(q * 4 + 1e-30)).float())
+    similar = torch.randint(1, 31, (4 * 2, 9), generator=torch.Generator().manual_seed(3))
+    kw = dict(loss=loss, shared=shared, alpha=0.1, beta=0.5)
+    exact = m.training_loss(inputs, targets, negatives, similar, **kw)
+    products: set[torch.dtype] = set()
+    for layer in m.modules():
+        if isinstance(layer, torch.nn.Linear):
+            layer.register_forward_hook(lambda _, __, out: products.add(out.dtype))
+    seen.clear()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = m.training_loss(inputs, targets, negatives, similar, **kw)
+    assert torch.bfloat16 in products  # the encoder's products did run in bfloat16
+    assert seen == [(False, torch.float32)] * 2  # the next-item loss and the distillation
+    assert low.dtype == torch.float32 and low.item() == pytest.approx(exact.item(), rel=2e-2)
+    low.backward()
+    assert all(p.grad is None or (p.grad.dtype == torch.float32 and p.grad.isfinite().all()) for p in m.parameters())

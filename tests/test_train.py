@@ -2,6 +2,7 @@
 seed, exact resume of a killed run, the command line with a TOML config."""
 
 import json
+import math
 import re
 from pathlib import Path
 
@@ -314,6 +315,14 @@ def test_auto_loss_is_resolved_by_catalogue_size_and_recorded(data, tmp_path, ca
         assert first.startswith(f"LLM-ESR-sasrec, loss {expected} (--loss auto: 60 items")
     train(config(data, tmp_path / "original", epochs=1, compat="original"), progress=False)
     assert read_run_config(tmp_path / "original")["loss"] == "bce"
+
+
+def test_bf16_precision_trains_end_to_end_and_is_recorded(data, tmp_path):
+    out = tmp_path / "bf16"
+    train(config(data, out, precision="bf16"), progress=False)
+    assert read_run_config(out)["precision"] == "bf16"
+    history = json.loads((out / "metrics.json").read_text())["history"]
+    assert len(history) == 2 and all(math.isfinite(h["loss"]) for h in history)
 
 
 def test_recommender_serves_what_the_model_scores(data, tmp_path):

@@ -28,4 +28,18 @@ if [ -d dist/bench/yelp ]; then
       >> "$OUT/train_step.txt" 2>&1
   done
 fi
+# --precision bf16 against fp32 (issue "On the GPU", item 2): the Yelp step at the paper's shapes, then ten
+# epochs of LLM-ESR-SASRec on the built-in synthetic catalogue embedded with the hashing encoder (no model
+# download), validation NDCG@10 of both in their log.txt
+if [ -d dist/bench/yelp ]; then
+  for precision in fp32 bf16 fp32 bf16; do
+    LLMESR_BENCH_PRECISION=$precision LLMESR_BENCH_DIR=dist/bench LLMESR_BENCH_DEVICE=cuda \
+      python benches/_train_step.py fast 20 >> "$OUT/precision_step.txt" 2>&1
+  done
+fi
+{ python -m llmesr.cli.prepare --synthetic --out /tmp/syn && python -m llmesr.cli.embed /tmp/syn --encoder hashing \
+  && for precision in fp32 bf16; do
+       python -m llmesr.cli.train --data /tmp/syn --device cuda --precision "$precision" --epochs 10 --no-compare \
+         --out "$OUT/syn-$precision" -q
+     done; } > "$OUT/precision_quality.txt" 2>&1
 tail -n 3 "$OUT"/*.txt

@@ -248,6 +248,12 @@ class RunSettings(Section):
 
     seed: int = setting(42, "one seed makes the run reproducible end to end", check="seed")
     device: str = setting("auto", "auto, cpu, cuda or cuda:N")
+    precision: str = setting(
+        "fp32",
+        "training arithmetic: fp32, or bf16 (the step's matrix products in bfloat16 under autocast; weights, losses, "
+        "gradients, Adam and evaluation in float32; for GPUs: a CPU without bf16 units only gets slower)",
+        choices=("fp32", "bf16"),
+    )
     # CPU threads of torch and the Rust core. None: llmesr-train takes every core other processes leave
     # free at the start (`llmesr.threads`), the Python API torch's current count; the run records the number.
     threads: int | None = setting(

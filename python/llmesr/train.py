@@ -95,6 +95,12 @@ def learning_rate(optim: OptimSettings, done: float) -> float:
     return optim.lr * 0.5 * (1.0 + math.cos(math.pi * min(1.0, (done - optim.warmup) / span)))
 
 
+def autocast(precision: str, device: torch.device) -> torch.autocast:
+    """`--precision`: a training step's forward under this context; bf16 runs its matrix products in bfloat16
+    (the model computes its losses in float32 either way, see `LLMESR.training_loss`)."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
+
 def check_can_train(cfg: TrainConfig, ds: Dataset, tables: dict[str, np.ndarray] | None, device: torch.device) -> None:
     """Refuses settings this data cannot train, before anything is allocated."""
     if tables is not None and cfg.uses_semantic and ds.n_items > 1:
@@ -294,15 +300,16 @@ class Training:
     def step(self, batch: dict[str, Any], epoch: int, n: int) -> float | None:
         """One optimiser step on `batch`; its loss, or None where the non-finite policy skipped it."""
         cfg = self.cfg
-        loss = self.step_model(
-            **batch,
-            alpha=cfg.distillation.alpha,
-            distill=cfg.distillation.distill,
-            beta=cfg.objective.beta,
-            temperature=cfg.objective.temperature,
-            loss=cfg.objective.loss,
-            item_offset=self.item_offset,
-        )
+        with autocast(cfg.run.precision, self.device):
+            loss = self.step_model(
+                **batch,
+                alpha=cfg.distillation.alpha,
+                distill=cfg.distillation.distill,
+                beta=cfg.objective.beta,
+                temperature=cfg.objective.temperature,
+                loss=cfg.objective.loss,
+                item_offset=self.item_offset,
+            )
         value = loss.item()
         if not apply_update(self, value, epoch, n):
             return None

@@ -253,23 +253,26 @@ class LLMESR(nn.Module):
             picked_negatives.append(negatives[idx, -width:][where])
             students.append(states[:, -1])
         n_targets = int((targets != 0).sum())
-        batch = LossInputs(
-            torch.cat(picked),
-            torch.cat(picked_targets),
-            torch.cat(picked_negatives),
-            shared,
-            self.item_vectors,
-            self.n_items,
-        )
-        total = next_item_loss(batch, loss, item_offset) / max(n_targets, 1)
-        if (similar is not None or teacher_vectors is not None) and alpha > 0:
-            student = in_original_order(students, [idx for idx, _ in groups])
-            if teacher_vectors is None:
-                assert similar is not None
-                teacher_vectors = teachers(self, similar, student.shape[0], similar_index)
-            total = total + alpha * distill_loss(student, teacher_vectors, distill, temperature)
-        if beta > 0 and self.views == "both":
-            total = total + beta * item_regulariser(self, targets[targets != 0], temperature)
+        # The losses in float32 even where the encoder ran under bf16 autocast (`--precision`): their
+        # softmaxes and sums lose too much in bfloat16.
+        with torch.autocast(inputs.device.type, enabled=False):
+            batch = LossInputs(
+                torch.cat(picked).float(),
+                torch.cat(picked_targets),
+                torch.cat(picked_negatives),
+                shared,
+                self.item_vectors,
+                self.n_items,
+            )
+            total = next_item_loss(batch, loss, item_offset) / max(n_targets, 1)
+            if (similar is not None or teacher_vectors is not None) and alpha > 0:
+                student = in_original_order(students, [idx for idx, _ in groups]).float()
+                if teacher_vectors is None:
+                    assert similar is not None
+                    teacher_vectors = teachers(self, similar, student.shape[0], similar_index)
+                total = total + alpha * distill_loss(student, teacher_vectors.float(), distill, temperature)
+            if beta > 0 and self.views == "both":
+                total = total + beta * item_regulariser(self, targets[targets != 0], temperature)
         return total
 
     forward = training_loss  # so DistributedDataParallel wraps the training step

@@ -69,8 +69,11 @@ def ops_description() -> dict[str, object]:
 
 
 def native_for(tensor: torch.Tensor) -> bool:
-    """Whether the native ops serve tensors of this device."""
+    """Whether the native ops serve tensors of this device and dtype (the CPU kernels are float32 and
+    float64 only: bfloat16 from autocast on a CPU goes to the twins)."""
     loaded = LOADED if LOADED is not None else native_ops_loaded()
+    if tensor.device.type == "cpu" and tensor.dtype not in (torch.float32, torch.float64):
+        return False
     return loaded and tensor.device.type in DEVICES
 
 
