@@ -6,7 +6,8 @@
 #   then run tool: command "bash benches/device/run.sh", carry ["dist"]
 # It installs the wheel, builds the fused ops for sm_90, runs the op tests (float32/bf16/fp16 against a float32
 # reference), compute-sanitizer's memcheck over the CUDA op tests, the op benchmarks, and one LLM-ESR-SASRec
-# training step on Yelp with native against reference ops; results go to $OUT.
+# training step on Yelp with native against reference ops, full-ranking evaluation and a ce step on the GPU,
+# bf16 against fp32; results go to $OUT.
 set -uo pipefail
 OUT="${OUT:-/tmp/llmesr-device-out}"
 mkdir -p "$OUT"
@@ -26,6 +27,14 @@ if [ -d dist/bench/yelp ]; then
   for ops in native ref native ref; do
     LLMESR_OPS=$ops LLMESR_BENCH_DIR=dist/bench LLMESR_BENCH_DEVICE=cuda python benches/_train_step.py fast 20 \
       >> "$OUT/train_step.txt" 2>&1
+  done
+fi
+# the full-ranking evaluation of every Yelp user, and a `--loss ce` step against its matrix products (item 4, and
+# issue "A converged model in minutes", item 2)
+if [ -d dist/bench/yelp ]; then
+  for kind in evaluate ce; do
+    LLMESR_BENCH_DIR=dist/bench LLMESR_BENCH_DEVICE=cuda timeout 120 python benches/_train_step.py $kind 20 \
+      >> "$OUT/gpu_$kind.txt" 2>&1
   done
 fi
 # --precision bf16 against fp32 (issue "On the GPU", item 2): the Yelp step at the paper's shapes, then ten
