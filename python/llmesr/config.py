@@ -153,9 +153,9 @@ class ObjectiveSettings(Section):
     # "auto" is resolved by the catalogue's size when training starts (`resolve_loss`); a run records the result.
     loss: str = setting(
         "auto",
-        "next-item loss: auto (ce up to 32,768 items, sampled beyond, bce under --compat original; the run records which), bce (one negative per "
-        "target, the paper's), ce (softmax over the whole catalogue), sampled (softmax over --loss-negatives shared by "
-        "the batch, log-Q corrected)",
+        "next-item loss: auto (ce up to 32,768 items, sampled beyond, bce under --compat original; the run records "
+        "which), bce (one negative per target, the paper's), ce (softmax over the whole catalogue), sampled (softmax "
+        "over --loss-negatives shared by the batch, log-Q corrected)",
         choices=("auto", "bce", "ce", "sampled"),
     )
     loss_negatives: int = setting(
