@@ -426,11 +426,17 @@ def test_a_run_folder_written_before_a_setting_existed_reads_as_it_ran(data, tmp
     cfg = config(data, tmp_path / "run", epochs=1)
     train(cfg, progress=False)
     saved = json.loads((tmp_path / "run" / "config.json").read_text())
-    for section, name in (("evaluation", "popularity_penalty"), ("optim", "lr_schedule"), ("optim", "warmup")):
+    for section, name in (
+        ("evaluation", "popularity_penalty"),
+        ("optim", "lr_schedule"),
+        ("optim", "warmup"),
+        ("run", "precision"),
+    ):
         del saved[section][name]
     (tmp_path / "run" / "config.json").write_text(json.dumps(saved))
     older = read_run_config(tmp_path / "run")
     assert (older["popularity_penalty"], older["lr_schedule"], older["warmup"]) == (0.0, "constant", 0)
+    assert older["precision"] == "fp32"
     resumed = train(TrainConfig.of(**(older | {"epochs": 2})), progress=False, resume=True)
     assert resumed["epochs"] == 2 and resumed["popularity_penalty"] == 0.0
     # The penalty only re-ranks the final test: a resumed run may be given another.

@@ -291,7 +291,7 @@ COMPAT_DEFAULTS = {
 
 # Settings added after run folders were first written: what a record without one was trained and
 # evaluated with (read into older folders' settings, so they load, serve and resume as they ran).
-ADDED_LATER: dict[str, Any] = {"lr_schedule": "constant", "warmup": 0, "popularity_penalty": 0.0}
+ADDED_LATER: dict[str, Any] = {"lr_schedule": "constant", "warmup": 0, "popularity_penalty": 0.0, "precision": "fp32"}
 
 
 def declared() -> Iterator[tuple[str, Field[Any]]]:
