@@ -4,6 +4,7 @@ computation, the files it writes, and its errors."""
 import json
 import math
 import statistics
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -139,3 +140,16 @@ def test_a_run_from_before_the_popularity_penalty_is_its_own_row(tmp_path):
     (tmp_path / "old" / "config.json").write_text(json.dumps(config))
     rows = report.build_rows([report.load_run(tmp_path / name) for name in ("new", "old")])
     assert sorted(row.label for row in rows) == ["base-sasrec loss=bce", "base-sasrec loss=bce popularity_penalty=0.0"]
+
+
+def test_the_negative_count_labels_sampled_runs_only():
+    """`loss_negatives` means nothing to `ce` or `bce`: a run of those recorded with another count than the
+    default is not a separate row; a `sampled` run's count is."""
+
+    def label(loss: str, count: int) -> str:
+        config = {"method": "llmesr", "backbone": "sasrec", "loss": loss, "loss_negatives": count}
+        return report.Run(Path("-"), config, {}, None).label
+
+    assert label("ce", 256) == "LLM-ESR-sasrec loss=ce"
+    assert label("sampled", 256) == "LLM-ESR-sasrec loss=sampled loss_negatives=256"
+    assert label("sampled", 8192) == "LLM-ESR-sasrec loss=sampled"  # the default count

@@ -66,6 +66,8 @@ class Run:
             parts.append(f"loss={c['loss']}")
         defaults = TrainConfig.of(data="-", out="-", compat=c.get("compat", "none")).flat() | {"compat": "none"}
         ignored = UNLABELLED | {"loss"} | (LLMESR_ONLY if method == "base" else set())
+        if c.get("loss") != "sampled":  # the shared negatives' count means nothing to another loss
+            ignored |= {"loss_negatives"}
         for key, value in c.items():
             if key not in ignored and key in defaults and value != defaults[key]:
                 parts.append(f"{key}={value}")
