@@ -5,8 +5,9 @@ in a fresh process so that its peak memory is its own. Used by test_train_speed.
 
 LLMESR_OPS=native|ref picks the fused operators or their PyTorch twins; LLMESR_BENCH_DEVICE=cuda runs
 on the GPU (the data folder prepared beforehand, see `yelp`); LLMESR_BENCH_PRECISION=bf16 runs the step's
-forward under bf16 autocast as `llmesr-train --precision bf16` does. Prints one JSON line: seconds per step (after one warm-up step), the share of it spent assembling
-batches, and the process's peak resident memory before and after the steps.
+forward under bf16 autocast as `llmesr-train --precision bf16` does. Prints one JSON line: seconds per step
+(after one warm-up step), the share of it spent assembling batches, and the process's peak resident memory
+before and after the steps.
 
 `ce`: SASRec alone with `--loss ce` (a softmax over all of Yelp's items), each step against its four
 matrix products alone (the chunked loss's scores, their recomputation in the backward pass, and the
