@@ -39,6 +39,19 @@ def test_chunked_full_softmax_equals_cross_entropy(chunk_scores):
     )
 
 
+def test_sampled_softmax_with_no_rows_or_only_accidental_hits():
+    candidates = torch.randn(3, 4, requires_grad=True)
+    lq = torch.zeros(3)
+    none = sampled_softmax_loss(torch.zeros(0, 4), torch.zeros(0, 4), candidates, lq[:0], lq, lq[:0].long(), lq.long())
+    none.backward()
+    assert none.item() == 0.0 and not candidates.grad.any()
+    # every candidate is the row's own target: its softmax is over its positive alone, a zero loss
+    states, positives = torch.randn(1, 4, requires_grad=True), torch.randn(1, 4)
+    alone = sampled_softmax_loss(states, positives, candidates, lq[:1], lq, torch.tensor([7]), torch.tensor([7, 7, 7]))
+    alone.backward()
+    assert alone.item() == 0.0 and states.grad.abs().max() < 1e-6
+
+
 def test_chunked_full_softmax_with_no_rows_is_zero_and_differentiable():
     states = torch.zeros(0, 4, requires_grad=True)
     table = torch.randn(5, 4, requires_grad=True)
@@ -47,20 +60,27 @@ def test_chunked_full_softmax_with_no_rows_is_zero_and_differentiable():
     assert loss.item() == 0.0 and not table.grad.any()
 
 
-def test_sampled_softmax_equals_a_per_row_loop():
+@pytest.mark.parametrize("chunk_scores", [5, 1 << 22])  # 5: one row per chunk; the default: one chunk
+def test_sampled_softmax_equals_a_per_row_loop(chunk_scores):
     g = torch.Generator().manual_seed(1)
-    states, positives = torch.randn(4, 3, generator=g), torch.randn(4, 3, generator=g)
-    candidates = torch.randn(5, 3, generator=g)
-    lq_pos, lq_cand = torch.randn(4, generator=g), torch.randn(5, generator=g)
-    accidental = torch.zeros(4, 5, dtype=torch.bool)
-    accidental[1, 2] = accidental[3, 0] = True
-    got = sampled_softmax_loss(states, positives, candidates, lq_pos, lq_cand, accidental)
+    states = torch.randn(4, 3, dtype=torch.float64, generator=g, requires_grad=True)
+    positives = torch.randn(4, 3, dtype=torch.float64, generator=g, requires_grad=True)
+    candidates = torch.randn(5, 3, dtype=torch.float64, generator=g, requires_grad=True)
+    lq_pos, lq_cand = torch.randn(4, dtype=torch.float64, generator=g), torch.randn(5, dtype=torch.float64, generator=g)
+    items, targets = torch.tensor([10, 11, 12, 13, 14]), torch.tensor([99, 12, 98, 10])  # rows 1 and 3: accidental
+    accidental = targets[:, None] == items[None, :]
+    got = sampled_softmax_loss(states, positives, candidates, lq_pos, lq_cand, targets, items, chunk_scores)
     expected = 0.0
-    for r in range(4):
-        pos = float(states[r] @ positives[r] - lq_pos[r])
-        logits = [pos] + [float(states[r] @ candidates[j] - lq_cand[j]) for j in range(5) if not accidental[r, j]]
-        expected += math.log(sum(math.exp(x) for x in logits)) - pos
-    assert math.isclose(float(got), expected, rel_tol=1e-5)
+    with torch.no_grad():
+        for r in range(4):
+            pos = float(states[r] @ positives[r] - lq_pos[r])
+            logits = [pos] + [float(states[r] @ candidates[j] - lq_cand[j]) for j in range(5) if not accidental[r, j]]
+            expected += math.log(sum(math.exp(x) for x in logits)) - pos
+    assert math.isclose(got.item(), expected, rel_tol=1e-9)
+    assert torch.autograd.gradcheck(
+        lambda s, p, c: sampled_softmax_loss(s, p, c, lq_pos, lq_cand, targets, items, chunk_scores),
+        (states, positives, candidates),
+    )
 
 
 def batch(backbone, n_items=30):

@@ -90,15 +90,17 @@ def training_bytes(cfg: TrainConfig, n_items: int, semantic_dim: int) -> int:
     activations = positions * h * (12 * cfg.model.layers + 8) + positions * cfg.model.max_len * cfg.model.heads * min(
         cfg.model.layers, 2
     )
-    # The loss's scores, one row per target (both views' states are one row): ce scores the catalogue in
-    # chunks of 4M (the chunk and its softmax); sampled every target against every distinct shared negative
-    # at once (its backward's peak measured at 4.3 such tables) after drawing them all (int64, and the
-    # sort that finds the distinct ones); bce two per target.
+    # The loss's scores, one row per target (both views' states are one row): ce and sampled score in
+    # chunks (the chunk and its softmax), sampled after drawing its negatives (int64, and the sort that
+    # finds the distinct ones); bce two per target.
+    from llmesr.models.losses import CE_CHUNK_SCORES, SAMPLED_CHUNK_SCORES
+
     targets = cfg.optim.batch_size * cfg.model.max_len
     if cfg.objective.loss == "ce":
-        scores = 2 * min(targets * n_items, 1 << 22)
+        scores = 2 * min(targets * n_items, CE_CHUNK_SCORES)
     elif cfg.objective.loss == "sampled":
-        scores = 5 * targets * min(cfg.objective.loss_negatives, n_items) + 6 * cfg.objective.loss_negatives
+        columns = min(cfg.objective.loss_negatives, n_items)
+        scores = 2 * min(targets * columns, SAMPLED_CHUNK_SCORES) + 6 * cfg.objective.loss_negatives
     else:
         scores = 4 * targets
     return 4 * (4 * params + activations + scores)

@@ -27,6 +27,9 @@ from torch.nn import functional as F
 from llmesr.models.registry import registrar
 
 CE_CHUNK_SCORES = 1 << 22  # scores per chunk (16 MiB in float32)
+# The sampled loss's chunk: a Yelp step (~1,150 targets x 8,192 draws) in one, whose softmax is kept for
+# the backward rather than recomputed (64 MiB in float32)
+SAMPLED_CHUNK_SCORES = 1 << 24
 
 
 class SharedNegatives(NamedTuple):
@@ -91,23 +94,74 @@ def full_softmax_loss(
     return _ChunkedSoftmaxCE.apply(states, table, targets, rows)
 
 
+class _ChunkedSampledSoftmax(torch.autograd.Function):
+    """Each row's logsumexp over its own logit `positive_r` and `states_r @ candidates.T + bias`, leaving
+    out the candidates that are the row's target (`targets_r == items_c`), a chunk of rows at a time.
+    One chunk (the usual case) keeps its softmax for the backward; several recompute theirs there
+    instead of keeping `[N, S]`."""
+
+    @staticmethod
+    def _scores(chunk, candidates, bias, targets, items) -> torch.Tensor:
+        scores = torch.addmm(bias, chunk, candidates.T)
+        return scores.masked_fill_(targets[:, None] == items[None, :], -torch.inf)
+
+    @staticmethod
+    def forward(ctx, states, candidates, bias, positive, targets, items, rows: int) -> torch.Tensor:
+        lse, kept = torch.empty_like(positive), positive.new_empty(0)
+        for start in range(0, len(states), rows):
+            end = min(start + rows, len(states))
+            scores = _ChunkedSampledSoftmax._scores(states[start:end], candidates, bias, targets[start:end], items)
+            top = torch.maximum(scores.amax(dim=1), positive[start:end])  # finite: the positive is
+            weights = scores.sub_(top[:, None]).exp_()
+            total = weights.sum(dim=1) + (positive[start:end] - top).exp()
+            lse[start:end] = total.log().add_(top)
+            if rows >= len(states):
+                kept = weights.div_(total[:, None])  # the softmax's weights over the candidates
+        ctx.save_for_backward(states, candidates, bias, positive, targets, items, lse, kept)
+        ctx.rows = rows
+        return lse
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        states, candidates, bias, positive, targets, items, lse, kept = ctx.saved_tensors
+        grad_states, grad_candidates = torch.empty_like(states), torch.zeros_like(candidates)
+        for start in range(0, len(states), ctx.rows):
+            end = min(start + ctx.rows, len(states))
+            chunk = states[start:end]
+            if len(kept):
+                p = kept * grad[:, None]
+            else:  # the softmax's weights (0 where left out) recomputed, times the incoming gradient, in place
+                p = _ChunkedSampledSoftmax._scores(chunk, candidates, bias, targets[start:end], items)
+                p.sub_(lse[start:end, None]).exp_().mul_(grad[start:end, None])
+            torch.mm(p, candidates, out=grad_states[start:end])
+            grad_candidates.addmm_(p.T, chunk)
+        grad_positive = (positive - lse).exp() * grad
+        return grad_states, grad_candidates, None, grad_positive, None, None, None
+
+
 def sampled_softmax_loss(
     states: torch.Tensor,
     positives: torch.Tensor,
     candidates: torch.Tensor,
     log_q_positive: torch.Tensor,
     log_q_candidates: torch.Tensor,
-    accidental: torch.Tensor,
+    targets: torch.Tensor,
+    items: torch.Tensor,
+    chunk_scores: int = SAMPLED_CHUNK_SCORES,
 ) -> torch.Tensor:
-    """Softmax of each row's target against the shared candidates, log-Q corrected, summed.
+    """Softmax of each row's target against the shared candidates, log-Q corrected, summed; memory
+    O(chunk_scores) beyond the inputs.
 
     `positives`: `[N, D]` target vectors; `candidates`: `[S, D]` shared negatives; `log_q_*`: the log of
-    each item's expected count in the draw (`[N]`, `[S]`); `accidental`: `[N, S]`, True where a
-    candidate is the row's own target (it is left out of that row's softmax)."""
-    pos = (states * positives).sum(-1) - log_q_positive
-    neg = (states @ candidates.T - log_q_candidates).masked_fill(accidental, -torch.inf)
-    logits = torch.cat([pos[:, None], neg], dim=1)
-    return (torch.logsumexp(logits, dim=1) - pos).sum()
+    each item's expected count in the draw (`[N]`, `[S]`); `targets` `[N]` and `items` `[S]`: the
+    rows' target ids and the candidates' (a candidate that is the row's own target is left out of that
+    row's softmax)."""
+    positive = (states * positives).sum(-1) - log_q_positive
+    if len(states) == 0:
+        return positive.sum() + candidates.sum() * 0.0
+    rows = max(1, chunk_scores // max(1, len(candidates)))
+    lse = _ChunkedSampledSoftmax.apply(states, candidates, -log_q_candidates, positive, targets, items, rows)
+    return (lse - positive).sum()
 
 
 def logit_adjustment(popularity: torch.Tensor, tau: float) -> torch.Tensor:
@@ -182,5 +236,6 @@ def sampled_objective(x: LossInputs) -> torch.Tensor:
         x.vectors(items),
         log_q[x.targets],
         log_q[items] - counts.log(),
-        x.targets[:, None] == items[None, :],
+        x.targets,
+        items,
     )
