@@ -9,9 +9,9 @@ forward under bf16 autocast as `llmesr-train --precision bf16` does. Prints one 
 (after one warm-up step), the share of it spent assembling batches, and the process's peak resident memory
 before and after the steps.
 
-`ce`: SASRec alone with `--loss ce` (a softmax over all of Yelp's items), each step against its four
-matrix products alone (the chunked loss's scores, their recomputation in the backward pass, and the
-two gradient products) at the step's own shapes, alternated in the same process.
+`ce`: SASRec alone with `--loss ce` (a softmax over all of Yelp's items), each step against its matrix
+products alone (the chunked loss's scores, their recomputation in the backward pass where the softmax is
+too large to keep, and the two gradient products) at the step's own shapes, alternated in the same process.
 """
 
 from __future__ import annotations
@@ -125,7 +125,7 @@ def ce_step_vs_products(ds, steps: int, device, sync, rss_before: float) -> dict
     from llmesr.batches import training_batch
     from llmesr.config import TrainConfig
     from llmesr.models import LLMESR
-    from llmesr.models.losses import CE_CHUNK_SCORES
+    from llmesr.models.losses import CE_CHUNK_SCORES, CE_KEEP_SCORES
 
     torch.manual_seed(0)
     model = LLMESR(ds.n_items, views="id", hidden=HIDDEN, max_len=MAX_LEN).to(device)
@@ -141,7 +141,8 @@ def ce_step_vs_products(ds, steps: int, device, sync, rss_before: float) -> dict
         t = time.perf_counter()
         for chunk in states.split(rows):
             scores = chunk @ table.T  # forward
-            scores = chunk @ table.T  # recomputed in the backward pass
+            if n_targets * len(table) > CE_KEEP_SCORES:
+                scores = chunk @ table.T  # recomputed in the backward pass (else the forward's is kept)
             _ = scores @ table  # gradient of the states
             grad_table.addmm_(scores.T, chunk)  # gradient of the item table
         sync()

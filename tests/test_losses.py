@@ -22,12 +22,13 @@ from llmesr.models.losses import (  # noqa: E402
 
 
 @pytest.mark.parametrize("chunk_scores", [7, 1 << 22])  # 7: one row per chunk; the default: one chunk
-def test_chunked_full_softmax_equals_cross_entropy(chunk_scores):
+@pytest.mark.parametrize("keep_scores", [0, 1 << 25])  # the backward recomputes the softmax, or keeps it
+def test_chunked_full_softmax_equals_cross_entropy(chunk_scores, keep_scores):
     g = torch.Generator().manual_seed(0)
     states = torch.randn(13, 5, dtype=torch.float64, generator=g, requires_grad=True)
     table = torch.randn(6, 5, dtype=torch.float64, generator=g, requires_grad=True)
     targets = torch.randint(0, 6, (13,), generator=g)
-    got = full_softmax_loss(states, table, targets, chunk_scores=chunk_scores)
+    got = full_softmax_loss(states, table, targets, chunk_scores=chunk_scores, keep_scores=keep_scores)
     expected = torch.nn.functional.cross_entropy(states @ table.T, targets, reduction="sum")
     torch.testing.assert_close(got, expected)
     for a, b in zip(
@@ -35,8 +36,23 @@ def test_chunked_full_softmax_equals_cross_entropy(chunk_scores):
     ):
         torch.testing.assert_close(a, b)
     assert torch.autograd.gradcheck(
-        lambda s, t: full_softmax_loss(s, t, targets, chunk_scores=chunk_scores), (states, table)
+        lambda s, t: full_softmax_loss(s, t, targets, chunk_scores=chunk_scores, keep_scores=keep_scores),
+        (states, table),
     )
+
+
+def test_the_kept_softmax_gives_the_recomputed_bits():
+    """Keeping `ce`'s softmax from the forward changes no bit of the loss or its gradients (a run resumed
+    across the change goes on as it would have)."""
+    g = torch.Generator().manual_seed(0)
+    states = torch.randn(300, 64, generator=g, requires_grad=True)
+    table = torch.randn(2000, 64, generator=g, requires_grad=True)
+    targets = torch.randint(0, 2000, (300,), generator=g)
+    runs = []
+    for keep in (0, 1 << 25):
+        loss = full_softmax_loss(states, table, targets, chunk_scores=1 << 16, keep_scores=keep)
+        runs.append((loss, *torch.autograd.grad(loss, [states, table])))
+    assert all(torch.equal(a, b) for a, b in zip(*runs, strict=True))
 
 
 def test_sampled_softmax_with_no_rows_or_only_accidental_hits():

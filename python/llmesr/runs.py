@@ -93,11 +93,11 @@ def training_bytes(cfg: TrainConfig, n_items: int, semantic_dim: int) -> int:
     # The loss's scores, one row per target (both views' states are one row): ce and sampled score in
     # chunks (the chunk and its softmax), sampled after drawing its negatives (int64, and the sort that
     # finds the distinct ones); bce two per target.
-    from llmesr.models.losses import CE_CHUNK_SCORES, SAMPLED_CHUNK_SCORES
+    from llmesr.models.losses import CE_CHUNK_SCORES, CE_KEEP_SCORES, SAMPLED_CHUNK_SCORES
 
     targets = cfg.optim.batch_size * cfg.model.max_len
-    if cfg.objective.loss == "ce":
-        scores = 2 * min(targets * n_items, CE_CHUNK_SCORES)
+    if cfg.objective.loss == "ce":  # and the softmax kept for the backward where it is small enough
+        scores = min(targets * n_items, CE_KEEP_SCORES) + 2 * min(targets * n_items, CE_CHUNK_SCORES)
     elif cfg.objective.loss == "sampled":
         columns = min(cfg.objective.loss_negatives, n_items)
         scores = 2 * min(targets * columns, SAMPLED_CHUNK_SCORES) + 6 * cfg.objective.loss_negatives

@@ -27,6 +27,9 @@ from torch.nn import functional as F
 from llmesr.models.registry import registrar
 
 CE_CHUNK_SCORES = 1 << 22  # scores per chunk (16 MiB in float32)
+# Up to this many scores (a Yelp step's ~1,150 x 20,033; 128 MiB in float32) `ce` keeps its softmax for the
+# backward rather than recomputing it: one matrix product of four saved
+CE_KEEP_SCORES = 1 << 25
 # The sampled loss's chunk: a Yelp step (~1,150 targets x 8,192 draws) in one, whose softmax is kept for
 # the backward rather than recomputed (64 MiB in float32)
 SAMPLED_CHUNK_SCORES = 1 << 24
@@ -57,41 +60,59 @@ def _logsumexp_in_place(scores: torch.Tensor) -> torch.Tensor:
 
 
 class _ChunkedSoftmaxCE(torch.autograd.Function):
-    """sum_r logsumexp(states_r @ table.T) - states_r @ table[targets_r], a chunk of rows at a time; the
-    backward recomputes each chunk's scores (softmax minus one-hot) instead of keeping `[N, C]`."""
+    """sum_r logsumexp(states_r @ table.T) - states_r @ table[targets_r], a chunk of rows at a time. With
+    `keep`, the forward keeps each chunk's softmax for the backward; without, the backward recomputes
+    them (softmax minus one-hot) instead of keeping `[N, C]`. Both give the same bits."""
 
     @staticmethod
-    def forward(ctx, states: torch.Tensor, table: torch.Tensor, targets: torch.Tensor, rows: int) -> torch.Tensor:
-        lse = torch.cat([_logsumexp_in_place(chunk @ table.T) for chunk in states.split(rows)])
-        ctx.save_for_backward(states, table, targets, lse)
-        ctx.rows = rows
-        return (lse - (states * table[targets]).sum(-1)).sum()
+    def forward(
+        ctx, states: torch.Tensor, table: torch.Tensor, targets: torch.Tensor, rows: int, keep: bool
+    ) -> torch.Tensor:
+        lse, kept = [], []
+        for chunk in states.split(rows):
+            scores = chunk @ table.T
+            if keep:  # _logsumexp_in_place's operations on a copy, then the softmax the backward would recompute
+                top = scores.amax(dim=1, keepdim=True)
+                lse.append((scores - top).exp_().sum(dim=1).log_().add_(top.squeeze(1)))
+                kept.append(scores.sub_(lse[-1][:, None]).exp_())
+            else:
+                lse.append(_logsumexp_in_place(scores))
+        total = torch.cat(lse)
+        ctx.save_for_backward(states, table, targets, total)
+        ctx.rows, ctx.kept = rows, kept  # the backward overwrites them: a second one recomputes
+        return (total - (states * table[targets]).sum(-1)).sum()
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         states, table, targets, lse = ctx.saved_tensors
+        kept, ctx.kept = ctx.kept, []
         grad_states, grad_table = torch.empty_like(states), torch.zeros_like(table)
-        for start in range(0, len(states), ctx.rows):
+        for i, start in enumerate(range(0, len(states), ctx.rows)):
             end = min(start + ctx.rows, len(states))
             chunk = states[start:end]
-            # softmax minus one-hot, in place in the recomputed scores: no [rows, C] temporaries beside them
-            p = (chunk @ table.T).sub_(lse[start:end, None]).exp_()
+            # softmax minus one-hot, in place in the kept or recomputed scores: no [rows, C] temporaries beside them
+            p = kept[i] if kept else (chunk @ table.T).sub_(lse[start:end, None]).exp_()
             p[torch.arange(end - start, device=p.device), targets[start:end]] -= 1.0
             p.mul_(grad)
             torch.mm(p, table, out=grad_states[start:end])
             grad_table.addmm_(p.T, chunk)
-        return grad_states, grad_table, None, None
+        return grad_states, grad_table, None, None, None
 
 
 def full_softmax_loss(
-    states: torch.Tensor, table: torch.Tensor, targets: torch.Tensor, chunk_scores: int = CE_CHUNK_SCORES
+    states: torch.Tensor,
+    table: torch.Tensor,
+    targets: torch.Tensor,
+    chunk_scores: int = CE_CHUNK_SCORES,
+    keep_scores: int = CE_KEEP_SCORES,
 ) -> torch.Tensor:
     """Cross-entropy of each row's target (`targets`: row indices of `table`, `[C, D]`) against every row
-    of `table`, summed; memory O(chunk_scores) beyond the inputs."""
+    of `table`, summed; memory O(chunk_scores) beyond the inputs, or the whole softmax where it has at
+    most `keep_scores` entries (then the backward does not recompute the scores)."""
     if len(states) == 0:
         return states.sum() * 0.0 + table.sum() * 0.0
     rows = max(1, chunk_scores // max(1, len(table)))
-    return _ChunkedSoftmaxCE.apply(states, table, targets, rows)
+    return _ChunkedSoftmaxCE.apply(states, table, targets, rows, len(states) * len(table) <= keep_scores)
 
 
 class _ChunkedSampledSoftmax(torch.autograd.Function):
