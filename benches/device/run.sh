@@ -23,29 +23,23 @@ compute-sanitizer --tool memcheck --error-exitcode 1 \
 echo "memcheck exit: $?" >> "$OUT/memcheck.txt"
 LLMESR_BENCH_ROUNDS=3 LLMESR_BENCH_ATTENTION_CALLS=20 \
   python -m pytest -q -p no:cacheprovider benches/test_ops_speed.py --benchmark-only -s > "$OUT/bench_ops.txt" 2>&1
+# On Yelp at the paper's shapes: a training step with native against reference ops; the full-ranking evaluation
+# of every Yelp user and a `--loss ce` step against its matrix products (item 4, and issue "A converged model in
+# minutes", item 2); the step under --precision bf16 against fp32 (item 2)
 if [ -d dist/bench/yelp ]; then
+  export LLMESR_BENCH_DIR=dist/bench LLMESR_BENCH_DEVICE=cuda
   for ops in native ref native ref; do
-    LLMESR_OPS=$ops LLMESR_BENCH_DIR=dist/bench LLMESR_BENCH_DEVICE=cuda python benches/_train_step.py fast 20 \
-      >> "$OUT/train_step.txt" 2>&1
+    LLMESR_OPS=$ops python benches/_train_step.py fast 20 >> "$OUT/train_step.txt" 2>&1
   done
-fi
-# the full-ranking evaluation of every Yelp user, and a `--loss ce` step against its matrix products (item 4, and
-# issue "A converged model in minutes", item 2)
-if [ -d dist/bench/yelp ]; then
   for kind in evaluate ce; do
-    LLMESR_BENCH_DIR=dist/bench LLMESR_BENCH_DEVICE=cuda timeout 120 python benches/_train_step.py $kind 20 \
-      >> "$OUT/gpu_$kind.txt" 2>&1
+    timeout 120 python benches/_train_step.py $kind 20 >> "$OUT/gpu_$kind.txt" 2>&1
   done
-fi
-# --precision bf16 against fp32 (issue "On the GPU", item 2): the Yelp step at the paper's shapes, then ten
-# epochs of LLM-ESR-SASRec on the built-in synthetic catalogue embedded with the hashing encoder (no model
-# download), validation NDCG@10 of both in their log.txt
-if [ -d dist/bench/yelp ]; then
   for precision in fp32 bf16 fp32 bf16; do
-    LLMESR_BENCH_PRECISION=$precision LLMESR_BENCH_DIR=dist/bench LLMESR_BENCH_DEVICE=cuda \
-      python benches/_train_step.py fast 20 >> "$OUT/precision_step.txt" 2>&1
+    LLMESR_BENCH_PRECISION=$precision python benches/_train_step.py fast 20 >> "$OUT/precision_step.txt" 2>&1
   done
 fi
+# --precision bf16 against fp32, quality: ten epochs of LLM-ESR-SASRec on the built-in synthetic catalogue embedded
+# with the hashing encoder (no model download), validation NDCG@10 of both in their log.txt
 { python -m llmesr.cli.prepare --synthetic --out /tmp/syn && python -m llmesr.cli.embed /tmp/syn --encoder hashing \
   && for precision in fp32 bf16; do
        python -m llmesr.cli.train --data /tmp/syn --device cuda --precision "$precision" --epochs 10 --no-compare \
