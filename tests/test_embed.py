@@ -12,8 +12,10 @@ import pytest
 
 from llmesr import DataError, prepare_synthetic
 from llmesr.data import load_embeddings
-from llmesr.embed import embed_dataset, load_table, pca
+from llmesr.embed import embed_dataset, item_mean_users, load_table, pca
 from llmesr.encoders import EmbeddingCache, HashingEncoder, OpenAIEncoder, encode_all
+from llmesr.errors import SettingsError
+from llmesr.text import item_prompts
 
 from conftest import serve
 
@@ -194,6 +196,37 @@ def test_openai_endpoint_unreachable():
         enc.encode(["x"])
 
 
+def test_user_vectors_from_the_item_mean_encode_no_user_text(dataset, tmp_path):
+    encoder = CountingEncoder()
+    info = embed_dataset(dataset.path, encoder, user_vectors="item-mean", k=5, hidden=4, cache_dir=None)
+    assert len(encoder.seen) == len(set(item_prompts(dataset))) and "users_texts" not in info
+    assert info["user_vectors"] == "item-mean" and "user_template" not in info
+    assert set(info["seconds"]) == {"encode_items", "item_mean_users", "pca", "similar_users"}
+    t = load_embeddings(dataset.path)
+    items = t["item_emb"]
+    # Each user by hand: the mean of the unit vectors of the last 50 TRAINING items, never valid or test.
+    for u in (1, 2, dataset.n_users):
+        train = [int(i) for i in dataset.history(u)[:-2]][-50:]
+        unit = [items[i] / np.linalg.norm(items[i]) for i in train]
+        np.testing.assert_allclose(t["user_emb"][u], np.mean(unit, axis=0), rtol=1e-5, atol=1e-6)
+    # A user with more training items than the cap counts only the most recent ones.
+    long = int(np.argmax(dataset.lengths))
+    recent = dataset.history(long)[:-2][-5:]
+    assert dataset.lengths[long] > 5 + 2
+    unit = items[recent] / np.linalg.norm(items[recent], axis=1, keepdims=True)
+    np.testing.assert_allclose(
+        item_mean_users(dataset, items[1:], 5)[long - 1], unit.mean(axis=0), rtol=1e-5, atol=1e-6
+    )
+    # The same vectors from a precomputed item table alone; a user table beside it is refused.
+    np.testing.assert_array_equal(item_mean_users(dataset, items[1:]), t["user_emb"][1:])
+    embed_dataset(dataset.path, item_table=items[1:], user_vectors="item-mean", k=5, hidden=4)
+    np.testing.assert_array_equal(load_embeddings(dataset.path)["user_emb"], t["user_emb"])
+    with pytest.raises(SettingsError, match="exclude each other"):
+        embed_dataset(dataset.path, item_table=items, user_table=t["user_emb"], user_vectors="item-mean", k=5)
+    with pytest.raises(SettingsError, match="user_vectors must be one of prompt, item-mean, not 'mean'"):
+        embed_dataset(dataset.path, encoder, user_vectors="mean", k=5)
+
+
 def test_precomputed_tables_and_pickle_gate(dataset, tmp_path):
     rng = np.random.default_rng(0)
     items = rng.normal(size=(dataset.n_items, 12)).astype(np.float32)
@@ -254,6 +287,18 @@ def test_cli(dataset, tmp_path):
         text=True,
     )
     assert run.returncode == 2 and "needs --item-table and --user-table" in run.stderr
+    items = tmp_path / "items.npy"
+    np.save(items, np.random.default_rng(0).normal(size=(dataset.n_items, 6)).astype(np.float32))
+    args = [sys.executable, "-m", "llmesr.cli.embed", str(dataset.path), "--encoder", "precomputed", "-k", "3"]
+    run = subprocess.run(
+        [*args, "--item-table", str(items), "--hidden", "4", "--user-vectors", "item-mean"],
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0, run.stderr
+    assert re.search(r"user vectors\s+item-mean\n", run.stdout) and "texts/s" not in run.stdout
+    run = subprocess.run([*args, "--user-vectors", "item-mean"], capture_output=True, text=True)
+    assert run.returncode == 2 and "needs --item-table\n" in run.stderr
 
 
 def test_sentence_transformers_offline_model():

@@ -4,10 +4,10 @@ that initialises the ID view, and every user's most similar users, all stored in
 | file | content |
 |---|---|
 | `item_emb.npy` | float32 `[n_items + 1, d]`: the frozen semantic item table, row 0 = padding zeros |
-| `user_emb.npy` | float32 `[n_users + 1, d]`: user embeddings (training history only), row 0 zeros |
+| `user_emb.npy` | float32 `[n_users + 1, d]`: user embeddings (training history only), row 0 zeros: the encoded prompt, or with `user_vectors="item-mean"` the mean of the user's unit item vectors |
 | `item_pca.npy` | float32 `[n_items + 1, hidden]`: PCA of the item table, to initialise the ID table |
 | `similar_users.npy` | int32 `[n_users + 1, k]`: user ids (1-based), best first, self excluded; row 0 zeros |
-| `embed.json` | encoder, dimensions, templates, k, the seconds of each stage (`seconds`: encode_items, encode_users, pca, similar_users), texts encoded and cache hits, and the SHA-256 of each table (`files`) |
+| `embed.json` | encoder, dimensions, templates, how user vectors were made (`user_vectors`), k, the seconds of each stage (`seconds`: encode_items, encode_users, pca, similar_users), texts encoded and cache hits, and the SHA-256 of each table (`files`) |
 
 The four tables are written one by one (each atomically), then embed.json, which names their
 hashes: `load_embeddings` checks them, so a run killed between two tables (new item table, old
@@ -40,6 +40,7 @@ from llmesr.text import (
     DEFAULT_ITEM_TEMPLATE,
     DEFAULT_USER_TEMPLATE,
     ITEM_FIELDS,
+    USER_PROMPT_ITEMS,
     check_template,
     item_prompts,
     user_prompts,
@@ -126,17 +127,19 @@ CACHE = Path.home() / ".cache" / "llmesr" / "embeddings"  # the embedding cache 
 def encode_tables(
     ds: Dataset,
     encoder: TextEncoder,
-    templates: tuple[str, str],
+    templates: dict[str, str],
     cache_dir: str | os.PathLike[str] | None,
     report: Callable[[str, int, int], object],
     info: dict[str, Any],
     seconds: dict[str, float],
-) -> tuple[np.ndarray, np.ndarray]:
-    """The item and user tables from their prompts (`templates`: the item's, the user's; distinct texts
-    once, the cache first); each stage's time in `seconds`, its text counts in `info`."""
+) -> dict[str, np.ndarray]:
+    """The tables of `templates` ("items", and "users" unless they come from the items) encoded from
+    their prompts (distinct texts once, the cache first); each stage's time in `seconds`, its text
+    counts in `info`."""
     cache = EmbeddingCache(cache_dir, encoder.name) if cache_dir is not None else None
+    prompts = {"items": item_prompts, "users": user_prompts}
     tables = {}
-    for what, texts in (("items", item_prompts(ds, templates[0])), ("users", user_prompts(ds, templates[1]))):
+    for what, template in templates.items():
         done = [0]
 
         def step(n: int, total: int, what: str = what, done: list[int] = done) -> None:
@@ -144,9 +147,25 @@ def encode_tables(
             report(f"encoding {what}", done[0], total)
 
         t0 = time.perf_counter()
-        tables[what], info[f"{what}_texts"] = encode_all(texts, encoder, cache, progress=step)
+        tables[what], info[f"{what}_texts"] = encode_all(prompts[what](ds, template), encoder, cache, progress=step)
         seconds[f"encode_{what}"] = time.perf_counter() - t0
-    return tables["items"], tables["users"]
+    return tables
+
+
+#: How a user's vector is made: "prompt" encodes the titles of their training items as one text (the
+#: paper's); "item-mean" averages those items' unit vectors, so no user text is encoded at all.
+USER_VECTORS = ("prompt", "item-mean")
+
+
+def item_mean_users(ds: Dataset, items: np.ndarray, max_items: int = USER_PROMPT_ITEMS) -> np.ndarray:
+    """Users 1..n as the mean of the unit vectors of their last `max_items` training items (the items
+    their prompt would list), `[n_users, d]` float32. Every user has a training item (the split keeps
+    users with fewer than three interactions whole in training)."""
+    unit = items / np.maximum(np.linalg.norm(items, axis=1, keepdims=True), 1e-12)
+    users = np.empty((ds.n_users, items.shape[1]), dtype=np.float32)
+    for u in range(1, ds.n_users + 1):
+        users[u - 1] = unit[ds.train_history(u)[-max_items:] - 1].mean(axis=0)
+    return users
 
 
 def write_tables(
@@ -184,6 +203,7 @@ def embed_dataset(
     similar_zero_based: bool = False,
     item_template: str = DEFAULT_ITEM_TEMPLATE,
     user_template: str = DEFAULT_USER_TEMPLATE,
+    user_vectors: str = "prompt",
     k: int = SIMILAR_USERS,
     hidden: int = 64,
     cache_dir: str | os.PathLike[str] | None = None,
@@ -191,9 +211,11 @@ def embed_dataset(
     progress: Callable[[str, int, int], object] | None = None,
 ) -> dict[str, Any]:
     """Computes and stores the semantic tables of a prepared dataset. Either an `encoder` (texts are
-    built and encoded) or precomputed `item_table` and `user_table`; a precomputed `similar_table`
-    (user ids, or 0-based row numbers with `similar_zero_based`, e.g. the original's sim_user_100.pkl)
-    replaces the retrieval. Returns what `embed.json` holds."""
+    built and encoded) or precomputed `item_table` and `user_table`; with `user_vectors="item-mean"`
+    users are the mean of their training items' vectors instead (`item_mean_users`), and no user text
+    or table is needed. A precomputed `similar_table` (user ids, or 0-based row numbers with
+    `similar_zero_based`, e.g. the original's sim_user_100.pkl) replaces the retrieval. Returns what
+    `embed.json` holds."""
     with folder_lock(path, exclusive=True):  # one writer of a dataset's tables at a time
         ds: Dataset = load_dataset(path)
         # Everything that can be checked is checked before the slow part.
@@ -201,22 +223,41 @@ def embed_dataset(
             raise DataError(f"k must be between 1 and the number of users minus one ({ds.n_users - 1}), not {k}")
         if not 1 <= hidden <= ds.n_items:
             raise DataError(f"--hidden must be between 1 and the number of items ({ds.n_items}), not {hidden}")
-        if encoder is None and (item_table is None or user_table is None):
+        if user_vectors not in USER_VECTORS:
+            raise SettingsError(f"user_vectors must be one of {', '.join(USER_VECTORS)}, not {user_vectors!r}")
+        from_prompts = user_vectors == "prompt"
+        if from_prompts and encoder is None and (item_table is None or user_table is None):
             raise SettingsError("give an encoder, or both precomputed tables")
+        if not from_prompts and user_table is not None:
+            raise SettingsError("a precomputed user table and user vectors from the items exclude each other")
+        if not from_prompts and encoder is None and item_table is None:
+            raise SettingsError("give an encoder, or a precomputed item table")
         check_template(item_template, ITEM_FIELDS)
         check_template(user_template, ("titles",))
         report = progress or (lambda *_: None)
-        info: dict[str, Any] = {"k": k, "hidden": hidden, "retrieval": "approximate" if approximate else "exact"}
+        info: dict[str, Any] = {
+            "k": k,
+            "hidden": hidden,
+            "retrieval": "approximate" if approximate else "exact",
+            "user_vectors": user_vectors,
+        }
         seconds: dict[str, float] = {}  # each stage's wall time, by name
         if encoder is not None:
-            item_table, user_table = encode_tables(
-                ds, encoder, (item_template, user_template), cache_dir, report, info, seconds
-            )
-            info.update(encoder=encoder.name, item_template=item_template, user_template=user_template)
+            templates = {"items": item_template, "users": user_template} if from_prompts else {"items": item_template}
+            tables = encode_tables(ds, encoder, templates, cache_dir, report, info, seconds)
+            item_table, user_table = tables["items"], tables.get("users")
+            info.update(encoder=encoder.name, item_template=item_template)
+            if from_prompts:
+                info.update(user_template=user_template)
         else:
             info.update(encoder="precomputed")
-        assert item_table is not None and user_table is not None
+        assert item_table is not None
         items = check_table("item table", item_table, ds.n_items)
+        if not from_prompts:
+            t0 = time.perf_counter()
+            user_table = item_mean_users(ds, items)
+            seconds["item_mean_users"] = time.perf_counter() - t0
+        assert user_table is not None
         users = check_table("user table", user_table, ds.n_users)
         if items.shape[1] != users.shape[1]:
             raise DataError(f"item table is {items.shape[1]}-d but user table is {users.shape[1]}-d")

@@ -18,6 +18,7 @@ DEFAULT_ITEM_TEMPLATE = (
 DEFAULT_USER_TEMPLATE = "A user who interacted with these items, oldest first: {titles}"
 ITEM_FIELDS = ("item_id", "raw_id", "title", "brand", "price", "categories", "description")
 UNKNOWN = "unknown"
+USER_PROMPT_ITEMS = 50  # a user's prompt lists their last this many training items
 
 
 def check_template(template: str, fields: tuple[str, ...]) -> None:
@@ -56,7 +57,7 @@ def item_prompts(ds: Dataset, template: str = DEFAULT_ITEM_TEMPLATE, max_words: 
     return [item_prompt(r, template, max_words) for r in ds.item_text()]
 
 
-def user_prompts(ds: Dataset, template: str = DEFAULT_USER_TEMPLATE, max_items: int = 50) -> list[str]:
+def user_prompts(ds: Dataset, template: str = DEFAULT_USER_TEMPLATE, max_items: int = USER_PROMPT_ITEMS) -> list[str]:
     """Prompts of users 1..n_users: the titles of the last `max_items` TRAINING items."""
     check_template(template, ("titles",))
     titles = [_truncate_words(str(r.get("title") or r.get("raw_id") or UNKNOWN), 100) for r in ds.item_text()]

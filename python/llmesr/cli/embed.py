@@ -7,7 +7,7 @@ import os
 import sys
 
 from llmesr.cli.common import DefaultsHelp, StageProgress, add_debug_option, count, format_rows, run_command
-from llmesr.embed import CACHE, SIMILAR_USERS, embed_dataset, load_table
+from llmesr.embed import CACHE, SIMILAR_USERS, USER_VECTORS, embed_dataset, load_table
 from llmesr.errors import SettingsError
 from llmesr.text import DEFAULT_ITEM_TEMPLATE, DEFAULT_USER_TEMPLATE
 
@@ -50,6 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-pickle", action="store_true", help="UNSAFE for untrusted files: read .pkl tables")
     p.add_argument("--item-template", default=DEFAULT_ITEM_TEMPLATE, help="item prompt with {field} placeholders")
     p.add_argument("--user-template", default=DEFAULT_USER_TEMPLATE, help="user prompt with a {titles} placeholder")
+    p.add_argument(
+        "--user-vectors",
+        choices=USER_VECTORS,
+        default="prompt",
+        help="prompt: encode each user's prompt (the paper's); item-mean: the mean of the unit vectors of their "
+        "last 50 training items, no user text encoded (the text stage is the items alone)",
+    )
     p.add_argument("-k", "--similar", type=count(1), default=SIMILAR_USERS, help="similar users kept per user")
     p.add_argument("--hidden", type=count(1), default=64, help="PCA dimension (the ID view's hidden size)")
     p.add_argument(
@@ -96,12 +103,12 @@ def main(argv: list[str] | None = None) -> int:
         load_dataset(args.dataset)  # a missing or damaged folder is reported before the language model loads
         tables = {}
         if args.encoder == "precomputed":
-            if not (args.item_table and args.user_table):
-                raise SettingsError("--encoder precomputed needs --item-table and --user-table")
-            tables = {
-                "item_table": load_table(args.item_table, args.allow_pickle),
-                "user_table": load_table(args.user_table, args.allow_pickle),
-            }
+            users_needed = args.user_vectors == "prompt"
+            if not args.item_table or (users_needed and not args.user_table):
+                raise SettingsError("--encoder precomputed needs --item-table" + (" and --user-table" * users_needed))
+            tables = {"item_table": load_table(args.item_table, args.allow_pickle)}
+            if args.user_table:
+                tables["user_table"] = load_table(args.user_table, args.allow_pickle)
         if args.similar_table:
             tables["similar_table"] = load_table(args.similar_table, args.allow_pickle)
         bar = StageProgress(enabled=not args.quiet)
@@ -113,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
                 **tables,
                 item_template=args.item_template,
                 user_template=args.user_template,
+                user_vectors=args.user_vectors,
                 k=args.similar,
                 hidden=args.hidden,
                 cache_dir=None if args.no_cache else args.cache,
@@ -129,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
                 ("encoder", info["encoder"]),
                 ("dimension", str(info["dim"])),
                 ("PCA dimension", str(args.hidden)),
+                ("user vectors", info["user_vectors"]),
                 ("similar users", f"{args.similar} ({info['retrieval']})"),
             ]
             for what in ("items", "users"):
@@ -141,11 +150,16 @@ def main(argv: list[str] | None = None) -> int:
                             f"{t['encoded']:,} encoded, ~{t['encoded_tokens_estimated']:,} tokens)",
                         )
                     )
-            names = {"encode_items": "encoding items", "encode_users": "encoding users", "pca": "PCA"}
+            names = {
+                "encode_items": "encoding items",
+                "encode_users": "encoding users",
+                "item_mean_users": "user vectors (item mean)",
+                "pca": "PCA",
+            }
             for stage, value in info["seconds"].items():
                 rate = ""
-                if stage.startswith("encode_") and value > 0:  # texts/s and tokens/s of what was encoded
-                    t = info[f"{stage.removeprefix('encode_')}_texts"]
+                t = info.get(f"{stage.removeprefix('encode_')}_texts", {})
+                if t.get("encoded") and value > 0:  # texts/s and tokens/s of what was encoded
                     rate = f" ({t['encoded'] / value:,.0f} texts/s, ~{t['encoded_tokens_estimated'] / value:,.0f} tokens/s)"
                 rows.append((f"{names.get(stage, stage.replace('_', ' '))} time", f"{value:.1f} s{rate}"))
             print(format_rows(rows))
