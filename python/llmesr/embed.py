@@ -7,7 +7,7 @@ that initialises the ID view, and every user's most similar users, all stored in
 | `user_emb.npy` | float32 `[n_users + 1, d]`: user embeddings (training history only), row 0 zeros: the encoded prompt, or with `user_vectors="item-mean"` the mean of the user's unit item vectors |
 | `item_pca.npy` | float32 `[n_items + 1, hidden]`: PCA of the item table, to initialise the ID table |
 | `similar_users.npy` | int32 `[n_users + 1, k]`: user ids (1-based), best first, self excluded; row 0 zeros |
-| `embed.json` | encoder, dimensions, templates, how user vectors were made (`user_vectors`), k, the seconds of each stage (`seconds`: encode_items, encode_users, pca, similar_users), texts encoded and cache hits, and the SHA-256 of each table (`files`) |
+| `embed.json` | encoder, dimensions, templates, how user vectors were made (`user_vectors`), k, the seconds of each stage (`seconds`: encode_items, encode_users or item_mean_users, pca, similar_users), texts encoded and cache hits, and the SHA-256 of each table (`files`) |
 
 The four tables are written one by one (each atomically), then embed.json, which names their
 hashes: `load_embeddings` checks them, so a run killed between two tables (new item table, old
