@@ -52,11 +52,12 @@ def bce_loss(states: torch.Tensor, positives: torch.Tensor, negatives: torch.Ten
     ) + F.binary_cross_entropy_with_logits(neg, torch.zeros_like(neg), reduction="sum")
 
 
-def _logsumexp_in_place(scores: torch.Tensor) -> torch.Tensor:
-    """torch.logsumexp over dim 1 (the same operations, the same result) without its `[rows, C]`
-    temporaries: `scores` (finite, and no longer needed) is overwritten."""
+def _logsumexp(scores: torch.Tensor, overwrite: bool) -> torch.Tensor:
+    """torch.logsumexp over dim 1 (the same operations, the same result) with one `[rows, C]` temporary,
+    or none where `scores` (finite) may be `overwrite`n."""
     top = scores.amax(dim=1, keepdim=True)
-    return scores.sub_(top).exp_().sum(dim=1).log_().add_(top.squeeze(1))
+    shifted = scores.sub_(top) if overwrite else scores - top
+    return shifted.exp_().sum(dim=1).log_().add_(top.squeeze(1))
 
 
 class _ChunkedSoftmaxCE(torch.autograd.Function):
@@ -71,12 +72,9 @@ class _ChunkedSoftmaxCE(torch.autograd.Function):
         lse, kept = [], []
         for chunk in states.split(rows):
             scores = chunk @ table.T
-            if keep:  # _logsumexp_in_place's operations on a copy, then the softmax the backward would recompute
-                top = scores.amax(dim=1, keepdim=True)
-                lse.append((scores - top).exp_().sum(dim=1).log_().add_(top.squeeze(1)))
+            lse.append(_logsumexp(scores, overwrite=not keep))
+            if keep:  # the softmax the backward would recompute, in the scores themselves
                 kept.append(scores.sub_(lse[-1][:, None]).exp_())
-            else:
-                lse.append(_logsumexp_in_place(scores))
         total = torch.cat(lse)
         ctx.save_for_backward(states, table, targets, total)
         ctx.rows, ctx.kept = rows, kept  # the backward overwrites them: a second one recomputes
