@@ -1,5 +1,6 @@
 """The training loop's after-epoch parts and its non-finite policy, each alone, on a stand-in run."""
 
+import math
 from types import SimpleNamespace
 
 import pytest
@@ -12,7 +13,7 @@ from llmesr.config import TrainConfig  # noqa: E402
 from llmesr.errors import SettingsError  # noqa: E402
 
 
-def stand_in(tmp_path, **settings):
+def stand_in(tmp_path, floor=-math.inf, **settings):
     ranks = SimpleNamespace(main=True, world=1, active=False, barrier=lambda: None)
     lines: list[str] = []
     run = SimpleNamespace(
@@ -22,6 +23,7 @@ def stand_in(tmp_path, **settings):
         model=None,
         state={"epoch": 0, "best": -1.0, "best_epoch": 0, "waited": 0, "history": [], "finished": False},
         log=lines.append,
+        patience_floor=floor,
     )
     return run, lines
 
@@ -54,6 +56,33 @@ def test_the_best_epoch_is_kept_and_patience_stops_the_run(tmp_path, monkeypatch
     assert saved == [tmp_path / "best.safetensors"] * 2
     assert run.state["finished"] and epoch == 4
     assert lines == ["early stop: no better validation full NDCG@10 for 2 epochs"]
+
+
+def test_patience_counts_only_once_the_best_beats_the_floor(tmp_path, monkeypatch):
+    """A plateau below the floor (a multiple of ranking by popularity's) is not counted (Bert4Rec's first
+    20-40 epochs on ml-100k); once the best beats it, every epoch without a better one is."""
+    monkeypatch.setattr(callbacks, "save_weights", lambda path, model: None)
+    run, lines = stand_in(tmp_path, floor=0.2, patience=2)
+    curve = [0.10, 0.15, 0.12, 0.14, 0.15, 0.13, 0.25, 0.24, 0.30, 0.29, 0.28, 0.27]
+    for epoch, valid in enumerate(curve, 1):
+        rec = record(epoch, valid)
+        keep_best(run, rec)
+        stop_early(run, rec)
+        if run.state["finished"]:
+            break
+    assert epoch == 11 and (run.state["best"], run.state["best_epoch"]) == (0.30, 9)
+    assert lines == [
+        "epoch 7: validation beats 0.2000; patience counts",
+        "early stop: no better validation full NDCG@10 for 2 epochs",
+    ]
+    # Counted from the start, the same curve stops on the plateau.
+    run, _ = stand_in(tmp_path, patience=2)
+    for epoch, valid in enumerate(curve, 1):
+        keep_best(run, record(epoch, valid))
+        stop_early(run, record(epoch, valid))
+        if run.state["finished"]:
+            break
+    assert epoch == 4 and run.state["best_epoch"] == 2
 
 
 def test_the_log_line_and_history_of_an_epoch(tmp_path):

@@ -77,7 +77,7 @@ def test_run_folder_and_metrics(data, tmp_path, kw):
             assert sum(groups[f"length_{i}"]["count"] for i in range(1, 6)) == groups["overall"]["count"]
     assert metrics["test"]["full"]["overall"]["count"] == 150
     assert read_run_config(run) | kw == read_run_config(run)
-    assert len((run / "log.txt").read_text().splitlines()) == 2
+    assert len(re.findall(r"^epoch \d+: loss", (run / "log.txt").read_text(), re.M)) == 2
 
 
 def test_same_seed_same_metrics(data, tmp_path):
@@ -404,6 +404,7 @@ def test_compat_original_sets_the_original_model_and_protocol_unless_given():
     assert mixed.evaluation.select_on == "full" and mixed.evaluation.ties == "optimistic"
     assert (ours.fusion.fusion, original.fusion.fusion) == ("concat", "cross_attention")  # the original code has it
     assert (ours.evaluation.popularity_penalty, original.evaluation.popularity_penalty) == (0.2, 0.0)
+    assert (ours.optim.patience_floor, original.optim.patience_floor) == (1.25, 0.0)
     assert TrainConfig.of(data="d", out="o", compat="original", fusion="concat").fusion.fusion == "concat"
     # the former switch, in a TOML file or an older config.json
     assert (
@@ -431,12 +432,13 @@ def test_a_run_folder_written_before_a_setting_existed_reads_as_it_ran(data, tmp
         ("optim", "lr_schedule"),
         ("optim", "warmup"),
         ("run", "precision"),
+        ("optim", "patience_floor"),
     ):
         del saved[section][name]
     (tmp_path / "run" / "config.json").write_text(json.dumps(saved))
     older = read_run_config(tmp_path / "run")
     assert (older["popularity_penalty"], older["lr_schedule"], older["warmup"]) == (0.0, "constant", 0)
-    assert older["precision"] == "fp32"
+    assert (older["precision"], older["patience_floor"]) == ("fp32", 0.0)
     resumed = train(TrainConfig.of(**(older | {"epochs": 2})), progress=False, resume=True)
     assert resumed["epochs"] == 2 and resumed["popularity_penalty"] == 0.0
     # The penalty only re-ranks the final test: a resumed run may be given another.
@@ -463,3 +465,27 @@ def test_fusion_by_name_or_by_the_former_switch_and_its_choices_are_the_registry
     assert fusion("--no-cross-attention", "--compat", "original") == "concat"
     with pytest.raises(ValueError, match="--fusion concat and --cross-attention disagree"):
         fusion("--fusion", "concat", "--cross-attention")
+
+
+def test_patience_counts_above_ranking_by_popularity_computed_as_a_user_would(data, tmp_path):
+    """The floor the log names is `patience_floor` times ranking by training popularity's validation
+    NDCG@10, recomputed here user by user: the target against every item outside the input history,
+    ties against it; `patience_floor` 0 sets none."""
+    from llmesr.data import load_dataset
+
+    ds = load_dataset(str(data))
+    gains = []
+    for user in np.flatnonzero(ds.valid > 0):
+        target = ds.valid[user]
+        seen = set(ds.items[ds.indptr[user] : ds.train_end[user]][-20:].tolist()) - {target}  # max_len 20
+        beaten = [i for i in range(1, ds.n_items + 1) if i != target and i not in seen]
+        rank = sum(ds.train_popularity[i] >= ds.train_popularity[target] for i in beaten)
+        gains.append(1 / math.log2(rank + 2) if rank < 10 else 0.0)
+    train(config(data, tmp_path / "run", epochs=1, patience_floor=1.5), progress=False)
+    first = (tmp_path / "run" / "log.txt").read_text().splitlines()[0]
+    logged = re.fullmatch(
+        r"patience counts once validation full NDCG@10 beats (.*) \(1.5x ranking by popularity's\)", first
+    )
+    assert logged and float(logged[1]) == pytest.approx(1.5 * np.mean(gains), abs=5e-5)
+    train(config(data, tmp_path / "none", epochs=1, patience_floor=0), progress=False)
+    assert "patience counts" not in (tmp_path / "none" / "log.txt").read_text()

@@ -109,13 +109,17 @@ def log_epoch(run: Training, record: EpochRecord) -> None:
 
 
 def keep_best(run: Training, record: EpochRecord) -> None:
-    """The best epoch so far by the selection metric: its weights in best.safetensors."""
-    state = run.state
+    """The best epoch so far by the selection metric: its weights in best.safetensors. An epoch without
+    a better one counts towards the patience only once the best beats `run.patience_floor` (a multiple
+    of ranking by popularity's): a model on the popularity plateau is still learning."""
+    state, floor = run.state, run.patience_floor
     if record.valid > state["best"]:
+        if state["best"] <= floor < record.valid:
+            run.log(f"epoch {record.epoch}: validation beats {floor:.4f}; patience counts")
         state.update(best=record.valid, best_epoch=record.epoch, waited=0)
         if run.ranks.main:
             save_weights(run.run / BEST, run.model)
-    else:
+    elif state["best"] > floor:
         state["waited"] += 1
 
 

@@ -193,6 +193,16 @@ class OptimSettings(Section):
     )
     warmup: int = setting(0, "epochs over which the learning rate rises linearly to --lr", check="non_negative")
     patience: int = setting(20, "epochs without a better validation NDCG@10 before stopping", check="positive_int")
+    # Bert4Rec on ml-100k sits on a plateau at popularity's level (0.96-1.09x its validation NDCG@10) for
+    # 20-40 epochs before it learns more: a patience counted from the start stopped it there (RESULTS,
+    # "Patience above popularity").
+    patience_floor: float | None = setting(
+        None,
+        "patience counts once the best validation NDCG@10 beats this multiple of ranking by training popularity's "
+        "(a model still on the popularity plateau is not stopped on it); 0: from the first epoch",
+        check="non_negative",
+        none_means="1.25, 0 under --compat original",
+    )
     on_nonfinite: str = setting(
         "stop",
         "a NaN or infinite training loss: stop the run with an error, or skip that batch (logged)",
@@ -281,17 +291,24 @@ SECTIONS: dict[str, type[Section]] = {
 }
 
 # What `compat="original"` sets besides the masking, unless given explicitly: the original code's
-# cross-attention and protocol (model selection, ties). Our defaults in the first column.
+# cross-attention, protocol (model selection, ties, no penalty) and patience. Our defaults in the first column.
 COMPAT_DEFAULTS = {
     "fusion": ("concat", "cross_attention"),
     "select_on": ("full", "sampled"),
     "ties": ("pessimistic", "optimistic"),
     "popularity_penalty": (0.2, 0.0),
+    "patience_floor": (1.25, 0.0),
 }
 
 # Settings added after run folders were first written: what a record without one was trained and
 # evaluated with (read into older folders' settings, so they load, serve and resume as they ran).
-ADDED_LATER: dict[str, Any] = {"lr_schedule": "constant", "warmup": 0, "popularity_penalty": 0.0, "precision": "fp32"}
+ADDED_LATER: dict[str, Any] = {
+    "lr_schedule": "constant",
+    "warmup": 0,
+    "popularity_penalty": 0.0,
+    "precision": "fp32",
+    "patience_floor": 0.0,
+}
 
 
 def declared() -> Iterator[tuple[str, Field[Any]]]:

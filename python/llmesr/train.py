@@ -31,7 +31,7 @@ from llmesr.callbacks import AFTER_EPOCH, EpochRecord, apply_update
 from llmesr.config import OptimSettings, TrainConfig, resolve_loss
 from llmesr.data import Dataset, load_dataset, load_embeddings
 from llmesr.errors import SettingsError
-from llmesr.evaluate import PopularityDebiased, Scorer, evaluate
+from llmesr.evaluate import Popularity, PopularityDebiased, Scorer, evaluate
 from llmesr.io import atomic_write, atomic_write_text
 from llmesr.locks import folder_lock
 from llmesr.metrics import GroupedMetrics, Groups
@@ -138,6 +138,25 @@ def loop_state(
     return state
 
 
+def patience_floor(cfg: TrainConfig, ds: Dataset, users: np.ndarray, negatives: np.ndarray, groups: Groups) -> float:
+    """The validation NDCG@10 a run's best must beat before its patience counts: `patience_floor` times
+    ranking by training popularity's under the selection protocol (-inf: none, every epoch counts)."""
+    if not cfg.optim.patience_floor:
+        return -math.inf
+    result = evaluate(
+        Popularity(ds, cfg.model.max_len),
+        ds,
+        split="valid",
+        protocol=cfg.evaluation.select_on or "full",
+        negatives=negatives,
+        users=users,
+        groups=groups,
+        ties=cfg.evaluation.ties or "pessimistic",
+        top_lists=False,
+    )
+    return cfg.optim.patience_floor * (result.result()["overall"]["NDCG@10"] or 0.0)
+
+
 @dataclass
 class Training:
     """One run: set up once (`setup`: data, model, optimizer, the run folder, the loop's state), then
@@ -160,6 +179,7 @@ class Training:
     valid_users: np.ndarray
     run: Path
     state: dict[str, Any]
+    patience_floor: float  # the validation NDCG@10 to beat before patience counts (-inf: none)
     load: threads.LoadWatch = field(default_factory=threads.LoadWatch)  # other processes' load, per epoch
     crowded_said: bool = False
 
@@ -193,7 +213,11 @@ class Training:
         run = prepare_run_folder(cfg, resume, overwrite) if ranks.main else Path(cfg.out)
         ranks.barrier()
         state = loop_state(run, resume, model, optimizer, progress and ranks.main, ranks.main)
-        return cls(
+        negatives = eval_negatives(ds, cfg.evaluation.n_negatives, seed=cfg.run.seed)
+        groups = {split: groups_of(cfg, ds, split) for split in SPLITS}
+        valid_users = np.flatnonzero(ds.valid > 0)
+        floor = patience_floor(cfg, ds, valid_users, negatives, groups["valid"])
+        training = cls(
             cfg=cfg,
             progress=progress,
             ranks=ranks,
@@ -203,14 +227,21 @@ class Training:
             step_model=step_model,
             optimizer=optimizer,
             inputs=StepInputs.of(cfg, ds, tables, device),
-            negatives=eval_negatives(ds, cfg.evaluation.n_negatives, seed=cfg.run.seed),
-            groups={split: groups_of(cfg, ds, split) for split in SPLITS},
+            negatives=negatives,
+            groups=groups,
             item_offset=item_offset,
             train_users=np.flatnonzero(ds.train_end - ds.indptr[:-1] >= backbone(cfg.model.backbone).min_train_items),
-            valid_users=np.flatnonzero(ds.valid > 0),
+            valid_users=valid_users,
             run=run,
             state=state,
+            patience_floor=floor,
         )
+        if floor > 0 and state["epoch"] == 0:
+            training.log(
+                f"patience counts once validation {cfg.evaluation.select_on} NDCG@10 beats {floor:.4f} "
+                f"({cfg.optim.patience_floor:g}x ranking by popularity's)"
+            )
+        return training
 
     @property
     def done(self) -> bool:
