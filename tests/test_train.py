@@ -487,5 +487,9 @@ def test_patience_counts_above_ranking_by_popularity_computed_as_a_user_would(da
         r"patience counts once validation full NDCG@10 beats (.*) \(1.5x ranking by popularity's\)", first
     )
     assert logged and float(logged[1]) == pytest.approx(1.5 * np.mean(gains), abs=5e-5)
+    # one epoch does not beat three times popularity's: the log says so
+    train(config(data, tmp_path / "high", epochs=1, patience_floor=3), progress=False)
+    last = (tmp_path / "high" / "log.txt").read_text().splitlines()[-1]
+    assert re.fullmatch(r"validation never beat .* \(3x ranking by popularity's\) by epoch 1: .*", last)
     train(config(data, tmp_path / "none", epochs=1, patience_floor=0), progress=False)
     assert "patience counts" not in (tmp_path / "none" / "log.txt").read_text()

@@ -154,7 +154,8 @@ def patience_floor(cfg: TrainConfig, ds: Dataset, users: np.ndarray, negatives: 
         ties=cfg.evaluation.ties or "pessimistic",
         top_lists=False,
     )
-    return cfg.optim.patience_floor * (result.result()["overall"]["NDCG@10"] or 0.0)
+    floor = cfg.optim.patience_floor * (result.result()["overall"]["NDCG@10"] or 0.0)
+    return floor if floor > 0 else -math.inf  # popularity ranks no target in the top 10: nothing to beat
 
 
 @dataclass
@@ -352,6 +353,11 @@ class Training:
     def finish(self) -> dict[str, Any]:
         """Tests the best weights with both protocols, writes metrics.json, ranks.npz and the plot."""
         cfg, ranks, ds = self.cfg, self.ranks, self.ds
+        if self.state["best"] <= self.patience_floor:
+            self.log(
+                f"validation never beat {self.patience_floor:.4f} ({cfg.optim.patience_floor:g}x ranking by "
+                f"popularity's) by epoch {self.state['epoch']}: the best epoch is still on popularity's level"
+            )
         ranks.barrier()
         load_weights(self.run / BEST, self.model)
         metrics: dict[str, Any] = {
