@@ -153,3 +153,15 @@ def test_the_negative_count_labels_sampled_runs_only():
     assert label("ce", 256) == "LLM-ESR-sasrec loss=ce"
     assert label("sampled", 256) == "LLM-ESR-sasrec loss=sampled loss_negatives=256"
     assert label("sampled", 8192) == "LLM-ESR-sasrec loss=sampled"  # the default count
+
+
+def test_the_stopping_rule_does_not_make_another_row():
+    """Epochs, patience and the patience floor say how long a run trained, not what it is: a run from
+    before the floor (0) shares its row with today's runs."""
+
+    def label(**settings) -> str:
+        config = {"method": "base", "backbone": "bert4rec", "loss": "ce"} | settings
+        return report.Run(Path("-"), config, {}, None).label
+
+    assert label(patience_floor=0.0) == label(patience_floor=1.25) == label(patience=200, epochs=60)
+    assert label(lr=0.003) == "base-bert4rec loss=ce lr=0.003"

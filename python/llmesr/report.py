@@ -25,7 +25,8 @@ from llmesr.metrics import GROUPS
 from llmesr.plots import PROTOCOLS
 from llmesr.runs import read_run_config
 
-# Settings that do not make another method: where, which seed, how long, and the group thresholds.
+# Settings that do not make another method: where, which seed, how long (the stopping rule), and the group
+# thresholds.
 UNLABELLED = {
     "data",
     "out",
@@ -36,6 +37,7 @@ UNLABELLED = {
     "backbone",
     "epochs",
     "patience",
+    "patience_floor",
     "tail_user_len",
     "tail_item_pop",
 }
