@@ -60,7 +60,7 @@ def test_the_best_epoch_is_kept_and_patience_stops_the_run(tmp_path, monkeypatch
 
 def test_patience_counts_only_once_the_best_beats_the_floor(tmp_path, monkeypatch):
     """A plateau below the floor (a multiple of ranking by popularity's) is not counted (Bert4Rec's first
-    20-40 epochs on ml-100k); once the best beats it, every epoch without a better one is."""
+    30-40 epochs on ml-100k); once the best beats it, every epoch without a better one is."""
     monkeypatch.setattr(callbacks, "save_weights", lambda path, model: None)
     run, lines = stand_in(tmp_path, floor=0.2, patience=2)
     curve = [0.10, 0.15, 0.12, 0.14, 0.15, 0.13, 0.25, 0.24, 0.30, 0.29, 0.28, 0.27]

@@ -193,8 +193,8 @@ class OptimSettings(Section):
     )
     warmup: int = setting(0, "epochs over which the learning rate rises linearly to --lr", check="non_negative")
     patience: int = setting(20, "epochs without a better validation NDCG@10 before stopping", check="positive_int")
-    # Bert4Rec on ml-100k sits on a plateau at popularity's level (0.96-1.09x its validation NDCG@10) for
-    # 20-40 epochs before it learns more: a patience counted from the start stopped it there (RESULTS,
+    # Bert4Rec on ml-100k sits on a plateau at popularity's level (0.84-1.09x its validation NDCG@10) for
+    # 30-40 epochs before it learns more: a patience counted from the start stopped it there (RESULTS,
     # "Patience above popularity").
     patience_floor: float | None = setting(
         None,
