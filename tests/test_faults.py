@@ -256,7 +256,8 @@ def test_resume_log_has_each_epoch_once(data, tmp_path):
     with open(run / "log.txt", "a") as f:
         f.write("epoch 3: loss 9.9, logged before the kill\n")
     train(cfg, progress=False, resume=True)
-    epochs = [line.split(":")[0] for line in (run / "log.txt").read_text().splitlines() if line.startswith("epoch")]
+    lines = (run / "log.txt").read_text().splitlines()
+    epochs = [line.split(":")[0] for line in lines if line.startswith("epoch") and ": loss" in line]
     assert epochs == ["epoch 1", "epoch 2", "epoch 3"]
 
 
