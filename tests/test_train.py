@@ -405,6 +405,22 @@ def test_compat_original_sets_the_original_model_and_protocol_unless_given():
     assert (ours.fusion.fusion, original.fusion.fusion) == ("concat", "cross_attention")  # the original code has it
     assert (ours.evaluation.popularity_penalty, original.evaluation.popularity_penalty) == (0.2, 0.0)
     assert (ours.optim.patience_floor, original.optim.patience_floor) == (1.25, 0.0)
+    # GRU4Rec: every position, the original's last one under compat; SASRec every position either way
+    targets = {
+        (backbone, compat): TrainConfig.of(
+            data="d", out="o", backbone=backbone, compat=compat
+        ).objective.next_item_targets
+        for backbone in ("sasrec", "gru4rec")
+        for compat in ("none", "original")
+    }
+    assert targets == {
+        ("sasrec", "none"): "every",
+        ("sasrec", "original"): "every",
+        ("gru4rec", "none"): "every",
+        ("gru4rec", "original"): "last",
+    }
+    given = TrainConfig.of(data="d", out="o", backbone="gru4rec", next_item_targets="last")
+    assert given.objective.next_item_targets == "last"
     assert TrainConfig.of(data="d", out="o", compat="original", fusion="concat").fusion.fusion == "concat"
     # the former switch, in a TOML file or an older config.json
     assert (
@@ -444,6 +460,28 @@ def test_a_run_folder_written_before_a_setting_existed_reads_as_it_ran(data, tmp
     # The penalty only re-ranks the final test: a resumed run may be given another.
     again = train(TrainConfig.of(**(older | {"epochs": 3, "popularity_penalty": 0.2})), progress=False, resume=True)
     assert again["popularity_penalty"] == read_run_config(tmp_path / "run")["popularity_penalty"] == 0.2
+
+
+def test_next_item_targets_every_position_or_the_last(data):
+    """GRU4Rec's batch is SASRec's (the item after each position) by default, or has its target and
+    negative at the last position only, as the original trains it; an older GRU4Rec record reads as
+    the latter, an older SASRec one as the former."""
+    from llmesr.batches import training_batch
+    from llmesr.config import added_later
+    from llmesr.data import load_dataset
+
+    ds, users = load_dataset(str(data)), np.arange(1, 40)
+    sasrec = training_batch(config(data, "o"), ds, users, epoch=3)
+    every = training_batch(config(data, "o", backbone="gru4rec"), ds, users, epoch=3)
+    last = training_batch(config(data, "o", backbone="gru4rec", next_item_targets="last"), ds, users, epoch=3)
+    for a, b in zip(sasrec, every, strict=True):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(last[0], every[0])
+    for full, kept in ((every[1], last[1]), (every[2], last[2])):
+        assert (full[:, :-1] != 0).sum() > 0 and (kept[:, :-1] == 0).all()
+        np.testing.assert_array_equal(kept[:, -1], full[:, -1])
+    for backbone, earlier in (("gru4rec", "last"), ("sasrec", "every")):
+        assert added_later({"backbone": backbone, "data": "d", "method": "base"})["next_item_targets"] == earlier
 
 
 def test_fusion_by_name_or_by_the_former_switch_and_its_choices_are_the_registry():

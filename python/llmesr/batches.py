@@ -21,13 +21,13 @@ TEACHER_CHUNK = 1024  # users per forward pass when teachers="epoch" builds its 
 
 
 def training_batch(cfg: TrainConfig, ds: Dataset, users: np.ndarray, epoch: int) -> tuple[np.ndarray, ...]:
-    """(inputs, targets, negatives) for the backbone's loss: next item at every position (SASRec),
-    at the last position only (GRU4Rec), or at the masked positions (Bert4Rec)."""
+    """(inputs, targets, negatives) for the backbone's loss: the next item at every position (SASRec,
+    GRU4Rec) or at the last only (`next_item_targets`), or the masked positions' items (Bert4Rec)."""
     spec, m, negatives = backbone(cfg.model.backbone), cfg.model, cfg.objective.negatives
     if spec.batch == "masked":
         return bert4rec_batch(ds, users, m.max_len, m.mask_prob, cfg.run.seed, epoch, negatives)
     inputs, targets, negs = sasrec_batch(ds, users, m.max_len, cfg.run.seed, epoch, negatives)
-    if spec.last_target_only:
+    if cfg.objective.next_item_targets == "last":
         targets[:, :-1] = 0
         negs[:, :-1] = 0
     return inputs, targets, negs

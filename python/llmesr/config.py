@@ -161,6 +161,15 @@ class ObjectiveSettings(Section):
     loss_negatives: int = setting(
         8192, "negatives a batch shares under --loss sampled (drawn with replacement)", check="positive_int"
     )
+    # The original code trains GRU4Rec at the last position only, one target per user and epoch: on
+    # ml-100k that left it below ranking by popularity (RESULTS, "GRU4Rec at every position").
+    next_item_targets: str | None = setting(
+        None,
+        "SASRec and GRU4Rec: the next-item loss at every position of the history (each predicts the item after it) "
+        "or at the last only",
+        choices=("every", "last"),
+        none_means="every; last for GRU4Rec under --compat original (the original's)",
+    )
     negatives: str = setting(
         "uniform",
         "training negatives: uniform, or popularity-weighted (never in the user's training history)",
@@ -311,6 +320,14 @@ ADDED_LATER: dict[str, Any] = {
 }
 
 
+def added_later(flat: dict[str, Any]) -> dict[str, Any]:
+    """An older record's flat settings with those added since filled in as it was trained (`ADDED_LATER`;
+    `next_item_targets`: the last position for a backbone the original trains there, GRU4Rec)."""
+    spec = BACKBONES.get(flat.get("backbone", ""))
+    earlier = ADDED_LATER | {"next_item_targets": "last" if spec is not None and spec.original_last_target else "every"}
+    return earlier | flat
+
+
 def declared() -> Iterator[tuple[str, Field[Any]]]:
     """Every setting's (section, field), in declaration order."""
     for section, kind in SECTIONS.items():
@@ -347,6 +364,12 @@ class TrainConfig:
             if getattr(getattr(self, section), name) is None:
                 resolved = replace(getattr(self, section), **{name: values[self.run.compat == "original"]})
                 object.__setattr__(self, section, resolved)
+        if self.objective.next_item_targets is None:
+            spec = BACKBONES.get(self.model.backbone)  # (an unknown backbone is refused where it is built)
+            last = self.run.compat == "original" and spec is not None and spec.original_last_target
+            object.__setattr__(
+                self, "objective", replace(self.objective, next_item_targets="last" if last else "every")
+            )
 
     @classmethod
     def of(cls, data: str, out: str, **settings: Any) -> TrainConfig:

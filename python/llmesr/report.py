@@ -66,7 +66,9 @@ class Run:
         parts = [f"{'LLM-ESR' if method == 'llmesr' else 'base'}-{c['backbone']}"]
         if "loss" in c:
             parts.append(f"loss={c['loss']}")
-        defaults = TrainConfig.of(data="-", out="-", compat=c.get("compat", "none")).flat() | {"compat": "none"}
+        defaults = TrainConfig.of(data="-", out="-", compat=c.get("compat", "none"), backbone=c["backbone"]).flat() | {
+            "compat": "none"
+        }
         ignored = UNLABELLED | {"loss"} | (LLMESR_ONLY if method == "base" else set())
         if c.get("loss") != "sampled":  # the shared negatives' count means nothing to another loss
             ignored |= {"loss_negatives"}

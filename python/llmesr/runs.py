@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from llmesr.config import ADDED_LATER, TrainConfig, flatten, is_a
+from llmesr.config import TrainConfig, added_later, flatten, is_a
 from llmesr.data import EMBEDDING_FILES, file_sha256
 from llmesr.errors import SettingsError
 from llmesr.io import atomic_write, atomic_write_text, remove_stale_temporaries
@@ -61,7 +61,7 @@ def read_run_config(run: Path) -> dict[str, Any]:
     flat = flatten(saved, strict=False)
     if not {"method", "backbone", "data"} <= flat.keys():
         raise SettingsError(f"{path}: not the config of an llmesr run")
-    return ADDED_LATER | flat
+    return added_later(flat)
 
 
 def is_run_folder(path: Path) -> bool:
