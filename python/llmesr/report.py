@@ -66,9 +66,8 @@ class Run:
         parts = [f"{'LLM-ESR' if method == 'llmesr' else 'base'}-{c['backbone']}"]
         if "loss" in c:
             parts.append(f"loss={c['loss']}")
-        defaults = TrainConfig.of(data="-", out="-", compat=c.get("compat", "none"), backbone=c["backbone"]).flat() | {
-            "compat": "none"
-        }
+        compat, backbone = c.get("compat", "none"), c["backbone"]  # (defaults differ by both)
+        defaults = TrainConfig.of(data="-", out="-", compat=compat, backbone=backbone).flat() | {"compat": "none"}
         ignored = UNLABELLED | {"loss"} | (LLMESR_ONLY if method == "base" else set())
         if c.get("loss") != "sampled":  # the shared negatives' count means nothing to another loss
             ignored |= {"loss_negatives"}
