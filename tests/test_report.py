@@ -165,3 +165,15 @@ def test_the_stopping_rule_does_not_make_another_row():
 
     assert label(patience_floor=0.0) == label(patience_floor=1.25) == label(patience=200, epochs=60)
     assert label(lr=0.003) == "base-bert4rec loss=ce lr=0.003"
+
+
+def test_a_row_is_labelled_against_its_backbone_and_compat_defaults():
+    """GRU4Rec at the last position is a setting of its own, except under --compat original, whose
+    default it is."""
+
+    def label(**settings) -> str:
+        return report.Run(Path("-"), {"method": "base", "backbone": "gru4rec", "loss": "ce"} | settings, {}, None).label
+
+    assert label(next_item_targets="every") == "base-gru4rec loss=ce"
+    assert label(next_item_targets="last") == "base-gru4rec loss=ce next_item_targets=last"
+    assert label(next_item_targets="last", compat="original") == "base-gru4rec loss=ce compat=original"
