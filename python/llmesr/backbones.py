@@ -22,7 +22,7 @@ class Backbone:
     name: str
     encoder: str  # "module:function" building the encoder: f(hidden, max_len, layers, heads, dropout, *, compat, block)
     batch: str  # training batch: "next_item" (the next item at every position) or "masked" (cloze, Bert4Rec)
-    original_last_target: bool  # the original code's next-item loss at the last position only (GRU4Rec)
+    original_targets: str  # where the original code takes the next-item loss: "every" position, or the "last" (GRU4Rec)
     mask_token: bool  # inputs may hold a mask token (item n_items + 1); the user vector reads its state
     scales_input: bool  # `embed_scale` applies (the original scales its Transformers' inputs)
     compat_pads_to_max_len: bool  # under --compat original the encoder reads every padded step (its GRU)
@@ -41,7 +41,7 @@ BACKBONES: dict[str, Backbone] = {
             "sasrec",
             "llmesr.models.encoder:causal_transformer",
             batch="next_item",
-            original_last_target=False,
+            original_targets="every",
             mask_token=False,
             scales_input=True,
             compat_pads_to_max_len=False,
@@ -51,7 +51,7 @@ BACKBONES: dict[str, Backbone] = {
             "bert4rec",
             "llmesr.models.encoder:bidirectional_transformer",
             batch="masked",
-            original_last_target=False,
+            original_targets="every",
             mask_token=True,
             scales_input=True,
             compat_pads_to_max_len=False,
@@ -61,7 +61,7 @@ BACKBONES: dict[str, Backbone] = {
             "gru4rec",
             "llmesr.models.encoder:gru",
             batch="next_item",
-            original_last_target=True,
+            original_targets="last",
             mask_token=False,
             scales_input=False,
             compat_pads_to_max_len=True,

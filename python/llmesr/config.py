@@ -324,8 +324,7 @@ def added_later(flat: dict[str, Any]) -> dict[str, Any]:
     """An older record's flat settings with those added since filled in as it was trained (`ADDED_LATER`;
     `next_item_targets`: the last position for a backbone the original trains there, GRU4Rec)."""
     spec = BACKBONES.get(flat.get("backbone", ""))
-    earlier = ADDED_LATER | {"next_item_targets": "last" if spec is not None and spec.original_last_target else "every"}
-    return earlier | flat
+    return ADDED_LATER | {"next_item_targets": spec.original_targets if spec else "every"} | flat
 
 
 def declared() -> Iterator[tuple[str, Field[Any]]]:
@@ -366,10 +365,8 @@ class TrainConfig:
                 object.__setattr__(self, section, resolved)
         if self.objective.next_item_targets is None:
             spec = BACKBONES.get(self.model.backbone)  # (an unknown backbone is refused where it is built)
-            last = self.run.compat == "original" and spec is not None and spec.original_last_target
-            object.__setattr__(
-                self, "objective", replace(self.objective, next_item_targets="last" if last else "every")
-            )
+            targets = spec.original_targets if spec and self.run.compat == "original" else "every"
+            object.__setattr__(self, "objective", replace(self.objective, next_item_targets=targets))
 
     @classmethod
     def of(cls, data: str, out: str, **settings: Any) -> TrainConfig:
