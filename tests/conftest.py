@@ -1,6 +1,7 @@
 import contextlib
 import gzip
 import os
+import re
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -56,6 +57,11 @@ def shared_data() -> Path:
     if not root or not Path(root).is_dir():
         pytest.skip("LLMESR_TEST_DATA is not set to the shared datasets folder")
     return Path(root)
+
+
+def epoch_lines(run: Path) -> list[str]:
+    """The per-epoch lines of a run's log.txt ("epoch N: loss ..."), without the lines about its patience."""
+    return [line for line in (run / "log.txt").read_text().splitlines() if re.match(r"epoch \d+: loss ", line)]
 
 
 def assert_same_loss_and_gradients(fast, slow, module) -> None:

@@ -30,7 +30,7 @@ from llmesr.models import LLMESR  # noqa: E402
 from llmesr.runs import read_run_config  # noqa: E402
 from llmesr.train import train  # noqa: E402
 
-from conftest import embedded_synthetic, serve, write  # noqa: E402
+from conftest import embedded_synthetic, epoch_lines, serve, write  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -256,8 +256,7 @@ def test_resume_log_has_each_epoch_once(data, tmp_path):
     with open(run / "log.txt", "a") as f:
         f.write("epoch 3: loss 9.9, logged before the kill\n")
     train(cfg, progress=False, resume=True)
-    lines = (run / "log.txt").read_text().splitlines()
-    epochs = [line.split(":")[0] for line in lines if line.startswith("epoch") and ": loss" in line]
+    epochs = [line.split(":")[0] for line in epoch_lines(run)]
     assert epochs == ["epoch 1", "epoch 2", "epoch 3"]
 
 

@@ -19,7 +19,7 @@ from llmesr.runs import read_run_config  # noqa: E402
 from llmesr.sampling import histories  # noqa: E402
 from llmesr.train import Training, learning_rate, train  # noqa: E402
 
-from conftest import assert_same_loss_and_gradients, embedded_synthetic  # noqa: E402
+from conftest import assert_same_loss_and_gradients, embedded_synthetic, epoch_lines  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +77,7 @@ def test_run_folder_and_metrics(data, tmp_path, kw):
             assert sum(groups[f"length_{i}"]["count"] for i in range(1, 6)) == groups["overall"]["count"]
     assert metrics["test"]["full"]["overall"]["count"] == 150
     assert read_run_config(run) | kw == read_run_config(run)
-    assert len(re.findall(r"^epoch \d+: loss", (run / "log.txt").read_text(), re.M)) == 2
+    assert len(epoch_lines(run)) == 2
 
 
 def test_same_seed_same_metrics(data, tmp_path):
