@@ -104,9 +104,11 @@ def test_training_keeps_its_data_from_being_replaced_or_reembedded(data, tmp_pat
 
 def test_two_resumes_of_one_run_and_a_real_pair(data, tmp_path):
     run = tmp_path / "run"
-    # Long enough that it is still training (holding the lock) when the second command runs on an idle machine.
+    # Still training (holding the lock) when the later commands run, however idle the machine: it is killed
+    # below, never left to finish (200 epochs of this data ended before them on an idle machine).
+    epochs = "100000"
     slow = ["--hidden", "8", "--max-len", "20", "--n-negatives", "10", "--threads", "1"]
-    slow += ["--epochs", "200", "--patience", "200"]
+    slow += ["--epochs", epochs, "--patience", epochs]
     first = subprocess.Popen(
         [sys.executable, "-m", "llmesr.cli.train", *slow, "--data", str(data), "--out", str(run), "-q"],
         stdout=subprocess.DEVNULL,
@@ -126,7 +128,7 @@ def test_two_resumes_of_one_run_and_a_real_pair(data, tmp_path):
         first.send_signal(signal.SIGKILL)
         first.wait()
     saved = read_run_config(run)
-    assert saved["epochs"] == 200  # the first run's settings, untouched by the refused ones
+    assert saved["epochs"] == int(epochs)  # the first run's settings, untouched by the refused ones
     assert command("train", "--resume", str(run), "--epochs", "2")[0] == 0  # free again after kill -9
 
 
